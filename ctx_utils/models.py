@@ -1,0 +1,164 @@
+"""Load a model as a TransformerLens ``TransformerBridge`` in compatibility mode — one path for every model.
+
+The paper loads GPT-2 with ``fold_ln``, ``center_writing_weights`` and ``center_unembed`` (paper-method §2.0);
+TransformerLens 4's ``enable_compatibility_mode()`` applies exactly these, so ``W_in``, ``W_out``, ``W_U`` and
+``W_O`` read after it are the weights the paper's formulas use. The bundled model organism is a Hugging Face
+folder and goes through the very same ``boot_transformers`` call as GPT-2.
+
+Hub models need the Hugging Face hub (or a local cache of it). Offline, :func:`load_model` fails within a
+few seconds with a message that names the fix, instead of half a minute of retries and a deep traceback.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from ctx_utils.results import REPO_ROOT
+
+ORGANISM_DIR = REPO_ROOT / "data" / "organism"
+HUB_HOST = "huggingface.co"
+
+#: The kit's short names → Hugging Face repository ids. ``organism`` is the bundled folder.
+HUB_MODELS: dict[str, str] = {
+    "gpt2-small": "gpt2",
+    "gpt2-medium": "gpt2-medium",
+    "gpt2-large": "gpt2-large",
+    "gpt2-xl": "gpt2-xl",
+    "pythia-160m": "EleutherAI/pythia-160m",
+    "pythia-410m": "EleutherAI/pythia-410m",
+    "pythia-1.4b": "EleutherAI/pythia-1.4b",
+}
+ALIASES: dict[str, str] = {"gpt2": "gpt2-small"}
+MODEL_NAMES: tuple[str, ...] = ("organism", *HUB_MODELS)
+
+
+class ModelNotFoundError(ValueError):
+    """The name is neither a known model nor a local Hugging Face folder."""
+
+
+class HubUnreachableError(RuntimeError):
+    """A hub model was asked for, it is not cached, and the Hugging Face hub cannot be reached."""
+
+
+def canonical_name(name: str) -> str:
+    """The kit's short name for ``name`` (``gpt2`` → ``gpt2-small``); a folder path is returned unchanged."""
+    return ALIASES.get(name, name)
+
+
+def short_name(name_or_folder: str) -> str:
+    """A name usable as a results folder: the kit's name, or the folder's own name for a local folder."""
+    name = canonical_name(name_or_folder)
+    return name if name in MODEL_NAMES else Path(name_or_folder).name
+
+
+def pick_device(device: str | None = None) -> str:
+    """``device`` if given, else ``$CTX_DEVICE``, else the best available: cuda, then mps, then cpu."""
+    device = device or os.environ.get("CTX_DEVICE")
+    if device:
+        return device
+    if torch.cuda.is_available():
+        return "cuda"
+    if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
+        return "mps"
+    return "cpu"
+
+
+def hub_reachable(timeout: float = 3.0) -> bool:
+    """Whether the Hugging Face hub answers: False at once when ``HF_HUB_OFFLINE`` is set."""
+    if os.environ.get("HF_HUB_OFFLINE", "").lower() in {"1", "true", "yes", "on"}:
+        return False
+    try:
+        with socket.create_connection((HUB_HOST, 443), timeout=timeout):
+            return True
+    except OSError:
+        return False
+
+
+def is_cached(repo_id: str) -> bool:
+    """Whether the hub model's config is already in the local Hugging Face cache (then it loads offline)."""
+    from huggingface_hub import try_to_load_from_cache
+
+    found = try_to_load_from_cache(repo_id, "config.json")
+    return isinstance(found, str) and Path(found).exists()
+
+
+def resolve_source(name_or_folder: str) -> str:
+    """What to hand to ``boot_transformers``: a local folder or a hub id. Raises a clear error otherwise."""
+    name = canonical_name(str(name_or_folder))
+    if name == "organism":
+        if not (ORGANISM_DIR / "config.json").exists():
+            raise ModelNotFoundError(
+                f"The bundled organism is missing from {ORGANISM_DIR}. Retrain it with "
+                "`python -m ctx_utils.organism.train` (about 10 minutes on 2 CPU cores)."
+            )
+        return str(ORGANISM_DIR)
+    if name in HUB_MODELS:
+        return HUB_MODELS[name]
+    folder = Path(name_or_folder).expanduser()
+    if folder.is_dir():
+        if not (folder / "config.json").exists():
+            raise ModelNotFoundError(f"{folder} is a folder but not a Hugging Face model folder (no config.json).")
+        return str(folder)
+    raise ModelNotFoundError(
+        f"Unknown model {name_or_folder!r}. Choose one of: {', '.join(MODEL_NAMES)} "
+        "(alias: gpt2 = gpt2-small), or give the path of a local Hugging Face model folder."
+    )
+
+
+def check_hub_available(repo_id: str) -> None:
+    """Raise :class:`HubUnreachableError` in seconds when ``repo_id`` is neither cached nor downloadable."""
+    if is_cached(repo_id) or hub_reachable():
+        return
+    raise HubUnreachableError(
+        f"Cannot load {repo_id!r}: the Hugging Face hub is unreachable (offline, or HF_HUB_OFFLINE is set) "
+        "and the model is not in the local cache. Use MODEL='organism', which is bundled and runs offline, "
+        "or connect to the internet once to download the model."
+    )
+
+
+def load_model(name_or_folder: str = "organism", device: str | None = None):
+    """Load a model as a ``TransformerBridge`` with compatibility mode on (folded LN, centred weights).
+
+    ``name_or_folder`` is one of :data:`MODEL_NAMES` (``gpt2`` is an alias of ``gpt2-small``) or a local
+    Hugging Face folder. ``device`` defaults to :func:`pick_device`.
+    """
+    from transformer_lens.model_bridge import TransformerBridge
+
+    source = resolve_source(name_or_folder)
+    if not Path(source).is_dir():
+        check_hub_available(source)
+    model = TransformerBridge.boot_transformers(source, device=pick_device(device))
+    model.enable_compatibility_mode()
+    model.eval()
+    return model
+
+
+@dataclass(frozen=True)
+class ModelChoice:
+    """The model a notebook runs on, and a sentence that says why — shown to the reader, never silent."""
+
+    name: str
+    reason: str
+
+
+def choose_model(requested: str | None = None) -> ModelChoice:
+    """Resolve a notebook's ``MODEL`` parameter (``$CTX_MODEL``; ``auto`` when unset).
+
+    ``auto`` means GPT-2 small when the hub is reachable (or GPT-2 is cached), otherwise the bundled organism.
+    """
+    requested = requested or os.environ.get("CTX_MODEL") or "auto"
+    if requested != "auto":
+        resolve_source(requested)  # fail now, with the list of valid names, not deep inside a later cell
+        return ModelChoice(short_name(requested), f"MODEL={requested!r} was asked for (CTX_MODEL or the parameters cell).")
+    if is_cached(HUB_MODELS["gpt2-small"]) or hub_reachable():
+        return ModelChoice("gpt2-small", "MODEL='auto' and the Hugging Face hub is reachable: using GPT-2 small, as the paper.")
+    return ModelChoice(
+        "organism",
+        "MODEL='auto' and the Hugging Face hub is unreachable: using the bundled model organism, which runs "
+        "offline. Set CTX_MODEL=gpt2-small when online to run the paper's model.",
+    )

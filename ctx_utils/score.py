@@ -1,0 +1,72 @@
+"""Step 5: score an explanation by how well it lets a classifier tell active from inactive held-out prompts.
+
+The paper's head explanation score (paper-method §2.7) is balanced accuracy over a pair's held-out prompts:
+
+    E = ½ · ( TP / (TP + FN)  +  TN / (TN + FP) )      (mean of the true-positive and true-negative rates)
+
+A pair whose held-out prompts are all active (or all inactive) has only one defined rate. The October-2023
+run, whose data the kit reproduces, keeps such a pair with E = the defined rate (``missing="defined_rate"``);
+the February-2024 run drops it (``missing="drop"``, E is ``None``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+from scipy import stats
+
+
+@dataclass(frozen=True)
+class Confusion:
+    """Counts of one pair's classified held-out prompts (positive = head active)."""
+
+    tp: int
+    fn: int
+    tn: int
+    fp: int
+
+
+def confusion(truth: Sequence[bool], predicted: Sequence[bool]) -> Confusion:
+    """Count TP/FN/TN/FP from ground-truth activity and the classifier's Yes (True) / No (False)."""
+    if len(truth) != len(predicted):
+        raise ValueError(f"{len(truth)} ground-truth labels but {len(predicted)} predictions.")
+    t = np.asarray(truth, dtype=bool)
+    p = np.asarray(predicted, dtype=bool)
+    return Confusion(tp=int((t & p).sum()), fn=int((t & ~p).sum()), tn=int((~t & ~p).sum()), fp=int((~t & p).sum()))
+
+
+def head_explanation_score(truth: Sequence[bool], predicted: Sequence[bool], missing: str = "defined_rate") -> float | None:
+    """E = ½(TPR + TNR) for one pair. ``missing`` says what to do when one class is absent (see module doc)."""
+    if missing not in {"defined_rate", "drop"}:
+        raise ValueError(f"missing must be 'defined_rate' or 'drop', not {missing!r}.")
+    c = confusion(truth, predicted)
+    rates = []
+    if c.tp + c.fn:
+        rates.append(c.tp / (c.tp + c.fn))
+    if c.tn + c.fp:
+        rates.append(c.tn / (c.tn + c.fp))
+    if not rates:
+        raise ValueError("Cannot score a pair with no held-out prompts.")
+    if len(rates) == 1 and missing == "drop":
+        return None
+    return float(np.mean(rates))
+
+
+def summarize_scores(scores: Sequence[float]) -> dict[str, float | int]:
+    """The paper's summary of E over pairs: mean, std (ddof 0), skew and skewtest p (alternative 'greater')."""
+    e = np.asarray([s for s in scores if s is not None], dtype=float)
+    if e.size == 0:
+        raise ValueError("No scored pairs to summarize.")
+    summary: dict[str, float | int] = {"n_pairs": int(e.size), "mean_E": float(e.mean()), "std_E": float(e.std())}
+    summary["skew"] = float(stats.skew(e)) if e.size > 2 else float("nan")
+    # skewtest needs at least 8 samples; below that the p-value is undefined, said plainly as NaN.
+    summary["skewtest_p"] = float(stats.skewtest(e, alternative="greater").pvalue) if e.size >= 8 else float("nan")
+    return summary
+
+
+def histogram_counts(scores: Sequence[float], bins: int = 10) -> list[int]:
+    """Counts of E in ``bins`` equal bins over [0, 1] (the last bin includes 1.0), as the paper's table."""
+    e = np.asarray(scores, dtype=float)
+    return np.histogram(e, bins=np.linspace(0, 1, bins + 1))[0].astype(int).tolist()
