@@ -127,11 +127,11 @@ def load_model(name_or_folder: str = "organism", device: str | None = None):
     ``name_or_folder`` is one of :data:`MODEL_NAMES` (``gpt2`` is an alias of ``gpt2-small``) or a local
     Hugging Face folder. ``device`` defaults to :func:`pick_device`.
     """
-    from transformer_lens.model_bridge import TransformerBridge
-
     source = resolve_source(name_or_folder)
     if not Path(source).is_dir():
-        check_hub_available(source)
+        check_hub_available(source)  # before the slow import: a bad request fails in seconds
+    from transformer_lens.model_bridge import TransformerBridge
+
     model = TransformerBridge.boot_transformers(source, device=pick_device(device))
     model.enable_compatibility_mode()
     model.eval()

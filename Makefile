@@ -1,0 +1,38 @@
+# The kit's commands. On a fresh machine, `make run` and `make test` are all the set-up there is.
+#   make run    create the environment if missing, then execute every notebook headless (results/<model>/)
+#   make test   create the environment if missing, then run the unit tests and every notebook under nbmake
+#   make lab    open JupyterLab on the notebooks
+# Variables: MODEL (default auto: GPT-2 small online, the organism offline), PYTHON, VENV, TORCH_SPEC.
+
+PYTHON ?= python3
+VENV ?= .venv
+# A bare `torch` pulls a multi-GB CUDA build on Linux; this pin takes the CPU wheel where one is provided.
+# With a GPU: make env TORCH_SPEC=torch
+TORCH_SPEC ?= torch==2.13.0
+MODEL ?= auto
+TEST_MODEL ?= organism
+BIN := $(VENV)/bin
+TEST_RESULTS := $(CURDIR)/.cache/test-results
+
+.PHONY: env run test lab
+
+env: $(VENV)/.installed
+
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -m pip install -q "$(TORCH_SPEC)"
+	$(BIN)/python -m pip install -q -e .
+	touch $@
+
+run: env
+	$(BIN)/python -m ctx_utils.run_notebooks --model $(MODEL)
+
+# Tests run offline-safe: notebooks use the organism and write into a scratch results folder.
+test: env
+	rm -rf $(TEST_RESULTS)
+	CTX_MODEL=$(TEST_MODEL) CTX_RESULTS=$(TEST_RESULTS) CTX_TORCH_THREADS=$${CTX_TORCH_THREADS:-1} \
+	  $(BIN)/python -m pytest --nbmake --nbmake-kernel=python3 --nbmake-timeout=900 tests notebooks
+
+lab: env
+	$(BIN)/jupyter lab notebooks/

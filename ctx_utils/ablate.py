@@ -1,0 +1,308 @@
+"""Step 6: switch a head off and see whether the neuron's token loses probability — where the head was active.
+
+Steps 1–5 found (neuron, head) pairs by *attribution*: a linear read of how much the head writes along the
+neuron's input direction. Ablation is the causal check (paper-method §2.9): zero the head's value vectors at
+every position (``blocks.{L}.attn.hook_v[:, :, H, :] = 0``, which removes the head's whole output; in
+compatibility mode it equals zeroing ``hook_z``), rerun the neuron's held-out prompts and read the
+probability of the neuron's token after the last prompt token. If the head is the neuron's context look-up,
+the probability should drop on prompts where the head was active and barely move where it was not. The
+paper compares the two distributions of per-pair mean drops with a two-sample Kolmogorov–Smirnov test.
+
+Attribution only sees a head's *direct* path into the neuron. A head whose message reaches the neuron
+through an earlier MLP is invisible to it, but not to ablation — so this module also measures the drop in
+the neuron's own activation (the authors' exploratory June-2023 variant).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterator, Mapping, Sequence
+
+import numpy as np
+import torch
+from scipy import stats
+from torch import Tensor
+from tqdm.auto import tqdm
+
+PAPER_Y_RANGE = (-0.075, 0.075)  # the y-limits of the paper's box plot
+
+
+def token_id(model, token: str) -> int:
+    """The first token id of ``token`` (the authors' ``tokenizer.encode(token)[0]``), e.g. ``" only"``."""
+    if not isinstance(token, str) or not token:
+        raise ValueError(f"The neuron's token must be a non-empty string such as ' only', got {token!r}.")
+    ids = model.to_tokens(token, prepend_bos=False)[0]
+    if len(ids) == 0:
+        raise ValueError(f"The tokenizer turns {token!r} into no tokens: check the token string.")
+    return int(ids[0])
+
+
+def check_heads(model, heads: Sequence[tuple[int, int]]) -> list[tuple[int, int]]:
+    """Validate ``(layer, head_index)`` pairs against the model's shape; returns them as a list of int tuples."""
+    n_layers, n_heads = model.cfg.n_layers, model.cfg.n_heads
+    checked = []
+    for item in heads:
+        if not (isinstance(item, (tuple, list)) and len(item) == 2):
+            raise ValueError(f"A head is a (layer, head_index) pair such as (0, 3), got {item!r}.")
+        layer, index = int(item[0]), int(item[1])
+        if not (0 <= layer < n_layers and 0 <= index < n_heads):
+            raise ValueError(
+                f"Head {item!r} does not exist: this model has layers 0–{n_layers - 1} and heads 0–{n_heads - 1} "
+                "per layer. (A flat head number f is (f // n_heads, f % n_heads).)"
+            )
+        checked.append((layer, index))
+    return checked
+
+
+def zero_value_hooks(heads: Sequence[tuple[int, int]]) -> list[tuple[str, object]]:
+    """Forward hooks that zero the value vectors of each head at every position (the paper's ablation)."""
+    by_layer: dict[int, list[int]] = {}
+    for layer, index in heads:
+        by_layer.setdefault(layer, []).append(index)
+
+    def make_hook(indices: list[int]):
+        def hook(v: Tensor, hook) -> Tensor:  # v: [batch, pos, n_heads, d_head]
+            v[:, :, indices, :] = 0.0
+            return v
+
+        return hook
+
+    return [(f"blocks.{layer}.attn.hook_v", make_hook(indices)) for layer, indices in sorted(by_layer.items())]
+
+
+def _batches(model, texts: Sequence[str], batch_size: int) -> Iterator[tuple[Tensor, Tensor]]:
+    """Right-padded token batches with BOS prepended, and each prompt's last real position.
+
+    Right padding never changes a real token's output in a causal model, so reading the logits at the last
+    real position gives exactly what the prompt alone gives. Yields ``(tokens [batch, pos], last [batch])``.
+    """
+    if isinstance(texts, str) or len(texts) == 0:
+        raise ValueError("Give a non-empty list of prompt strings (one string is a list of one).")
+    for i, text in enumerate(texts):
+        if not isinstance(text, str) or not text:
+            raise ValueError(f"Prompt {i} is {text!r}: every prompt must be a non-empty string.")
+    pad = model.tokenizer.pad_token_id if model.tokenizer.pad_token_id is not None else 0
+    for start in range(0, len(texts), batch_size):
+        rows = [model.to_tokens(text, prepend_bos=True)[0] for text in texts[start : start + batch_size]]
+        lengths = torch.tensor([len(row) for row in rows])
+        tokens = torch.full((len(rows), int(lengths.max())), pad, dtype=torch.long, device=rows[0].device)
+        for row_index, row in enumerate(rows):
+            tokens[row_index, : len(row)] = row
+        yield tokens, lengths - 1
+
+
+@torch.no_grad()
+def next_token_probs(
+    model, texts: Sequence[str], ablate_heads: Sequence[tuple[int, int]] = (), batch_size: int = 16
+) -> Tensor:
+    """``softmax(logits)`` after each prompt's last token, with the given heads ablated: ``[n_prompts, d_vocab]``."""
+    hooks = zero_value_hooks(check_heads(model, ablate_heads))
+    out = []
+    with model.hooks(fwd_hooks=hooks):
+        for tokens, last in _batches(model, texts, batch_size):
+            logits = model(tokens)  # [batch, pos, d_vocab]
+            out.append(logits[torch.arange(len(last)), last].float().softmax(-1).cpu())
+    return torch.cat(out)
+
+
+def token_probabilities(
+    model, texts: Sequence[str], token: str, ablate_heads: Sequence[tuple[int, int]] = (), batch_size: int = 16
+) -> Tensor:
+    """Probability of ``token`` (its first token id) after each prompt, heads ablated: ``[n_prompts]``."""
+    return next_token_probs(model, texts, ablate_heads, batch_size)[:, token_id(model, token)]
+
+
+@torch.no_grad()
+def neuron_activations(
+    model, texts: Sequence[str], layer: int, neuron: int, ablate_heads: Sequence[tuple[int, int]] = (),
+    batch_size: int = 16,
+) -> Tensor:
+    """The neuron's activation (``mlp.hook_post``) at each prompt's last token, heads ablated: ``[n_prompts]``.
+
+    The forward pass stops after the neuron's layer: nothing later can change it.
+    """
+    if not (0 <= layer < model.cfg.n_layers and 0 <= neuron < model.cfg.d_mlp):
+        raise ValueError(
+            f"Neuron {layer}.{neuron} does not exist: layers 0–{model.cfg.n_layers - 1}, neurons 0–{model.cfg.d_mlp - 1}."
+        )
+    grabbed: list[Tensor] = []
+
+    def grab(post: Tensor, hook) -> Tensor:  # post: [batch, pos, d_mlp]
+        grabbed.append(post[..., neuron].detach())
+        return post
+
+    hooks = zero_value_hooks(check_heads(model, ablate_heads)) + [(f"blocks.{layer}.mlp.hook_post", grab)]
+    out = []
+    with model.hooks(fwd_hooks=hooks):
+        for tokens, last in _batches(model, texts, batch_size):
+            grabbed.clear()
+            model(tokens, stop_at_layer=layer + 1)
+            out.append(grabbed[0][torch.arange(len(last)), last].float().cpu())
+    return torch.cat(out)
+
+
+def _texts(entries: Sequence[str | Mapping]) -> list[str]:
+    """Prompt strings from a list of strings or of prompts.json entries (``{"text", ...}``)."""
+    return [entry if isinstance(entry, str) else entry["text"] for entry in entries]
+
+
+def _group_mean(values: np.ndarray, mask: np.ndarray) -> float | None:
+    """Mean of ``values[mask]``; ``None`` for an empty group (the authors stored NaN)."""
+    return float(values[mask].mean()) if mask.any() else None
+
+
+def ablation_effects(
+    model,
+    pairs: Sequence[Mapping],
+    test_prompts: Mapping[str, Sequence[str | Mapping]],
+    activity: Mapping[str, Tensor | Sequence[Sequence[bool]]],
+    neuron_effect: bool = True,
+    batch_size: int = 16,
+) -> list[dict]:
+    """Per (neuron, head) pair: how much ablating the head lowers the token's probability, active vs inactive.
+
+    ``pairs``: heads.json's ``"pairs"`` (each with ``layer``, ``neuron``, ``token``, ``head``, ``head_layer``,
+    ``head_index``). ``test_prompts``: held-out prompts keyed ``"<layer>.<neuron>"`` (prompts.json's
+    ``"prompts"`` shape, or plain strings). ``activity``: the same keys → which heads are active on each
+    test prompt, ``[n_prompts, n_candidate_heads]`` booleans indexed by flat head (see :func:`held_out_activity`).
+
+    Each result holds the per-prompt ``prob_normal``, ``prob_ablated`` and ``head_active``, and the mean
+    decrease (normal − ablated) over active and inactive prompts (``None`` for an empty group). With
+    ``neuron_effect`` it also holds the neuron's activation with and without the head (``act_normal``,
+    ``act_ablated``, ``mean_act_decrease_active`` / ``_inactive``).
+    """
+    normal_cache: dict[str, tuple[Tensor, Tensor | None]] = {}
+    results = []
+    for pair in tqdm(pairs, desc="ablating heads"):
+        key = f"{pair['layer']}.{pair['neuron']}"
+        texts = _texts(test_prompts.get(key, []))
+        row = {name: pair[name] for name in ("layer", "neuron", "head", "head_layer", "head_index", "token")}
+        if not texts:
+            results.append(row | _summarise([], [], [], None, None))
+            continue
+        active = _head_column(activity, key, int(pair["head"]), len(texts))
+        if key not in normal_cache:
+            normal_cache[key] = (
+                token_probabilities(model, texts, pair["token"], batch_size=batch_size),
+                neuron_activations(model, texts, pair["layer"], pair["neuron"], batch_size=batch_size) if neuron_effect else None,
+            )
+        prob_normal, act_normal = normal_cache[key]
+        head = [(int(pair["head_layer"]), int(pair["head_index"]))]
+        prob_ablated = token_probabilities(model, texts, pair["token"], head, batch_size)
+        act_ablated = neuron_activations(model, texts, pair["layer"], pair["neuron"], head, batch_size) if neuron_effect else None
+        results.append(row | _summarise(prob_normal.tolist(), prob_ablated.tolist(), active, act_normal, act_ablated))
+    return results
+
+
+def _head_column(activity: Mapping, key: str, head: int, n_prompts: int) -> list[bool]:
+    """Whether flat head ``head`` is active on each of the neuron's test prompts, with shape checks."""
+    if key not in activity:
+        raise ValueError(f"No head activity for neuron {key}: compute it on the same test prompts (held_out_activity).")
+    matrix = torch.as_tensor(activity[key], dtype=torch.bool)
+    if matrix.ndim != 2 or matrix.shape[0] != n_prompts:
+        raise ValueError(
+            f"Head activity for neuron {key} has shape {tuple(matrix.shape)}, expected [{n_prompts} prompts, "
+            "n_candidate_heads]: compute it on the same test prompts."
+        )
+    if not 0 <= head < matrix.shape[1]:
+        raise ValueError(f"Flat head {head} is not among neuron {key}'s {matrix.shape[1]} candidate heads.")
+    return matrix[:, head].tolist()
+
+
+def _summarise(prob_normal, prob_ablated, active, act_normal, act_ablated) -> dict:
+    """Group means of the decreases, plus the per-prompt records (as plain lists for JSON)."""
+    mask = np.asarray(active, dtype=bool)
+    decrease = np.asarray(prob_normal) - np.asarray(prob_ablated)
+    row = {
+        "mean_decrease_active": _group_mean(decrease, mask),
+        "mean_decrease_inactive": _group_mean(decrease, ~mask),
+        "n_active": int(mask.sum()),
+        "n_inactive": int((~mask).sum()),
+        "prob_normal": list(prob_normal),
+        "prob_ablated": list(prob_ablated),
+        "head_active": [bool(a) for a in mask],
+    }
+    if act_normal is not None:
+        act_decrease = (act_normal - act_ablated).numpy()
+        row |= {
+            "mean_act_decrease_active": _group_mean(act_decrease, mask),
+            "mean_act_decrease_inactive": _group_mean(act_decrease, ~mask),
+            "act_normal": act_normal.tolist(),
+            "act_ablated": act_ablated.tolist(),
+        }
+    return row
+
+
+def held_out_activity(
+    model, test_prompts: Mapping[str, Sequence[str | Mapping]], rule: str = "top3", include_same_layer: bool = False
+) -> dict[str, Tensor]:
+    """Ground truth for :func:`ablation_effects`: which heads are active on each neuron's test prompts.
+
+    The same rule as on the training prompts (step 3): attribute every candidate head to the neuron at the
+    last token, then mark the active ones. Returns ``"<layer>.<neuron>"`` → ``[n_prompts, n_candidate_heads]``.
+    """
+    from ctx_utils.heads import active_heads, head_attributions
+
+    activity = {}
+    for key, entries in sorted(test_prompts.items()):
+        texts = _texts(entries)
+        if texts:
+            layer, neuron = (int(part) for part in key.split("."))
+            attr = head_attributions(model, texts, layer, neuron, include_same_layer=include_same_layer)
+            activity[key] = active_heads(attr, rule=rule)
+    return activity
+
+
+def _finite(values: Sequence[float | None]) -> np.ndarray:
+    return np.asarray([v for v in values if v is not None and not math.isnan(v)], dtype=float)
+
+
+def ks_test(active_means: Sequence[float | None], inactive_means: Sequence[float | None]) -> dict:
+    """Two-sample Kolmogorov–Smirnov test between the per-pair mean drops where the head is active / inactive.
+
+    ``None`` and NaN (pairs with no prompt in that group) are dropped first, as the authors did.
+    Returns ``{"statistic", "pvalue", "n_active", "n_inactive"}``.
+    """
+    active, inactive = _finite(active_means), _finite(inactive_means)
+    if len(active) == 0 or len(inactive) == 0:
+        raise ValueError(
+            f"The KS test needs values in both groups; got {len(active)} active and {len(inactive)} inactive "
+            "after dropping empty (None/NaN) means. Use more test prompts or more pairs."
+        )
+    result = stats.ks_2samp(active, inactive)
+    return {"statistic": float(result.statistic), "pvalue": float(result.pvalue),
+            "n_active": len(active), "n_inactive": len(inactive)}
+
+
+def ablation_box(
+    effects: Sequence[Mapping] | Mapping[str, Sequence[Mapping]],
+    measure: str = "token",
+    y_range: tuple[float, float] | None = PAPER_Y_RANGE,
+):
+    """The paper's box plot: per-pair mean decrease after ablating the head, active vs inactive prompts.
+
+    ``effects``: :func:`ablation_effects`'s result, or ``{model name: result}`` for one group per model (as the
+    paper's Small / Medium / Large). ``measure``: ``"token"`` (probability) or ``"neuron"`` (activation).
+    ``y_range``: the paper's ±0.075 by default; ``None`` lets plotly fit the data.
+    """
+    import plotly.graph_objects as go
+
+    prefix = {"token": "mean_decrease", "neuron": "mean_act_decrease"}.get(measure)
+    if prefix is None:
+        raise ValueError(f"measure must be 'token' or 'neuron', got {measure!r}.")
+    groups = effects if isinstance(effects, Mapping) else {"": effects}
+    fig = go.Figure()
+    for label, colour in (("active", "#d62728"), ("inactive", "#1f77b4")):
+        xs, ys = [], []
+        for model_name, rows in groups.items():
+            values = _finite([row.get(f"{prefix}_{label}") for row in rows])
+            ys += values.tolist()
+            xs += [model_name] * len(values)
+        fig.add_trace(go.Box(x=xs, y=ys, name=f"head {label}", marker_color=colour, boxpoints="all", jitter=0.4))
+    what = "token probability" if measure == "token" else "neuron activation"
+    fig.add_hline(y=0, line_dash="dash", line_color="grey")
+    fig.update_layout(title=f"Decrease in {what} after ablating attention head", boxmode="group",
+                      yaxis_title=f"decrease in {what} (normal − ablated)", xaxis_title="model")
+    if y_range is not None:
+        fig.update_yaxes(range=list(y_range))
+    return fig

@@ -1,0 +1,218 @@
+"""A small, careful client for any OpenAI-compatible chat endpoint (OpenAI, or a local Ollama / vLLM server).
+
+The paper asks GPT-4 twice per (neuron, head) pair: once to *explain* when the head is active, then once per
+held-out prompt to *classify* it from the explanation alone (paper-method §2.6–2.7). This module does the
+asking, and only that. It is careful in the ways a class of learners with their own API keys needs:
+
+* **Configuration** comes from arguments or the environment: ``OPENAI_API_KEY``, ``OPENAI_BASE_URL`` (a local
+  server such as ``http://localhost:11434/v1``; any non-empty key works there) and ``CTX_LLM_MODEL``. Without a
+  key, :class:`LLMClient` raises :class:`LLMNotConfigured`, which notebooks catch to run the offline explainer.
+* **A disk cache**: every request is stored as one JSON file named by a hash of (model, messages, max_tokens,
+  temperature, base URL), written atomically, so a rerun or an interrupted run resumed never pays twice.
+* **Bounded retries** with exponential back-off on timeouts, connection errors, 429 and 5xx; never on other
+  4xx (a wrong key or model name does not get better by asking again).
+* **A token budget** (prompt + completion tokens): the next request's size is estimated *before* it is sent,
+  and :class:`BudgetExceeded` is raised rather than overspend. What was done before stays cached.
+* **Strict Yes/No parsing** (:func:`parse_yes_no`): case and surrounding whitespace are forgiven, nothing else;
+  an unparsed answer is returned as ``None`` and counted, never silently dropped.
+* **The key stays secret**: it never appears in a cache file, a log line, a ``repr`` or an exception message.
+
+Cached answers are model-written text: show them with ``print`` (or escaped HTML), never render them as HTML.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import openai
+
+from ctx_utils.results import write_text_atomic
+
+log = logging.getLogger(__name__)
+
+DEFAULT_MODEL = "gpt-4o-mini"  # cheap and current; the paper used gpt-4-0613 (Oct 2023), gpt-4-1106-preview (Feb 2024)
+DEFAULT_TOKEN_BUDGET = 300_000  # prompt + completion tokens per client; override with CTX_LLM_TOKEN_BUDGET
+CHARS_PER_TOKEN = 3  # a cautious estimate (English averages about 4): the budget errs on the side of stopping
+
+
+class LLMError(RuntimeError):
+    """Base class of this module's errors."""
+
+
+class LLMNotConfigured(LLMError):
+    """No API key: the notebooks take the offline path."""
+
+
+class BudgetExceeded(LLMError):
+    """The next request would take the client past its token budget. Earlier answers stay cached."""
+
+
+class LLMRequestFailed(LLMError):
+    """The endpoint refused the request, or kept failing after the allowed retries."""
+
+
+@dataclass(frozen=True)
+class Completion:
+    """One answer: its text, why it stopped, the tokens it cost, and whether it came from the cache."""
+
+    text: str
+    finish_reason: str | None
+    prompt_tokens: int
+    completion_tokens: int
+    cached: bool = False
+
+
+def parse_yes_no(text: str) -> bool | None:
+    """``"Yes"`` → True, ``"No"`` → False (any case, surrounding whitespace ignored); anything else → None."""
+    answer = text.strip().casefold()
+    return {"yes": True, "no": False}.get(answer)
+
+
+def default_cache_dir() -> Path:
+    """``$CTX_LLM_CACHE`` or ``~/.cache/ctx_lookups/llm``."""
+    return Path(os.environ.get("CTX_LLM_CACHE", Path.home() / ".cache" / "ctx_lookups" / "llm")).expanduser()
+
+
+def estimate_tokens(messages: list[dict[str, str]], max_tokens: int) -> int:
+    """An upper-side guess of a request's cost: prompt characters / 3, a few tokens per message, + max_tokens."""
+    prompt = sum(len(m["content"]) // CHARS_PER_TOKEN + 4 for m in messages) + 3
+    return prompt + max_tokens
+
+
+class LLMClient:
+    """Chat completions with a disk cache, retries, a token budget and a secret key.
+
+    Arguments override the environment (see the module docstring). ``timeout`` is seconds per attempt;
+    ``max_retries`` counts the extra attempts after the first; back-off doubles from ``backoff_s``.
+    """
+
+    def __init__(
+        self,
+        model: str | None = None,
+        api_key: str | None = None,
+        base_url: str | None = None,
+        cache_dir: str | Path | None = None,
+        token_budget: int | None = None,
+        timeout: float = 60.0,
+        max_retries: int = 4,
+        backoff_s: float = 1.0,
+    ) -> None:
+        key = api_key if api_key is not None else os.environ.get("OPENAI_API_KEY", "")
+        if not key.strip():
+            raise LLMNotConfigured(
+                "No LLM is configured: set OPENAI_API_KEY (and OPENAI_BASE_URL for a local server such as "
+                "Ollama or vLLM, where any non-empty key works), or use the offline explainer."
+            )
+        self._key = key.strip()
+        self.model = model or os.environ.get("CTX_LLM_MODEL") or DEFAULT_MODEL
+        self.base_url = (base_url or os.environ.get("OPENAI_BASE_URL") or "https://api.openai.com/v1").rstrip("/")
+        self.cache_dir = Path(cache_dir).expanduser() if cache_dir is not None else default_cache_dir()
+        budget = token_budget if token_budget is not None else os.environ.get("CTX_LLM_TOKEN_BUDGET", DEFAULT_TOKEN_BUDGET)
+        self.token_budget = int(budget)
+        self.max_retries = max_retries
+        self.backoff_s = backoff_s
+        # The openai package's own retries are off: this class retries, logs and scrubs in one place.
+        self._client = openai.OpenAI(api_key=self._key, base_url=self.base_url, timeout=timeout, max_retries=0)
+        self.tokens_used = 0  # prompt + completion tokens of requests actually sent (cache hits are free)
+        self.requests_sent = 0
+        self.cache_hits = 0
+
+    def __repr__(self) -> str:
+        return (
+            f"LLMClient(model={self.model!r}, base_url={self._scrub(self.base_url)!r}, cache_dir='{self.cache_dir}', "
+            f"tokens_used={self.tokens_used}/{self.token_budget}, key=<hidden>)"
+        )
+
+    def complete(self, prompt: str, max_tokens: int, temperature: float | None = None) -> Completion:
+        """Ask one user-message prompt; answer from the cache when this exact request was asked before."""
+        messages = [{"role": "user", "content": prompt}]
+        request = {
+            "model": self.model,
+            "messages": messages,
+            "max_tokens": max_tokens,
+            "temperature": temperature,
+            "base_url": self.base_url,
+        }
+        path = self._cache_path(request)
+        if path.exists():
+            self.cache_hits += 1
+            return Completion(**json.loads(path.read_text(encoding="utf-8"))["response"], cached=True)
+        estimate = estimate_tokens(messages, max_tokens)
+        if self.tokens_used + estimate > self.token_budget:
+            raise BudgetExceeded(
+                f"The next request (about {estimate} tokens) would pass the token budget "
+                f"({self.tokens_used} of {self.token_budget} used). Answers so far are cached: raise "
+                "token_budget (or CTX_LLM_TOKEN_BUDGET) and rerun to continue where this stopped."
+            )
+        completion = self._send(messages, max_tokens, temperature)
+        self.tokens_used += (completion.prompt_tokens + completion.completion_tokens) or estimate  # no usage: the guess
+        self.requests_sent += 1
+        record = {"request": request, "response": asdict(completion)}
+        record["response"].pop("cached")
+        write_text_atomic(path, self._scrub(json.dumps(record, indent=1, ensure_ascii=False)) + "\n")
+        return completion
+
+    def ask_yes_no(self, prompt: str, max_tokens: int = 1) -> bool | None:
+        """Ask a Yes/No question; None (logged, for the caller to count) when the answer is neither."""
+        completion = self.complete(prompt, max_tokens=max_tokens)
+        answer = parse_yes_no(completion.text)
+        if answer is None:
+            log.warning("Unparsed answer (neither Yes nor No): %r", self._scrub(completion.text))
+        return answer
+
+    # --- internals ---------------------------------------------------------------------------------------
+
+    def _cache_path(self, request: dict) -> Path:
+        digest = hashlib.sha256(json.dumps(request, sort_keys=True, ensure_ascii=False).encode()).hexdigest()
+        return self.cache_dir / f"{digest}.json"
+
+    def _send(self, messages: list[dict[str, str]], max_tokens: int, temperature: float | None) -> Completion:
+        extra = {} if temperature is None else {"temperature": temperature}
+        for attempt in range(self.max_retries + 1):
+            try:
+                response = self._client.chat.completions.create(
+                    model=self.model, messages=messages, max_tokens=max_tokens, **extra
+                )
+            except (openai.APIConnectionError, openai.RateLimitError, openai.InternalServerError) as err:
+                problem = self._describe(err)  # APITimeoutError is an APIConnectionError
+                if attempt == self.max_retries:
+                    raise LLMRequestFailed(
+                        f"{problem}, still after {self.max_retries + 1} attempts. Check OPENAI_BASE_URL and the "
+                        "server, then rerun: answers received so far are cached."
+                    ) from None
+                wait = self.backoff_s * 2**attempt
+                log.info("%s; retrying in %.2f s (attempt %d of %d)", problem, wait, attempt + 2, self.max_retries + 1)
+                time.sleep(wait)
+            except openai.OpenAIError as err:  # other 4xx: a wrong key, model or request; retrying cannot help
+                raise LLMRequestFailed(
+                    f"{self._describe(err)}. Check OPENAI_API_KEY, CTX_LLM_MODEL ({self.model!r}) and OPENAI_BASE_URL."
+                ) from None
+            else:
+                return self._to_completion(response)
+        raise AssertionError("unreachable: the loop returns or raises")
+
+    @staticmethod
+    def _to_completion(response: object) -> Completion:
+        choice = response.choices[0]
+        usage = response.usage
+        return Completion(
+            text=choice.message.content or "",
+            finish_reason=choice.finish_reason,
+            prompt_tokens=usage.prompt_tokens if usage else 0,
+            completion_tokens=usage.completion_tokens if usage else 0,
+        )
+
+    def _describe(self, err: openai.OpenAIError) -> str:
+        status = getattr(err, "status_code", None)
+        kind = type(err).__name__ + (f" (HTTP {status})" if status else "")
+        return self._scrub(f"{kind} from {self.base_url}: {err}")
+
+    def _scrub(self, text: str) -> str:
+        """Replace every occurrence of the API key with a placeholder."""
+        return text.replace(self._key, "<hidden key>")

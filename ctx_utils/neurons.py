@@ -1,0 +1,199 @@
+"""Step 1 of the paper: find next-token neurons by their congruence with the unembedding.
+
+A late-layer MLP neuron writes ``W_out[layer][neuron]`` (a d_model vector) into the residual stream each time
+it fires; dotted with the unembedding ``W_U`` that is the neuron's *direct* effect on every logit. The paper
+(paper-method §2.1) calls the largest of these dot products the neuron's **congruence** and its argmax the
+neuron's **token**; a "next-token neuron" is one with high congruence whose token is a real word. Gurnee et
+al. (2024) look at the same vocabulary projection through its *shape* instead (kurtosis and skew of the
+cosine similarities, §6.2): :func:`vocab_moments` gives that view for comparison.
+
+All weights are read after ``enable_compatibility_mode()`` (folded LayerNorm, centred writing weights and
+unembedding), as the paper's TransformerLens flags do.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+import torch
+from torch import Tensor
+
+#: The paper's layers per GPT-2 size (paper-method §2.1), keyed by (n_layers, d_model).
+PAPER_LAYERS: dict[tuple[int, int], list[int]] = {
+    (12, 768): [9, 10, 11],  # GPT-2 small
+    (24, 1024): [20, 21, 22, 23],  # GPT-2 medium
+    (36, 1280): [31, 32, 33, 34, 35],  # GPT-2 large
+}
+#: Neurons per chunk when projecting onto the vocabulary: bounds memory to chunk × d_vocab floats.
+CHUNK = 256
+
+
+def default_layers(model) -> list[int]:
+    """The layers the paper scans: GPT-2 small 9–11, medium 20–23, large 31–35; else the last quarter (≥ 1)."""
+    n_layers = model.cfg.n_layers
+    if (n_layers, model.cfg.d_model) in PAPER_LAYERS:
+        return list(PAPER_LAYERS[(n_layers, model.cfg.d_model)])
+    return list(range(n_layers - max(1, n_layers // 4), n_layers))
+
+
+def check_layer(model, layer: int) -> None:
+    """Raise a clear error when ``layer`` is not an MLP layer of ``model``."""
+    n_layers = model.cfg.n_layers
+    if not isinstance(layer, int) or not 0 <= layer < n_layers:
+        raise ValueError(f"Layer {layer!r} is out of range: this model has layers 0 to {n_layers - 1}.")
+
+
+def check_neuron(model, layer: int, neuron: int) -> None:
+    """Raise a clear error when ``(layer, neuron)`` is not a neuron of ``model``."""
+    check_layer(model, layer)
+    d_mlp = model.cfg.d_mlp
+    if not isinstance(neuron, int) or not 0 <= neuron < d_mlp:
+        raise ValueError(f"Neuron {neuron!r} is out of range: each MLP layer has neurons 0 to {d_mlp - 1}.")
+
+
+def token_string(model, token: int) -> str:
+    """The vocabulary string of one token id, leading space kept (``" only"``)."""
+    return model.tokenizer.decode([int(token)])
+
+
+@torch.no_grad()
+def congruence(model, layer: int) -> tuple[Tensor, Tensor]:
+    """Each neuron's congruence and token: max and argmax over the vocabulary of ``W_out[layer] @ W_U``.
+
+    Returns ``(scores, tokens)``, both of shape ``[d_mlp]``. The ``[d_mlp, d_vocab]`` product is computed in
+    chunks of neurons so GPT-2's 3072 × 50257 matrix never sits in memory at once.
+    """
+    check_layer(model, layer)
+    w_out = model.W_out[layer]  # [d_mlp, d_model]
+    w_u = model.W_U  # [d_model, d_vocab]
+    scores, tokens = [], []
+    for start in range(0, w_out.shape[0], CHUNK):
+        best = (w_out[start : start + CHUNK] @ w_u).max(dim=-1)  # [chunk]
+        scores.append(best.values)
+        tokens.append(best.indices)
+    return torch.cat(scores).float().cpu(), torch.cat(tokens).cpu()
+
+
+def passes_token_rule(token: str, reject: Iterable[str] = ()) -> bool:
+    """The paper's token filter: starts with a space, longer than 2 characters, not in the reject list."""
+    return token.startswith(" ") and len(token) > 2 and token not in set(reject)
+
+
+def select_next_token_neurons(
+    model,
+    layers: list[int] | None = None,
+    per_layer: int = 20,
+    reject: Iterable[str] = (),
+    activity: dict[int, Tensor] | None = None,
+    min_activity: float = 0.0,
+) -> list[dict]:
+    """The paper's next-token neurons: per layer, the ``per_layer`` most congruent neurons whose token passes.
+
+    Walk each layer's neurons by congruence, descending, and skip a neuron whose token does not start with a
+    space, is 2 characters or shorter (``" a"``), or is in ``reject`` (glitch tokens such as
+    ``" RandomRedditor"``). Several neurons may share a token.
+
+    ``activity`` (optional, ``{layer: Float[Tensor, "d_mlp"]}``, e.g. from
+    :func:`ctx_utils.prompts.max_activations`) adds a check the paper does not make: skip neurons whose
+    largest activation on the corpus is ``<= min_activity``. Congruence reads only the weights, so a silent
+    neuron can top the list (the organism shows this); those neurons get ``"skipped_silent"`` counted.
+
+    Returns dicts ``{"layer", "neuron", "token", "token_id", "congruence", "rank"}`` ordered by layer, then
+    by congruence; ``rank`` is the neuron's congruence rank within its layer (0 = most congruent).
+    """
+    layers = default_layers(model) if layers is None else list(layers)
+    if per_layer < 1:
+        raise ValueError(f"per_layer must be at least 1, got {per_layer}.")
+    reject = set(reject)
+    chosen: list[dict] = []
+    for layer in layers:
+        scores, tokens = congruence(model, layer)
+        order = torch.sort(scores, descending=True, stable=True).indices
+        kept = []
+        for rank, neuron in enumerate(order.tolist()):
+            token = token_string(model, tokens[neuron])
+            if not passes_token_rule(token, reject):
+                continue
+            if activity is not None and float(activity[layer][neuron]) <= min_activity:
+                continue
+            kept.append(
+                {
+                    "layer": layer,
+                    "neuron": neuron,
+                    "token": token,
+                    "token_id": int(tokens[neuron]),
+                    "congruence": float(scores[neuron]),
+                    "rank": rank,
+                }
+            )
+            if len(kept) == per_layer:
+                break
+        if not kept:
+            raise ValueError(
+                f"No neuron of layer {layer} passes the token rule (leading space, > 2 characters, not rejected)"
+                + (" and fires above min_activity" if activity is not None else "")
+                + ": check the tokenizer's decoding, or loosen `reject` / `min_activity`."
+            )
+        chosen.extend(kept)
+    return chosen
+
+
+def random_neurons(model, layers: list[int], per_layer: int, seed: int = 0) -> list[dict]:
+    """The paper's baseline: ``per_layer`` neurons drawn uniformly per layer, with no token filter.
+
+    Same dict shape as :func:`select_next_token_neurons` (the token is still the argmax token, for display),
+    ordered by layer then neuron index; the draw depends only on ``seed``.
+    """
+    generator = torch.Generator().manual_seed(seed)
+    chosen = []
+    for layer in layers:
+        check_layer(model, layer)
+        if not 1 <= per_layer <= model.cfg.d_mlp:
+            raise ValueError(f"per_layer must be between 1 and d_mlp = {model.cfg.d_mlp}, got {per_layer}.")
+        scores, tokens = congruence(model, layer)
+        order = torch.argsort(scores, descending=True, stable=True)
+        ranks = torch.empty_like(order)
+        ranks[order] = torch.arange(len(order))
+        picked = torch.randperm(model.cfg.d_mlp, generator=generator)[:per_layer].sort().values
+        chosen.extend(
+            {
+                "layer": layer,
+                "neuron": int(n),
+                "token": token_string(model, tokens[n]),
+                "token_id": int(tokens[n]),
+                "congruence": float(scores[n]),
+                "rank": int(ranks[n]),
+            }
+            for n in picked.tolist()
+        )
+    return chosen
+
+
+@torch.no_grad()
+def vocab_moments(model, layer: int, neurons: list[int] | Tensor | None = None) -> dict:
+    """Gurnee et al.'s view: skew and kurtosis of ``cos(W_U[:, t], W_out[layer][n])`` over all tokens t.
+
+    With z the standardised cosines (population std), skew = mean(z³) and kurtosis = mean(z⁴) (not excess:
+    a Gaussian gives 3). A *prediction* neuron has high kurtosis and positive skew (a few tokens pushed up
+    hard), a *suppression* neuron high kurtosis and negative skew. ``neurons`` defaults to all of the layer.
+
+    Returns ``{"layer", "neurons": list[int], "skew": Float[Tensor, "n"], "kurtosis": Float[Tensor, "n"]}``.
+    """
+    check_layer(model, layer)
+    index = torch.arange(model.cfg.d_mlp) if neurons is None else torch.as_tensor(neurons, dtype=torch.long)
+    for n in index.tolist():
+        check_neuron(model, layer, n)
+    w_u = model.W_U / model.W_U.norm(dim=0, keepdim=True)  # [d_model, d_vocab], unit columns
+    skews, kurts = [], []
+    for start in range(0, len(index), CHUNK):
+        w_out = model.W_out[layer][index[start : start + CHUNK]]  # [chunk, d_model]
+        cos = (w_out / w_out.norm(dim=-1, keepdim=True)) @ w_u  # [chunk, d_vocab]
+        z = (cos - cos.mean(-1, keepdim=True)) / cos.std(-1, unbiased=False, keepdim=True)
+        skews.append((z**3).mean(-1))
+        kurts.append((z**4).mean(-1))
+    return {
+        "layer": layer,
+        "neurons": index.tolist(),
+        "skew": torch.cat(skews).float().cpu(),
+        "kurtosis": torch.cat(kurts).float().cpu(),
+    }

@@ -1,0 +1,338 @@
+"""Pictures for the notebooks: the paper's score histogram (plotly) and offline-safe circuitsvis views.
+
+circuitsvis renders a React component from a 1.3 MB JavaScript bundle. Called directly it pastes the whole
+bundle into every output when offline, and before each render it probes a remote host (a 1 s wait offline).
+This module builds the same views from the same installed bundle, but decides once, without touching the
+network, how the bundle reaches the page (see :func:`set_mode`):
+
+* ``"once"`` (default outside Colab): the first view shown in a kernel session carries the bundle, later
+  views reuse it. JupyterLab, VS Code and an exported HTML page put every output in one page, so this works
+  offline and keeps the notebook small.
+* ``"inline"``: every view carries the bundle, so each output stands alone (large files).
+* ``"cdn"`` (default in Colab, where each output lives in its own iframe): every view imports the bundle
+  from unpkg, so it needs the internet when the page is viewed.
+
+Every view first shows a short note that the view replaces once it renders; if the note stays, the page has
+no bundle (e.g. the output that carried it was cleared): call :func:`reset_bundle` and re-run the cell.
+"""
+
+from __future__ import annotations
+
+import html
+import json
+import sys
+import uuid
+from collections.abc import Sequence
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import plotly.graph_objects as go
+import torch
+from torch import Tensor
+
+from ctx_utils.score import histogram_counts
+
+MODES = ("auto", "once", "inline", "cdn")
+RED = "#d62728"
+NEUTRAL = "#9e9e9e"
+
+_mode = "auto"
+_bundle_sent = False
+
+
+# ----------------------------------------------------------------------------------------------- histogram
+
+
+def score_histogram(scores: Sequence[float | None], title: str = "Distribution of Head Explanation Scores") -> go.Figure:
+    """The paper's histogram of head explanation scores E (paper-method §2.7, §3.4).
+
+    Ten bins of width 0.1 over [0, 1], the last one including 1.0 (the counts are exactly
+    :func:`ctx_utils.score.histogram_counts`); the three right-most bars (E ≥ 0.7, the well-explained
+    "context look-up" heads) are red, the rest grey. ``None`` scores (pairs dropped by
+    ``missing="drop"``) are left out.
+    """
+    e = np.asarray([s for s in scores if s is not None], dtype=float)
+    if e.size and (np.isnan(e).any() or e.min() < 0 or e.max() > 1):
+        raise ValueError("Head explanation scores must be numbers in [0, 1]; check what was passed in.")
+    counts = histogram_counts(e, bins=10)
+    edges = np.linspace(0, 1, 11)
+    labels = [f"[{lo:.1f}, {hi:.1f}{']' if i == 9 else ')'}" for i, (lo, hi) in enumerate(zip(edges[:-1], edges[1:]))]
+    fig = go.Figure(
+        go.Bar(
+            x=(edges[:-1] + 0.05).tolist(),
+            y=counts,
+            width=0.1,
+            marker={"color": [NEUTRAL] * 7 + [RED] * 3, "line": {"color": "white", "width": 1}},
+            customdata=labels,
+            hovertemplate="E in %{customdata}: %{y} heads<extra></extra>",
+        )
+    )
+    fig.update_layout(
+        title=title,
+        xaxis={"title": "Head Explanation Score", "range": [0, 1], "dtick": 0.1},
+        yaxis={"title": "Number of Heads"},
+        bargap=0,
+        template="plotly_white",
+    )
+    return fig
+
+
+# ----------------------------------------------------------------------------------- how views reach the page
+
+
+def set_mode(mode: str) -> None:
+    """Choose how circuitsvis views get their JavaScript: ``"auto"``, ``"once"``, ``"inline"`` or ``"cdn"``.
+
+    ``"auto"`` (the default) means ``"cdn"`` in Colab and ``"once"`` everywhere else; the environment
+    variable ``CTX_VIZ_MODE`` sets the starting mode. See the module docstring for what each mode does.
+    """
+    global _mode
+    if mode not in MODES:
+        raise ValueError(f"Unknown viz mode {mode!r}: use one of {', '.join(MODES)}.")
+    _mode = mode
+
+
+def current_mode() -> str:
+    """The mode in force now, with ``"auto"`` resolved (Colab is detected by ``google.colab`` being imported)."""
+    if _mode != "auto":
+        return _mode
+    return "cdn" if "google.colab" in sys.modules else "once"
+
+
+def reset_bundle() -> None:
+    """Forget that the bundle was sent, so the next view carries it again (e.g. after clearing its output)."""
+    global _bundle_sent
+    _bundle_sent = False
+
+
+@lru_cache(maxsize=1)
+def _bundle_js() -> str:
+    """circuitsvis's installed browser bundle, safe to paste inside a classic ``<script>`` element.
+
+    ``</script`` inside the code would end the element early, so it becomes ``<\\/script`` (the same string
+    to JavaScript); the source-map comment is dropped so browser tools never try to fetch the map.
+    """
+    import circuitsvis
+
+    path = Path(circuitsvis.__file__).parent / "dist" / "cdn" / "iife.js"
+    if not path.exists():
+        raise FileNotFoundError(f"circuitsvis's bundle {path} is missing: reinstall it (pip install circuitsvis).")
+    js = path.read_text(encoding="utf-8").replace("</script", "<\\/script")
+    return "\n".join(line for line in js.splitlines() if not line.startswith("//# sourceMappingURL"))
+
+
+def _bundle_script() -> str:
+    """The bundle, followed by code that runs every view queued before it and every view shown after it.
+
+    Each view pushes a function onto ``window.ctxVizQueue``; here the queue is flushed and replaced by an
+    object whose ``push`` runs at once. Views may thus reach the page before or after the bundle.
+    """
+    return (
+        f"<script>\n{_bundle_js()}\n"
+        "(function () {\n"
+        "  var queued = Array.isArray(window.ctxVizQueue) ? window.ctxVizQueue : [];\n"
+        "  window.ctxVizQueue = {push: function (draw) { draw(CircuitsVis); }};\n"
+        "  queued.forEach(function (draw) { draw(CircuitsVis); });\n"
+        "})();\n</script>\n"
+    )
+
+
+def _bundle_for_output(mode: str) -> str:
+    """What goes before the views of one output: the bundle (inline; once, first time only) or nothing."""
+    global _bundle_sent
+    if mode == "inline" or (mode == "once" and not _bundle_sent):
+        _bundle_sent = True
+        return _bundle_script()
+    return ""
+
+
+def _script_json(props: dict[str, Any]) -> str:
+    """``props`` as a JavaScript literal that cannot end its ``<script>`` element.
+
+    Token text comes from real documents and may contain ``</script>`` or ``<!--``; escaping ``<``, ``>``
+    and ``&`` as ``\\u003c`` etc. keeps the same string for JavaScript while the HTML parser sees no tag.
+    """
+    text = json.dumps(props, allow_nan=False)
+    return text.replace("<", "\\u003c").replace(">", "\\u003e").replace("&", "\\u0026")
+
+
+# ------------------------------------------------------------------------------------------------- the views
+
+
+class HtmlView:
+    """Something Jupyter shows as HTML. ``html(mode)`` is its markup without the bundle; ``_repr_html_`` adds
+    the bundle when the mode asks for it, at the moment the view is actually displayed."""
+
+    uses_circuitsvis = False
+
+    def html(self, mode: str) -> str:
+        raise NotImplementedError
+
+    def _repr_html_(self) -> str:
+        mode = current_mode()
+        prefix = _bundle_for_output(mode) if self.uses_circuitsvis else ""
+        return prefix + self.html(mode)
+
+
+class CircuitsView(HtmlView):
+    """One circuitsvis React component (e.g. ``"AttentionHeads"``) with its properties."""
+
+    uses_circuitsvis = True
+
+    def __init__(self, component: str, props: dict[str, Any]) -> None:
+        self.component = component
+        self.props = {k: v for k, v in props.items() if v is not None}
+
+    def __repr__(self) -> str:
+        return f"<circuitsvis {self.component} view: display it in Jupyter to see it>"
+
+    def html(self, mode: str) -> str:
+        div_id = f"ctx-viz-{uuid.uuid4().hex[:12]}"
+        props = _script_json(self.props)
+        note = (
+            "circuitsvis view: loading from unpkg.com (needs the internet)…"
+            if mode == "cdn"
+            else "circuitsvis view: waiting for the circuitsvis script. If this note stays, the output that "
+            "carried it is gone: run <code>ctx_utils.viz.reset_bundle()</code> and re-run this cell."
+        )
+        div = f'<div id="{div_id}" style="margin: 15px 0;"><small style="color: #888;">{note}</small></div>\n'
+        if mode == "cdn":
+            import circuitsvis
+
+            url = f"https://unpkg.com/circuitsvis@{circuitsvis.__version__}/dist/cdn/esm.js"
+            return div + (
+                f'<script type="module">\nimport * as CV from "{url}";\n'
+                f'CV.render("{div_id}", CV.{self.component}, {props});\n</script>\n'
+            )
+        return div + (
+            "<script>\n(window.ctxVizQueue = window.ctxVizQueue || []).push(function (CV) {\n"
+            f'  CV.render("{div_id}", CV.{self.component}, {props});\n}});\n</script>\n'
+        )
+
+
+class Panel(HtmlView):
+    """Several views in a row (``direction="row"``) or a column, each under an optional title."""
+
+    def __init__(self, views: Sequence[Any], titles: Sequence[str] | None, direction: str = "row") -> None:
+        if titles is not None and len(titles) != len(views):
+            raise ValueError(f"{len(views)} views but {len(titles)} titles: give one title per view.")
+        for v in views:
+            if not (isinstance(v, HtmlView) or hasattr(v, "_repr_html_")):
+                raise TypeError(f"Cannot show {type(v).__name__} in a panel: pass views from ctx_utils.viz.")
+        self.views = list(views)
+        self.titles = list(titles) if titles is not None else [None] * len(views)
+        self.direction = direction
+        self.uses_circuitsvis = any(getattr(v, "uses_circuitsvis", False) for v in self.views)
+
+    def __repr__(self) -> str:
+        return f"<panel of {len(self.views)} views: display it in Jupyter to see it>"
+
+    def html(self, mode: str) -> str:
+        cells = []
+        for view, title in zip(self.views, self.titles):
+            inner = view.html(mode) if isinstance(view, HtmlView) else view._repr_html_()
+            heading = f"<h4 style='margin: 4px 0;'>{html.escape(title)}</h4>" if title is not None else ""
+            cells.append(f"<div style='flex: 1 1 0; min-width: 280px;'>{heading}{inner}</div>")
+        wrap = "wrap" if self.direction == "row" else "nowrap"
+        return f"<div style='display: flex; flex-direction: {self.direction}; flex-wrap: {wrap}; gap: 16px;'>{''.join(cells)}</div>"
+
+
+class PlainText(HtmlView):
+    """Untrusted text (an LLM's answer, a document) shown as text: every ``<``, ``>`` and ``&`` escaped."""
+
+    def __init__(self, text: str) -> None:
+        self.text = text
+
+    def __repr__(self) -> str:
+        return self.text
+
+    def html(self, mode: str) -> str:
+        return f"<pre style='white-space: pre-wrap; margin: 0;'>{html.escape(self.text)}</pre>"
+
+
+def as_text(s: str) -> PlainText:
+    """Show ``s`` as plain text, never as HTML (so ``<script>`` in a model's answer is shown, not run)."""
+    if not isinstance(s, str):
+        raise TypeError(f"as_text expects a string, got {type(s).__name__}; convert it with str() first.")
+    return PlainText(s)
+
+
+def side_by_side(*views: Any, titles: Sequence[str] | None = None) -> Panel:
+    """Show views next to each other, each under its title (e.g. one head on an active vs an inactive prompt)."""
+    if not views:
+        raise ValueError("side_by_side needs at least one view.")
+    return Panel(views, titles, direction="row")
+
+
+# ------------------------------------------------------------------------------------ attention and tokens
+
+
+def _floats(values: Any, name: str) -> list:
+    """A tensor / array / nested list as nested Python floats, refusing NaN and infinities."""
+    array = values.detach().float().cpu().numpy() if isinstance(values, Tensor) else np.asarray(values, dtype=float)
+    if not np.isfinite(array).all():
+        raise ValueError(f"{name} contains NaN or infinite values; check the computation that produced it.")
+    return array.tolist()
+
+
+def attention_patterns(
+    tokens: list[str], attention: Tensor | np.ndarray, head_names: list[str] | None = None
+) -> CircuitsView:
+    """circuitsvis's attention view for several heads: ``attention`` is Float[Tensor, "n_heads dest src"]
+    (one head's ``dest src`` pattern is accepted too); ``tokens`` has one string per position."""
+    pattern = attention if isinstance(attention, Tensor) else torch.as_tensor(np.asarray(attention, dtype=float))
+    if pattern.ndim == 2:
+        pattern = pattern[None]
+    n = len(tokens)
+    if pattern.ndim != 3 or tuple(pattern.shape[1:]) != (n, n):
+        raise ValueError(
+            f"attention has shape {tuple(pattern.shape)} but {n} tokens need [n_heads, {n}, {n}]: "
+            "take cache['pattern', layer][batch_index] and the same prompt's str tokens."
+        )
+    if head_names is not None and len(head_names) != pattern.shape[0]:
+        raise ValueError(f"{len(head_names)} head names for {pattern.shape[0]} heads: give one name per head.")
+    props = {"tokens": list(tokens), "attention": _floats(pattern, "attention"), "maskUpperTri": True}
+    props["attentionHeadNames"] = list(head_names) if head_names is not None else None
+    return CircuitsView("AttentionHeads", props)
+
+
+def attention_head(model: Any, text: str, layer: int, head: int) -> CircuitsView:
+    """Run ``model`` on ``text`` (with BOS) and show head ``layer``.``head``'s attention pattern."""
+    n_layers, n_heads = model.cfg.n_layers, model.cfg.n_heads
+    if not (0 <= layer < n_layers and 0 <= head < n_heads):
+        raise ValueError(f"No head L{layer}H{head}: this model has layers 0–{n_layers - 1}, heads 0–{n_heads - 1}.")
+    name = f"blocks.{layer}.attn.hook_pattern"
+    with torch.no_grad():
+        _, cache = model.run_with_cache(text, names_filter=[name], stop_at_layer=layer + 1)
+    pattern = cache[name][0, head]  # [dest, src]
+    return attention_patterns(model.to_str_tokens(text), pattern, [f"L{layer}H{head}"])
+
+
+def token_activations(
+    tokens: list[str], values: Sequence[float] | Tensor, min_value: float | None = None, max_value: float | None = None
+) -> CircuitsView:
+    """Tokens coloured by one value each (e.g. a neuron's activation), via circuitsvis ``ColoredTokens``.
+
+    Give ``min_value`` / ``max_value`` to share one colour scale between several prompts.
+    """
+    vals = _floats(values, "values")
+    if np.ndim(vals) != 1 or len(vals) != len(tokens):
+        raise ValueError(f"{len(tokens)} tokens need {len(tokens)} values, one per token; got shape {np.shape(vals)}.")
+    return CircuitsView(
+        "ColoredTokens", {"tokens": list(tokens), "values": vals, "minValue": min_value, "maxValue": max_value}
+    )
+
+
+def prompts_activations(
+    prompts: Sequence[tuple[list[str], Sequence[float] | Tensor]], titles: Sequence[str] | None = None
+) -> Panel:
+    """Several prompts' coloured tokens stacked, on one shared colour scale so their colours compare."""
+    if not prompts:
+        raise ValueError("prompts_activations needs at least one (tokens, values) pair.")
+    flat = np.concatenate([np.asarray(_floats(v, "values"), dtype=float).ravel() for _, v in prompts])
+    low, high = min(float(flat.min()), 0.0), max(float(flat.max()), 0.0)
+    scale = {"min_value": low if low < 0 else None, "max_value": high if high > 0 else None}
+    views = [token_activations(tokens, values, **scale) for tokens, values in prompts]
+    return Panel(views, titles, direction="column")

@@ -1,0 +1,47 @@
+"""Shared test set-up: offline, one torch thread, and a tiny randomly initialised GPT-2 folder."""
+
+import os
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("CTX_TORCH_THREADS", "1")
+
+from pathlib import Path  # noqa: E402
+
+import pytest  # noqa: E402
+
+SHARED = Path(__file__).resolve().parents[2] / "shared"
+
+
+def save_tiny_gpt2(folder: Path, n_layer: int = 2, n_head: int = 4, n_embd: int = 32, seed: int = 0) -> Path:
+    """Save a randomly initialised GPT-2 with a small word-level tokenizer as a Hugging Face folder."""
+    import torch
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers
+    from transformers import GPT2Config, GPT2LMHeadModel, PreTrainedTokenizerFast
+
+    words = ["the", "cat", "sat", "on", "mat", "for", "research", "purposes", "only", "as", "early", "such"]
+    vocab = {"<|endoftext|>": 0, **{f"Ġ{w}": i + 1 for i, w in enumerate(words)}, **{w: i + 1 + len(words) for i, w in enumerate(words)}}
+    tok = Tokenizer(models.WordLevel(vocab, unk_token="<|endoftext|>"))
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    special = "<|endoftext|>"
+    fast = PreTrainedTokenizerFast(tokenizer_object=tok, bos_token=special, eos_token=special, unk_token=special, pad_token=special)
+    torch.manual_seed(seed)
+    config = GPT2Config(vocab_size=len(vocab), n_positions=64, n_embd=n_embd, n_layer=n_layer, n_head=n_head,
+                        bos_token_id=0, eos_token_id=0, pad_token_id=0)
+    GPT2LMHeadModel(config).save_pretrained(folder)
+    fast.save_pretrained(folder)
+    return folder
+
+
+@pytest.fixture(scope="session")
+def tiny_model_dir(tmp_path_factory) -> Path:
+    """A tiny random GPT-2 (2 layers, 4 heads, d_model 32) saved as a Hugging Face folder."""
+    return save_tiny_gpt2(tmp_path_factory.mktemp("tiny-gpt2"))
+
+
+@pytest.fixture(scope="session")
+def tiny_model(tiny_model_dir):
+    """The tiny random GPT-2 loaded through the kit's loader (TransformerBridge, compatibility mode)."""
+    from ctx_utils.models import load_model
+
+    return load_model(str(tiny_model_dir), device="cpu")

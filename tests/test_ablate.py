@@ -1,0 +1,106 @@
+"""Step 6: head ablation — the hook is the paper's, batching changes nothing, the statistics are honest."""
+
+import math
+
+import numpy as np
+import pytest
+import torch
+from scipy import stats
+
+from ctx_utils import ablate
+
+PROMPTS = ["the cat sat on the mat", "for research", "as early as such", "the mat", "cat cat cat sat on"]
+
+
+def test_zeroing_values_equals_zeroing_z_and_changes_the_output(tiny_model):
+    tokens = tiny_model.to_tokens(PROMPTS[0])
+    normal = tiny_model(tokens)
+
+    def zero_z(z, hook):  # z: [batch, pos, n_heads, d_head]
+        z[:, :, 2, :] = 0.0
+        return z
+
+    by_v = tiny_model.run_with_hooks(tokens, fwd_hooks=ablate.zero_value_hooks([(0, 2)]))
+    by_z = tiny_model.run_with_hooks(tokens, fwd_hooks=[("blocks.0.attn.hook_z", zero_z)])
+    torch.testing.assert_close(by_v, by_z, atol=1e-5, rtol=0)
+    assert (by_v - normal).abs().max() > 1e-3, "ablating a head should change the logits"
+
+
+def test_batched_equals_one_prompt_at_a_time(tiny_model):
+    batched = ablate.token_probabilities(tiny_model, PROMPTS, " sat", [(1, 0)], batch_size=3)
+    alone = torch.cat([ablate.token_probabilities(tiny_model, [p], " sat", [(1, 0)]) for p in PROMPTS])
+    torch.testing.assert_close(batched, alone, atol=1e-6, rtol=1e-5)
+    probs = ablate.next_token_probs(tiny_model, PROMPTS, batch_size=2)
+    torch.testing.assert_close(probs.sum(-1), torch.ones(len(PROMPTS)))
+    assert not torch.allclose(batched, ablate.token_probabilities(tiny_model, PROMPTS, " sat")), "ablation had no effect"
+
+
+def test_neuron_activation_only_moves_when_an_earlier_head_is_ablated(tiny_model):
+    normal = ablate.neuron_activations(tiny_model, PROMPTS, layer=0, neuron=3)
+    later_head = ablate.neuron_activations(tiny_model, PROMPTS, layer=0, neuron=3, ablate_heads=[(1, 0)])
+    same_block = ablate.neuron_activations(tiny_model, PROMPTS, layer=0, neuron=3, ablate_heads=[(0, 0), (0, 1)])
+    torch.testing.assert_close(normal, later_head)  # a layer-1 head cannot reach a layer-0 neuron
+    assert (normal - same_block).abs().max() > 1e-4, "the layer-0 heads feed the layer-0 MLP"
+
+
+def test_ablation_effects_groups_prompts_by_head_activity(tiny_model):
+    pairs = [{"layer": 1, "neuron": 5, "token": " mat", "head": 1, "head_layer": 0, "head_index": 1},
+             {"layer": 1, "neuron": 5, "token": " mat", "head": 2, "head_layer": 0, "head_index": 2}]
+    prompts = {"1.5": [{"text": t, "activation": 1.0} for t in PROMPTS]}
+    activity = {"1.5": torch.tensor([[0, 1, 1, 0]] * 2 + [[0, 0, 1, 0]] * 3, dtype=torch.bool)}
+    first, second = ablate.ablation_effects(tiny_model, pairs, prompts, activity)
+
+    decrease = np.subtract(first["prob_normal"], first["prob_ablated"])
+    assert first["head_active"] == [True, True, False, False, False]
+    assert (first["n_active"], first["n_inactive"]) == (2, 3)
+    assert first["mean_decrease_active"] == pytest.approx(decrease[:2].mean())
+    assert first["mean_decrease_inactive"] == pytest.approx(decrease[2:].mean())
+    assert second["mean_decrease_inactive"] is None, "an empty group is None, as the authors' NaN"
+    expected = ablate.token_probabilities(tiny_model, PROMPTS, " mat", [(0, 1)])
+    assert first["prob_ablated"] == pytest.approx(expected.tolist())
+    act_drop = np.subtract(first["act_normal"], first["act_ablated"])
+    assert first["mean_act_decrease_active"] == pytest.approx(act_drop[:2].mean())
+
+
+def test_ks_test_drops_missing_means():
+    active = [0.02, None, 0.03, float("nan"), 0.05, 0.04]
+    inactive = [0.0, 0.001, None, -0.002]
+    result = ablate.ks_test(active, inactive)
+    expected = stats.ks_2samp([0.02, 0.03, 0.05, 0.04], [0.0, 0.001, -0.002])
+    assert result["statistic"] == pytest.approx(expected.statistic)
+    assert result["pvalue"] == pytest.approx(expected.pvalue)
+    assert (result["n_active"], result["n_inactive"]) == (4, 3)
+    with pytest.raises(ValueError, match="both groups"):
+        ablate.ks_test([None, math.nan], [0.1])
+
+
+def test_box_plot_has_both_groups_and_the_paper_scale():
+    rows = [{"mean_decrease_active": 0.03, "mean_decrease_inactive": 0.0},
+            {"mean_decrease_active": 0.01, "mean_decrease_inactive": None}]
+    fig = ablate.ablation_box({"tiny": rows})
+    assert [len(trace.y) for trace in fig.data] == [2, 1]
+    assert tuple(fig.layout.yaxis.range) == ablate.PAPER_Y_RANGE
+    with pytest.raises(ValueError, match="measure"):
+        ablate.ablation_box(rows, measure="logit")
+
+
+@pytest.mark.parametrize("heads", [[(2, 0)], [(0, 4)], [(0, -1)], [3]])
+def test_unknown_head_is_a_clear_error(tiny_model, heads):
+    with pytest.raises(ValueError, match="(does not exist|a \\(layer, head_index\\) pair)"):
+        ablate.token_probabilities(tiny_model, PROMPTS, " sat", heads)
+
+
+def test_bad_prompts_and_tokens_are_clear_errors(tiny_model):
+    with pytest.raises(ValueError, match="non-empty list"):
+        ablate.token_probabilities(tiny_model, [], " sat")
+    with pytest.raises(ValueError, match="non-empty list"):
+        ablate.token_probabilities(tiny_model, "the cat", " sat")
+    with pytest.raises(ValueError, match="Prompt 1"):
+        ablate.token_probabilities(tiny_model, ["the cat", ""], " sat")
+    with pytest.raises(ValueError, match="token"):
+        ablate.token_probabilities(tiny_model, PROMPTS, "")
+    with pytest.raises(ValueError, match="does not exist"):
+        ablate.neuron_activations(tiny_model, PROMPTS, layer=0, neuron=10_000)
+    pair = {"layer": 1, "neuron": 5, "token": " mat", "head": 1, "head_layer": 0, "head_index": 1}
+    with pytest.raises(ValueError, match="same test prompts"):
+        ablate.ablation_effects(tiny_model, [pair], {"1.5": PROMPTS}, {"1.5": torch.ones(2, 4, dtype=torch.bool)})
