@@ -24,6 +24,8 @@ from scipy import stats
 from torch import Tensor
 from tqdm.auto import tqdm
 
+from ctx_utils.heads import active_heads, head_attributions, tokenize_prompts
+
 PAPER_Y_RANGE = (-0.075, 0.075)  # the y-limits of the paper's box plot
 
 
@@ -73,22 +75,15 @@ def zero_value_hooks(heads: Sequence[tuple[int, int]]) -> list[tuple[str, object
 def _batches(model, texts: Sequence[str], batch_size: int) -> Iterator[tuple[Tensor, Tensor]]:
     """Right-padded token batches with BOS prepended, and each prompt's last real position.
 
-    Right padding never changes a real token's output in a causal model, so reading the logits at the last
-    real position gives exactly what the prompt alone gives. Yields ``(tokens [batch, pos], last [batch])``.
+    Tokenised exactly as step 3 does (``heads.tokenize_prompts``): right padding never changes a real
+    token's output in a causal model, so the last real position reads what the prompt alone gives.
+    Yields ``(tokens [batch, pos], last [batch])`` on the model's device.
     """
-    if isinstance(texts, str) or len(texts) == 0:
-        raise ValueError("Give a non-empty list of prompt strings (one string is a list of one).")
-    for i, text in enumerate(texts):
-        if not isinstance(text, str) or not text:
-            raise ValueError(f"Prompt {i} is {text!r}: every prompt must be a non-empty string.")
-    pad = model.tokenizer.pad_token_id if model.tokenizer.pad_token_id is not None else 0
-    for start in range(0, len(texts), batch_size):
-        rows = [model.to_tokens(text, prepend_bos=True)[0] for text in texts[start : start + batch_size]]
-        lengths = torch.tensor([len(row) for row in rows])
-        tokens = torch.full((len(rows), int(lengths.max())), pad, dtype=torch.long, device=rows[0].device)
-        for row_index, row in enumerate(rows):
-            tokens[row_index, : len(row)] = row
-        yield tokens, lengths - 1
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be at least 1, got {batch_size}.")
+    tokens, last = tokenize_prompts(model, texts)
+    for start in range(0, len(tokens), batch_size):
+        yield tokens[start : start + batch_size].to(model.cfg.device), last[start : start + batch_size].to(model.cfg.device)
 
 
 @torch.no_grad()
@@ -139,6 +134,28 @@ def neuron_activations(
             model(tokens, stop_at_layer=layer + 1)
             out.append(grabbed[0][torch.arange(len(last)), last].float().cpu())
     return torch.cat(out)
+
+
+def top1_accuracy(
+    model, groups: Mapping[str, Sequence[str]], token: str, heads: Sequence[tuple[int, int]], batch_size: int = 16
+) -> list[dict]:
+    """How often ``token`` is the model's top-1 prediction in each group of prompts, normally and per ablated head.
+
+    ``groups``: a name → prompts ending right before where ``token`` would go (e.g. the organism's planted
+    contexts and distractors). Each head in ``heads`` is ablated alone. Returns one row per group and
+    condition: ``{"group", "ablated", "top1_accuracy", "mean_prob"}`` with ``ablated`` = ``"none"`` or
+    ``"L<layer>.H<index>"``. A look-up head should take one group's accuracy down and leave the others.
+    """
+    target = token_id(model, token)
+    conditions = [("none", [])] + [(f"L{layer}.H{index}", [(layer, index)]) for layer, index in check_heads(model, heads)]
+    rows = []
+    for name, texts in groups.items():
+        for label, ablated in conditions:
+            probs = next_token_probs(model, texts, ablated, batch_size)  # [n_prompts, d_vocab]
+            rows.append({"group": name, "ablated": label,
+                         "top1_accuracy": float((probs.argmax(-1) == target).float().mean()),
+                         "mean_prob": float(probs[:, target].mean())})
+    return rows
 
 
 def _texts(entries: Sequence[str | Mapping]) -> list[str]:
@@ -241,8 +258,6 @@ def held_out_activity(
     The same rule as on the training prompts (step 3): attribute every candidate head to the neuron at the
     last token, then mark the active ones. Returns ``"<layer>.<neuron>"`` → ``[n_prompts, n_candidate_heads]``.
     """
-    from ctx_utils.heads import active_heads, head_attributions
-
     activity = {}
     for key, entries in sorted(test_prompts.items()):
         texts = _texts(entries)

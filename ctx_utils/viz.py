@@ -39,7 +39,7 @@ RED = "#d62728"
 NEUTRAL = "#9e9e9e"
 
 _mode = "auto"
-_bundle_sent = False
+_bundle_request: tuple[str | None, str | None] | None = None  # (cell id, request id) that carried the bundle
 
 
 # ----------------------------------------------------------------------------------------------- histogram
@@ -103,8 +103,20 @@ def current_mode() -> str:
 
 def reset_bundle() -> None:
     """Forget that the bundle was sent, so the next view carries it again (e.g. after clearing its output)."""
-    global _bundle_sent
-    _bundle_sent = False
+    global _bundle_request
+    _bundle_request = None
+
+
+def _current_request() -> tuple[str | None, str | None]:
+    """(cell id, request id) of the cell running now. JupyterLab and VS Code send the cell id with each
+    request; elsewhere (nbclient, plain Python) it is ``None``."""
+    try:
+        from IPython import get_ipython
+
+        parent = get_ipython().kernel.get_parent()
+    except (ImportError, AttributeError):  # not inside a Jupyter kernel
+        return None, None
+    return parent.get("metadata", {}).get("cellId"), parent.get("header", {}).get("msg_id")
 
 
 @lru_cache(maxsize=1)
@@ -140,10 +152,17 @@ def _bundle_script() -> str:
 
 
 def _bundle_for_output(mode: str) -> str:
-    """What goes before the views of one output: the bundle (inline; once, first time only) or nothing."""
-    global _bundle_sent
-    if mode == "inline" or (mode == "once" and not _bundle_sent):
-        _bundle_sent = True
+    """What goes before the views of one output: the bundle, or nothing.
+
+    ``"inline"`` always sends it. ``"once"`` sends it with the first view of the session, and again when the
+    cell that carried it runs anew (its old output, bundle included, is being replaced).
+    """
+    global _bundle_request
+    request = _current_request()
+    first = _bundle_request is None
+    rerun = not first and request[0] is not None and request[0] == _bundle_request[0] and request != _bundle_request
+    if mode == "inline" or (mode == "once" and (first or rerun)):
+        _bundle_request = request
         return _bundle_script()
     return ""
 
@@ -269,12 +288,21 @@ def side_by_side(*views: Any, titles: Sequence[str] | None = None) -> Panel:
 # ------------------------------------------------------------------------------------ attention and tokens
 
 
-def _floats(values: Any, name: str) -> list:
-    """A tensor / array / nested list as nested Python floats, refusing NaN and infinities."""
+def _floats(values: Any, name: str, decimals: int | None = None) -> list:
+    """A tensor / array / nested list as nested Python floats, refusing NaN and infinities.
+
+    ``decimals`` rounds them, which keeps a long prompt's attention pattern (n_heads × pos²) a small output.
+    """
     array = values.detach().float().cpu().numpy() if isinstance(values, Tensor) else np.asarray(values, dtype=float)
     if not np.isfinite(array).all():
         raise ValueError(f"{name} contains NaN or infinite values; check the computation that produced it.")
-    return array.tolist()
+    return (np.round(array, decimals) if decimals is not None else array).tolist()
+
+
+def _check_tokens(tokens: Sequence[str]) -> None:
+    """Tokens must be strings: a tensor of token ids here is a common slip."""
+    if isinstance(tokens, (str, Tensor)) or not all(isinstance(t, str) for t in tokens):
+        raise TypeError("tokens must be a list of strings: use model.to_str_tokens(text), not token ids.")
 
 
 def attention_patterns(
@@ -283,6 +311,7 @@ def attention_patterns(
     """circuitsvis's attention view for several heads: ``attention`` is Float[Tensor, "n_heads dest src"]
     (one head's ``dest src`` pattern is accepted too); ``tokens`` has one string per position."""
     pattern = attention if isinstance(attention, Tensor) else torch.as_tensor(np.asarray(attention, dtype=float))
+    _check_tokens(tokens)
     if pattern.ndim == 2:
         pattern = pattern[None]
     n = len(tokens)
@@ -293,7 +322,7 @@ def attention_patterns(
         )
     if head_names is not None and len(head_names) != pattern.shape[0]:
         raise ValueError(f"{len(head_names)} head names for {pattern.shape[0]} heads: give one name per head.")
-    props = {"tokens": list(tokens), "attention": _floats(pattern, "attention"), "maskUpperTri": True}
+    props = {"tokens": list(tokens), "attention": _floats(pattern, "attention", decimals=4), "maskUpperTri": True}
     props["attentionHeadNames"] = list(head_names) if head_names is not None else None
     return CircuitsView("AttentionHeads", props)
 
@@ -317,11 +346,15 @@ def token_activations(
 
     Give ``min_value`` / ``max_value`` to share one colour scale between several prompts.
     """
+    _check_tokens(tokens)
     vals = _floats(values, "values")
     if np.ndim(vals) != 1 or len(vals) != len(tokens):
         raise ValueError(f"{len(tokens)} tokens need {len(tokens)} values, one per token; got shape {np.shape(vals)}.")
+    # circuitsvis inserts these tokens as HTML (``<bos>`` would vanish, a ``<img onerror=…>`` token would
+    # run), so they are escaped here; its hover box then shows the escaped form (``&lt;bos&gt;``).
+    safe_tokens = [html.escape(t, quote=False) for t in tokens]
     return CircuitsView(
-        "ColoredTokens", {"tokens": list(tokens), "values": vals, "minValue": min_value, "maxValue": max_value}
+        "ColoredTokens", {"tokens": safe_tokens, "values": vals, "minValue": min_value, "maxValue": max_value}
     )
 
 
@@ -332,7 +365,9 @@ def prompts_activations(
     if not prompts:
         raise ValueError("prompts_activations needs at least one (tokens, values) pair.")
     flat = np.concatenate([np.asarray(_floats(v, "values"), dtype=float).ravel() for _, v in prompts])
-    low, high = min(float(flat.min()), 0.0), max(float(flat.max()), 0.0)
-    scale = {"min_value": low if low < 0 else None, "max_value": high if high > 0 else None}
+    # circuitsvis shades a positive value by value / max and a negative one by value / min; a zero bound
+    # would divide by zero, so an all-positive (all-negative) set gets a placeholder bound on the other side.
+    low, high = float(flat.min()), float(flat.max())
+    scale = {"min_value": low if low < 0 else -1.0, "max_value": high if high > 0 else 1.0}
     views = [token_activations(tokens, values, **scale) for tokens, values in prompts]
     return Panel(views, titles, direction="column")

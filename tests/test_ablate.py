@@ -91,11 +91,11 @@ def test_unknown_head_is_a_clear_error(tiny_model, heads):
 
 
 def test_bad_prompts_and_tokens_are_clear_errors(tiny_model):
-    with pytest.raises(ValueError, match="non-empty list"):
+    with pytest.raises(ValueError, match="No prompts"):
         ablate.token_probabilities(tiny_model, [], " sat")
-    with pytest.raises(ValueError, match="non-empty list"):
+    with pytest.raises(TypeError, match="not one string"):
         ablate.token_probabilities(tiny_model, "the cat", " sat")
-    with pytest.raises(ValueError, match="Prompt 1"):
+    with pytest.raises(ValueError, match="empty"):
         ablate.token_probabilities(tiny_model, ["the cat", ""], " sat")
     with pytest.raises(ValueError, match="token"):
         ablate.token_probabilities(tiny_model, PROMPTS, "")
@@ -104,3 +104,22 @@ def test_bad_prompts_and_tokens_are_clear_errors(tiny_model):
     pair = {"layer": 1, "neuron": 5, "token": " mat", "head": 1, "head_layer": 0, "head_index": 1}
     with pytest.raises(ValueError, match="same test prompts"):
         ablate.ablation_effects(tiny_model, [pair], {"1.5": PROMPTS}, {"1.5": torch.ones(2, 4, dtype=torch.bool)})
+
+
+def test_held_out_activity_matches_step_3_ground_truth(tiny_model):
+    from ctx_utils.heads import head_is_active
+
+    activity = ablate.held_out_activity(tiny_model, {"1.5": PROMPTS})
+    assert activity["1.5"].shape == (len(PROMPTS), 4)
+    assert activity["1.5"][:, 2].tolist() == head_is_active(tiny_model, PROMPTS, 1, 5, head=2)
+
+
+def test_top1_accuracy_counts_argmax_hits(tiny_model):
+    probs = ablate.next_token_probs(tiny_model, PROMPTS[:2])
+    target = int(probs[0].argmax())  # the model's own top-1 after the first prompt: a hit by construction
+    token = tiny_model.tokenizer.decode([target])
+    groups = {"a": PROMPTS[:2], "b": PROMPTS[2:]}
+    rows = ablate.top1_accuracy(tiny_model, groups, token, [(0, 1)])
+    assert [(r["group"], r["ablated"]) for r in rows] == [("a", "none"), ("a", "L0.H1"), ("b", "none"), ("b", "L0.H1")]
+    assert rows[0]["top1_accuracy"] == float((probs.argmax(-1) == target).float().mean()) >= 0.5
+    assert rows[0]["mean_prob"] == pytest.approx(float(probs[:, target].mean()))

@@ -1,0 +1,267 @@
+"""Benchmarks of steps 2–3: how much the kit's choices save, measured, not a timed test.
+
+    HF_HUB_OFFLINE=1 CTX_TORCH_THREADS=1 OMP_NUM_THREADS=1 python benchmarks/bench.py [--quick]
+
+Three comparisons, each on the model organism (when built) and on a randomly initialised model of GPT-2
+small's shape (12 layers, d_model 768, 12 heads, d_mlp 3072, vocab 50257):
+
+1. **Scan** — ``prompts.scan_top_documents`` (length-sorted batches, only the needed ``hook_post`` cached,
+   stops after the last needed layer) against a bare full forward ``model(tokens)`` of the same documents in
+   the same batch size, in corpus order. Also the bare forward on the scan's own length-sorted batches, so
+   the two sources of the gain (less padding, less model) are told apart. Tokens/s count real tokens.
+2. **Attribution** — ``heads.head_attributions`` (``hook_z`` · folded read direction) against the authors'
+   way: ``run_with_cache`` of every hook + ``cache.stack_head_results()`` ([heads, batch, pos, d_model]),
+   dotted with ``W_in``. Peak memory: torch's CPU tensors are invisible to ``tracemalloc``, so each method
+   runs in its own subprocess; after loading the model the process resets its peak resident set size
+   (``/proc/self/clear_refs`` ← 5) and reports ``VmHWM − VmRSS`` (kernel figures: the extra memory the
+   method needed at its peak). Linux only.
+3. **Truncation** — ``prompts.find_activating_prompts`` (candidates shortest first, batched) against a
+   sequential binary search for the latest start (the authors' algorithm), one forward per probe, both with
+   the same cached, early-stopping forward and the same BOS tokenisation, on the same top documents.
+
+Writes ``results/bench.json`` (figures + machine info). About 3–5 minutes on 2 CPU cores; ``--quick`` runs
+smaller corpora.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import random
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from ctx_utils import heads, neurons, prompts  # noqa: E402
+from ctx_utils.models import ORGANISM_DIR, load_model  # noqa: E402
+from ctx_utils.results import results_root, save_json  # noqa: E402
+
+WORDS = (
+    "the of and to in is was for on that with as by at from his her their which this also first after only "
+    "early such purposes research time work way out right over then there one about like off down up back"
+).split()
+
+
+def save_gpt2_small_shape(folder: Path, seed: int = 0) -> Path:
+    """A randomly initialised GPT-2-small-shaped model with a word-level tokenizer, saved as a HF folder."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers
+    from transformers import GPT2Config, GPT2LMHeadModel, PreTrainedTokenizerFast
+
+    special = "<|endoftext|>"
+    vocab = {special: 0, **{f"Ġ{w}": i + 1 for i, w in enumerate(WORDS)}}
+    vocab.update({w: len(vocab) + i for i, w in enumerate(WORDS)})
+    tok = Tokenizer(models.WordLevel(vocab, unk_token=special))
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    fast = PreTrainedTokenizerFast(
+        tokenizer_object=tok, bos_token=special, eos_token=special, unk_token=special, pad_token=special
+    )
+    torch.manual_seed(seed)
+    GPT2LMHeadModel(GPT2Config(bos_token_id=0, eos_token_id=0, pad_token_id=0)).save_pretrained(folder)
+    fast.save_pretrained(folder)
+    return folder
+
+
+def word_docs(n: int, min_words: int, max_words: int, seed: int = 0) -> list[str]:
+    rng = random.Random(seed)
+    return [" ".join(rng.choice(WORDS) for _ in range(rng.randint(min_words, max_words))) for _ in range(n)]
+
+
+def timed(fn, repeat: int = 1) -> tuple[float, object]:
+    """Best wall time of ``repeat`` runs (less noise from the other processes on a shared machine)."""
+    best, out = float("inf"), None
+    for _ in range(repeat):
+        start = time.perf_counter()
+        out = fn()
+        best = min(best, time.perf_counter() - start)
+    return best, out
+
+
+@torch.no_grad()
+def bare_forward(model, seqs: list[list[int]], order: list[list[int]]) -> None:
+    """A plain full forward (all layers, logits) over the given batches."""
+    for index in order:
+        tokens, mask = prompts.pad([seqs[i] for i in index], model.tokenizer.pad_token_id or 0)
+        model(tokens, attention_mask=mask)
+
+
+def bench_scan(model, docs: list[str], chosen: list[dict], batch_size: int) -> dict:
+    seqs = prompts.tokenize(model, docs)
+    n_tokens = sum(len(s) for s in seqs)
+    corpus_order = [list(range(i, min(i + batch_size, len(seqs)))) for i in range(0, len(seqs), batch_size)]
+    sorted_order = list(prompts.batches_by_length(seqs, batch_size))
+    bare_forward(model, seqs, corpus_order[:1])  # warm-up
+    t_bare, _ = timed(lambda: bare_forward(model, seqs, corpus_order))
+    t_bare_sorted, _ = timed(lambda: bare_forward(model, seqs, sorted_order))
+    t_scan, top = timed(lambda: prompts.scan_top_documents(model, docs, chosen, k=30, batch_size=batch_size, progress=False))
+    return {
+        "documents": len(docs),
+        "real_tokens": n_tokens,
+        "batch_size": batch_size,
+        "neurons": len(chosen),
+        "bare_forward_tokens_per_s": n_tokens / t_bare,
+        "bare_forward_sorted_batches_tokens_per_s": n_tokens / t_bare_sorted,
+        "scan_tokens_per_s": n_tokens / t_scan,
+        "speedup_vs_bare": t_bare / t_scan,
+        "speedup_vs_bare_same_batches": t_bare_sorted / t_scan,
+        "_top": top,
+    }
+
+
+def binary_search_cut(model, doc: list[int], layer: int, neuron: int, position: int, target: float, ratio: float):
+    """The authors' algorithm: binary-search the latest start keeping > ratio·target, one forward per probe."""
+    bos = model.tokenizer.bos_token_id
+    low, high, best = 1, position, None  # starts in [low, high]; activation assumed to fall as start grows
+    while low <= high:
+        start = (low + high) // 2
+        text = prompts.prompt_text(model, doc, start, position)
+        seq = [bos, *model.tokenizer(text, add_special_tokens=False)["input_ids"]]
+        act = float(prompts.last_token_activations(model, [seq], layer, neuron)[0])
+        if act > ratio * target:
+            best, low = (text, act), start + 1
+        else:
+            high = start - 1
+    return best
+
+
+def bench_truncation(model, docs: list[str], chosen: list[dict], top: dict, k: int) -> dict:
+    top = {key: entries[:k] for key, entries in top.items()}
+    t_ours, found = timed(
+        lambda: prompts.find_activating_prompts(model, docs, chosen, k=k, keep=k, top=top, progress=False)
+    )
+
+    def sequential():
+        cuts = 0
+        for n in chosen:
+            for entry in top[prompts.neuron_key(n["layer"], n["neuron"])]:
+                doc = prompts.tokenize(model, [docs[entry["doc"]]], warn_long=False)[0]
+                cuts += binary_search_cut(model, doc, n["layer"], n["neuron"], entry["position"], entry["activation"], 0.8) is not None
+        return cuts
+
+    t_seq, _ = timed(sequential)
+    return {
+        "documents_truncated": sum(len(v) for v in top.values()),
+        "prompts_kept": sum(len(v) for v in found.values()),
+        "batched_s": t_ours,
+        "sequential_binary_search_s": t_seq,
+        "speedup": t_seq / t_ours,
+    }
+
+
+ATTRIBUTION_CHILD = r"""
+import json, sys, time, torch
+sys.path.insert(0, {root!r})
+from ctx_utils import heads
+from ctx_utils.models import load_model
+model = load_model({folder!r}, device="cpu")
+texts = json.loads({texts!r})
+layer, neuron, method = {layer}, {neuron}, {method!r}
+def peak_kib():
+    fields = dict(line.split(":", 1) for line in open("/proc/self/status"))
+    return int(fields["VmHWM"].split()[0]), int(fields["VmRSS"].split()[0])
+def authors():
+    model.set_use_attn_result(True)
+    with torch.no_grad():
+        _, cache = model.run_with_cache(heads.tokenize_prompts(model, texts)[0])
+        stacked = cache.stack_head_results()  # [n_layers*n_heads, batch, pos, d_model]
+        last = heads.tokenize_prompts(model, texts)[1]
+        out = stacked[: layer * model.cfg.n_heads, torch.arange(len(texts)), last] @ model.W_in[layer][:, neuron]
+    return out.T
+def kit():
+    return heads.head_attributions(model, texts, layer, neuron, batch_size=len(texts))
+fn = authors if method == "authors" else kit
+fn()  # warm-up, then measure a second run from a reset peak
+open("/proc/self/clear_refs", "w").write("5")
+_, before = peak_kib()
+start = time.perf_counter(); out = fn(); seconds = time.perf_counter() - start
+hwm, _ = peak_kib()
+print(json.dumps({{"seconds": seconds, "extra_peak_mib": (hwm - before) / 1024, "attr": out.tolist()}}))
+"""
+
+
+def bench_attribution(folder: str, texts: list[str], layer: int, neuron: int) -> dict:
+    runs = {}
+    for method in ("kit", "authors"):
+        code = ATTRIBUTION_CHILD.format(
+            root=str(Path(__file__).resolve().parent.parent), folder=folder, texts=json.dumps(texts),
+            layer=layer, neuron=neuron, method=method,
+        )
+        done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=False)
+        if done.returncode:
+            return {"error": f"{method}: {done.stderr.strip().splitlines()[-1:]}"}
+        runs[method] = json.loads(done.stdout.strip().splitlines()[-1])
+    agree = torch.allclose(torch.tensor(runs["kit"]["attr"]), torch.tensor(runs["authors"]["attr"]), atol=1e-3, rtol=1e-3)
+    return {
+        "prompts": len(texts),
+        "layer": layer,
+        "kit_s": runs["kit"]["seconds"],
+        "authors_s": runs["authors"]["seconds"],
+        "kit_extra_peak_mib": runs["kit"]["extra_peak_mib"],
+        "authors_extra_peak_mib": runs["authors"]["extra_peak_mib"],
+        "memory_ratio": runs["kit"]["extra_peak_mib"] / max(runs["authors"]["extra_peak_mib"], 1e-9),
+        "same_attributions": bool(agree),
+    }
+
+
+def bench_model(name: str, folder: str, docs: list[str], per_layer: int, batch_size: int, trunc_k: int) -> dict:
+    print(f"\n== {name}", flush=True)
+    model = load_model(folder, device="cpu")
+    chosen = neurons.select_next_token_neurons(model, per_layer=per_layer)
+    scan = bench_scan(model, docs, chosen, batch_size)
+    top = scan.pop("_top")
+    print(f"scan: {scan['scan_tokens_per_s']:.0f} tok/s vs bare forward {scan['bare_forward_tokens_per_s']:.0f} "
+          f"(×{scan['speedup_vs_bare']:.2f}; ×{scan['speedup_vs_bare_same_batches']:.2f} on the same batches)", flush=True)
+    trunc = bench_truncation(model, docs, chosen[: min(len(chosen), 6)], top, trunc_k)
+    print(f"truncation: {trunc['batched_s']:.2f} s batched vs {trunc['sequential_binary_search_s']:.2f} s "
+          f"binary search (×{trunc['speedup']:.1f})", flush=True)
+    found = prompts.find_activating_prompts(model, docs, chosen[:1], k=30, top=top, progress=False)
+    texts = [e["text"] for e in next(iter(found.values()))][:20] or docs[:20]
+    attr = bench_attribution(folder, texts, chosen[0]["layer"], chosen[0]["neuron"])
+    if "error" not in attr:
+        print(f"attribution: {attr['kit_s']:.2f} s, +{attr['kit_extra_peak_mib']:.1f} MiB vs run_with_cache + "
+              f"stack_head_results {attr['authors_s']:.2f} s, +{attr['authors_extra_peak_mib']:.1f} MiB "
+              f"(memory ×{attr['memory_ratio']:.3f}; same numbers: {attr['same_attributions']})", flush=True)
+    else:
+        print(f"attribution: skipped ({attr['error']})")
+    return {"scan": scan, "truncation": trunc, "attribution": attr}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--quick", action="store_true", help="smaller corpora (about a minute)")
+    args = parser.parse_args()
+    out = {
+        "machine": {
+            "platform": platform.platform(),
+            "processor": platform.processor() or platform.machine(),
+            "cpu_count": os.cpu_count(),
+            "torch": torch.__version__,
+            "torch_threads": torch.get_num_threads(),
+        },
+        "models": {},
+    }
+    if (ORGANISM_DIR / "config.json").exists():
+        from ctx_utils.corpus import load_corpus
+
+        docs = load_corpus("organism", "train", max_docs=100 if args.quick else 400)
+        out["models"]["organism"] = bench_model("organism", "organism", docs, 20, 16, 10)
+    else:
+        print("organism: skipped (data/organism/ is not built yet)")
+    with tempfile.TemporaryDirectory() as tmp:
+        folder = str(save_gpt2_small_shape(Path(tmp)))
+        docs = word_docs(16 if args.quick else 32, 16, 127)
+        out["models"]["gpt2-small-shape-random"] = bench_model("GPT-2-small-shaped, random", folder, docs, 2, 8, 4)
+    path = save_json(results_root() / "bench.json", out)
+    print(f"\nwrote {path}")
+
+
+if __name__ == "__main__":
+    main()

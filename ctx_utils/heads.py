@@ -1,0 +1,373 @@
+"""Step 3 of the paper: which attention heads drive a next-token neuron (paper-method §2.4–§2.5).
+
+For a neuron ``(layer, n)`` and a prompt, every attention head ``h`` in an earlier layer writes
+``z_h @ W_O[h]`` into the residual stream at the prompt's last token; the part of that output the neuron
+reads is its dot product with the neuron's input weights ``W_in[layer][:, n]``. This *direct attribution*
+
+    attr(h, p) = z_h(p)[last] @ (W_O[h] @ W_in[layer][:, n])
+
+is linear, so it needs no ``[n_heads, batch, pos, d_model]`` tensor: we fold ``W_O[h] @ W_in[:, n]`` into one
+``d_head`` vector per head (the head's *read direction*) and dot it with the cached ``hook_z``.
+
+A head is *active* on a prompt when its attribution stands out (top 3 of the prompt, the Oct-2023 run; or
+above mean + 2σ over the candidate heads, the Feb-2024 run). Heads active on some but not all of a neuron's
+prompts (25–75 %) are the candidate "context look-ups": their active prompts are the positive examples and
+the rest the negative examples handed to the explainer in step 4.
+
+Decisions on the authors' pitfalls (paper-method §7), each deliberate:
+
+* **Same-layer heads** are excluded by default, as in the paper, although they also act before the MLP;
+  ``include_same_layer=True`` adds them (the honest choice when a model's look-up heads sit in the neuron's
+  own block, as in small organisms).
+* **LayerNorm, ``b_O`` and ``b_in`` are ignored**, as in the paper: the attribution is a direct linear path.
+  ``b_O`` belongs to no head, ``b_in`` to no input, and the LN scale is shared by all heads of a prompt, so
+  it rescales a prompt's attributions without reordering them (and the active rules compare within a prompt).
+* **BOS is prepended** when prompts are tokenised, as in the paper's attribution; prompts are tokenised one
+  by one and the last real position is each prompt's own length − 1, so a literal ``<|endoftext|>`` in a
+  prompt (GPT-2's pad = BOS) cannot shift it, unlike the authors' "count non-pad tokens" rule.
+* **Right padding**: pads come after the last real token and causal attention never looks ahead, so they
+  cannot change what we read there (a test checks batched equals one-by-one).
+* **No misalignment**: active flags are a ``[prompt, head]`` matrix computed per row, so a prompt on which no
+  head is active keeps its row (the authors' batched 2σ code lost such prompts).
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import torch
+from jaxtyping import Bool, Float, Int
+from torch import Tensor
+from tqdm.auto import tqdm
+
+from ctx_utils.neurons import check_neuron
+from ctx_utils.prompts import neuron_key
+
+Rule = Literal["top3", "2sigma"]
+Band = Literal["25-75", ">25"]
+RULES: tuple[str, ...] = ("top3", "2sigma")
+BANDS: tuple[str, ...] = ("25-75", ">25")
+
+
+# --------------------------------------------------------------------------------------------- naming
+
+
+def n_candidate_heads(model, layer: int, include_same_layer: bool = False) -> int:
+    """How many heads can drive a neuron of ``layer``: all heads of layers ``< layer`` (``≤`` with the option)."""
+    return (layer + int(include_same_layer)) * model.cfg.n_heads
+
+
+def split_head(model, head: int) -> tuple[int, int]:
+    """Flat head index → ``(head_layer, head_index)``; flat = head_layer × n_heads + head_index (the paper's)."""
+    return divmod(int(head), model.cfg.n_heads)
+
+
+def head_label(model, head: int) -> str:
+    """Flat head index → ``"L<layer>.H<index>"``, the name used in the notebooks and the paper's tables."""
+    head_layer, head_index = split_head(model, head)
+    return f"L{head_layer}.H{head_index}"
+
+
+# ----------------------------------------------------------------------------------------- input checks
+
+
+def _check_neuron(model, layer: int, neuron: int, include_same_layer: bool) -> None:
+    check_neuron(model, layer, neuron)
+    if n_candidate_heads(model, layer, include_same_layer) == 0:
+        raise ValueError(
+            f"A neuron in layer {layer} has no attention heads in earlier layers. "
+            "Pass include_same_layer=True to attribute it to the heads of its own block."
+        )
+
+
+def _check_choice(what: str, value: str, choices: tuple[str, ...]) -> None:
+    if value not in choices:
+        raise ValueError(f"Unknown {what} {value!r}: choose one of {choices}.")
+
+
+def _check_texts(texts: list[str]) -> None:
+    if isinstance(texts, str):
+        raise TypeError("texts must be a list of prompts, not one string: wrap it as [text].")
+    if len(texts) == 0:
+        raise ValueError("No prompts given: pass at least one prompt (find them with prompts.find_activating_prompts).")
+    empty = [i for i, text in enumerate(texts) if not isinstance(text, str) or not text]
+    if empty:
+        raise ValueError(f"Prompts {empty[:5]} are empty or not strings: every prompt needs at least one token.")
+
+
+# ------------------------------------------------------------------------------------------ attribution
+
+
+def tokenize_prompts(model, texts: list[str]) -> tuple[Int[Tensor, "n_prompts pos"], Int[Tensor, "n_prompts"]]:
+    """Tokenise each prompt with BOS, right-pad them into one tensor, and return each prompt's last position.
+
+    Prompts are tokenised one at a time so the last position is the prompt's own length − 1, whatever its
+    tokens are. A prompt longer than the context window raises an error instead of being silently cut.
+    """
+    _check_texts(texts)
+    rows = [model.to_tokens(text, prepend_bos=True, truncate=False, move_to_device=False)[0] for text in texts]
+    lengths = torch.tensor([len(row) for row in rows])
+    too_long = [i for i, n in enumerate(lengths.tolist()) if n > model.cfg.n_ctx]
+    if too_long:
+        raise ValueError(
+            f"Prompts {too_long[:5]} have more tokens (BOS included) than the context window ({model.cfg.n_ctx}): "
+            "shorten them (prompts.truncate keeps the context that matters) or drop them."
+        )
+    pad = model.tokenizer.pad_token_id if model.tokenizer.pad_token_id is not None else 0
+    tokens = torch.full((len(rows), int(lengths.max())), pad, dtype=torch.long)
+    for i, row in enumerate(rows):
+        tokens[i, : len(row)] = row
+    return tokens, lengths - 1
+
+
+def read_directions(
+    model, layer: int, neuron: int, include_same_layer: bool = False
+) -> Float[Tensor, "head_layers n_heads d_head"]:
+    """Each candidate head's read direction ``W_O[l, h] @ W_in[layer][:, neuron]`` (one d_head vector per head).
+
+    A head's attribution is its ``z`` at the last position dotted with this vector.
+    """
+    n_head_layers = layer + int(include_same_layer)
+    w_in: Float[Tensor, "d_model"] = model.W_in[layer][:, neuron]
+    return torch.einsum("lhdm,m->lhd", model.W_O[:n_head_layers], w_in)
+
+
+@torch.no_grad()
+def head_attributions(
+    model,
+    texts: list[str],
+    layer: int,
+    neuron: int,
+    include_same_layer: bool = False,
+    batch_size: int = 16,
+) -> Float[Tensor, "n_prompts n_candidate_heads"]:
+    """Direct attribution of every candidate head to the neuron's pre-activation at each prompt's last token.
+
+    Column ``j`` is the flat head ``j`` = head_layer × n_heads + head_index; candidates are the heads of layers
+    ``< layer`` (``≤ layer`` with ``include_same_layer``). Only the needed ``hook_z`` layers are cached and the
+    forward pass stops right after them.
+    """
+    _check_neuron(model, layer, neuron, include_same_layer)
+    tokens, last = tokenize_prompts(model, texts)
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be at least 1, got {batch_size}.")
+    n_head_layers = layer + int(include_same_layer)
+    directions = read_directions(model, layer, neuron, include_same_layer)
+    hook_names = [f"blocks.{l}.attn.hook_z" for l in range(n_head_layers)]
+    out = []
+    for start in range(0, len(tokens), batch_size):
+        batch = tokens[start : start + batch_size].to(model.cfg.device)
+        rows = torch.arange(len(batch), device=batch.device)
+        last_pos = last[start : start + batch_size].to(batch.device)
+        _, cache = model.run_with_cache(batch, names_filter=hook_names, stop_at_layer=n_head_layers)
+        z_last: Float[Tensor, "batch head_layers n_heads d_head"] = torch.stack(
+            [cache[name][rows, last_pos] for name in hook_names], dim=1
+        )
+        attr = torch.einsum("blhd,lhd->blh", z_last, directions)
+        out.append(attr.flatten(1).float().cpu())
+    return torch.cat(out)
+
+
+# ------------------------------------------------------------------------------------------ active rules
+
+
+def active_heads(attr: Float[Tensor, "n_prompts n_heads"], rule: Rule = "top3") -> Bool[Tensor, "n_prompts n_heads"]:
+    """Which heads are active on each prompt.
+
+    ``top3``: the three heads with the largest attribution (Oct-2023 run). ``2sigma``: attribution above the
+    prompt's mean + 2 × std over the candidate heads, torch's unbiased std (Feb-2024 run).
+    """
+    _check_choice("rule", rule, RULES)
+    if attr.ndim != 2 or attr.shape[0] == 0 or attr.shape[1] == 0:
+        raise ValueError(f"attr must be a non-empty [n_prompts, n_heads] matrix, got shape {tuple(attr.shape)}.")
+    if rule == "top3":
+        top = attr.topk(min(3, attr.shape[1]), dim=1).indices
+        return torch.zeros_like(attr, dtype=torch.bool).scatter_(1, top, True)
+    if attr.shape[1] < 2:
+        raise ValueError("The 2sigma rule needs at least two candidate heads (a std of one value is undefined); use rule='top3'.")
+    threshold = attr.mean(dim=1, keepdim=True) + 2 * attr.std(dim=1, keepdim=True)
+    return attr > threshold
+
+
+def select_pairs(
+    active: Bool[Tensor, "n_prompts n_heads"], low: float = 0.25, high: float = 0.75, band: Band = "25-75"
+) -> list[tuple[int, float]]:
+    """Heads active on part of a neuron's prompts, as ``(flat head, active fraction)`` sorted by head.
+
+    ``25-75``: ``low ≤ fraction ≤ high`` (the paper's rule). ``>25``: ``fraction > low`` (the Oct-2023 code,
+    which the released data follows). A head active on every prompt, or on almost none, says nothing about
+    *when* it is active, so there is nothing to explain.
+    """
+    _check_choice("band", band, BANDS)
+    if active.ndim != 2 or active.shape[0] == 0:
+        raise ValueError(f"active must be a non-empty [n_prompts, n_heads] matrix, got shape {tuple(active.shape)}.")
+    # count / n in Python floats: 5 of 20 is exactly 0.25, so the inclusive bounds stay inclusive
+    n_prompts = active.shape[0]
+    fractions = [count / n_prompts for count in active.sum(dim=0).tolist()]
+    if band == "25-75":
+        keep = [low <= f <= high for f in fractions]
+    else:
+        keep = [f > low for f in fractions]
+    return [(head, fraction) for head, (fraction, ok) in enumerate(zip(fractions, keep)) if ok]
+
+
+# ------------------------------------------------------------------------------------- whole neuron sets
+
+
+def attribute_neurons(
+    model,
+    neurons: list[dict],
+    prompts: dict[str, list[dict]],
+    include_same_layer: bool = False,
+    batch_size: int = 16,
+) -> dict[str, Float[Tensor, "n_prompts n_candidate_heads"]]:
+    """``head_attributions`` for every neuron that has prompts, keyed ``"<layer>.<neuron>"``.
+
+    ``neurons`` is neurons.json's list, ``prompts`` prompts.json's dict. Neurons without prompts (none
+    survived the length filter) are left out: there is nothing to attribute.
+    """
+    out = {}
+    for item in tqdm(neurons, desc="head attribution", unit="neuron"):
+        key = neuron_key(item["layer"], item["neuron"])
+        texts = [p["text"] for p in prompts.get(key, [])]
+        if texts:
+            out[key] = head_attributions(model, texts, item["layer"], item["neuron"], include_same_layer, batch_size)
+    return out
+
+
+def pairs_from_attributions(
+    model,
+    neurons: list[dict],
+    attributions: dict[str, Float[Tensor, "n_prompts n_candidate_heads"]],
+    rule: Rule = "top3",
+    band: Band = "25-75",
+) -> list[dict]:
+    """The (neuron, head) pairs to explain, with the indices of their positive and negative prompts.
+
+    Each pair: ``{"layer", "neuron", "token", "head", "head_layer", "head_index", "active_fraction",
+    "positive", "negative"}``; indices point into ``prompts["<layer>.<neuron>"]``.
+    """
+    pairs = []
+    for item in neurons:
+        key = neuron_key(item["layer"], item["neuron"])
+        if key not in attributions:
+            continue
+        active = active_heads(attributions[key], rule)
+        for head, fraction in select_pairs(active, band=band):
+            head_layer, head_index = split_head(model, head)
+            flags = active[:, head].tolist()
+            pairs.append(
+                {
+                    "layer": item["layer"],
+                    "neuron": item["neuron"],
+                    "token": item.get("token"),
+                    "head": head,
+                    "head_layer": head_layer,
+                    "head_index": head_index,
+                    "active_fraction": round(fraction, 6),
+                    "positive": [i for i, on in enumerate(flags) if on],
+                    "negative": [i for i, on in enumerate(flags) if not on],
+                }
+            )
+    return pairs
+
+
+def find_head_pairs(
+    model,
+    neurons: list[dict],
+    prompts: dict[str, list[dict]],
+    rule: Rule = "top3",
+    band: Band = "25-75",
+    include_same_layer: bool = False,
+) -> list[dict]:
+    """Steps 3a + 3b in one call: attribute every neuron's prompts, then pick the pairs (heads.json's ``pairs``)."""
+    _check_choice("rule", rule, RULES)
+    _check_choice("band", band, BANDS)
+    attributions = attribute_neurons(model, neurons, prompts, include_same_layer)
+    return pairs_from_attributions(model, neurons, attributions, rule, band)
+
+
+def head_is_active(
+    model,
+    texts: list[str],
+    layer: int,
+    neuron: int,
+    head: int,
+    rule: Rule = "top3",
+    include_same_layer: bool = False,
+) -> list[bool]:
+    """Whether ``head`` is active for the neuron on each prompt: the ground truth for held-out prompts (step 5)."""
+    _check_neuron(model, layer, neuron, include_same_layer)
+    _check_choice("rule", rule, RULES)
+    n_heads = n_candidate_heads(model, layer, include_same_layer)
+    if not 0 <= int(head) < n_heads:
+        raise ValueError(
+            f"head={head} is not a candidate for a neuron in layer {layer}: candidates are flat heads 0..{n_heads - 1}"
+            + ("" if include_same_layer else " (pass include_same_layer=True to add the neuron's own block)")
+            + "."
+        )
+    attr = head_attributions(model, texts, layer, neuron, include_same_layer)
+    return active_heads(attr, rule)[:, head].tolist()
+
+
+def active_fractions(active: Bool[Tensor, "n_prompts n_heads"]) -> list[float]:
+    """Per head, the fraction of prompts on which it is active (heads.json's per-neuron summary)."""
+    n_prompts = active.shape[0]
+    return [round(count / n_prompts, 6) for count in active.sum(dim=0).tolist()]
+
+
+def heads_summary(model, attributions: dict[str, Tensor], rule: Rule = "top3") -> dict[str, dict]:
+    """Per neuron: the number of prompts and every candidate head's active fraction (heads.json's ``neurons``)."""
+    return {
+        key: {"n_prompts": len(attr), "active_fraction": active_fractions(active_heads(attr, rule))}
+        for key, attr in sorted(attributions.items())
+    }
+
+
+# ------------------------------------------------------------------------ checking against a known answer
+
+
+def marker_share(texts: list[str], markers: list[str]) -> float:
+    """The fraction of ``texts`` that contain any of ``markers`` (words or phrases with their leading space)."""
+    if not texts:
+        return 0.0
+    return sum(any(m in " " + text.strip() for m in markers) for text in texts) / len(texts)
+
+
+def context_recovery(pairs: list[dict], prompts: dict[str, list[dict]], planted: list[dict]) -> list[dict]:
+    """For each planted context of an answer key (the organism's ``ground_truth.json``), the pair that isolates it.
+
+    A pair isolates a context when its positive prompts carry the context's marker and its negative prompts
+    carry the token's *other* contexts' markers. Per context returns ``{"token", "context", "marker", "pair",
+    "positive_share", "negative_other_share", "candidates"}``: ``pair`` is the best of the token's pairs
+    (highest positive share, then negative share; None if the token has no pair), ``candidates`` all of the
+    token's pairs with their two shares.
+    """
+    report = []
+    for entry in planted:
+        contexts = entry["contexts"]
+        for context in contexts:
+            others = [c["marker"] for c in contexts if c is not context]
+            candidates = []
+            for pair in (p for p in pairs if p["token"] == entry["token"]):
+                texts = [p["text"] for p in prompts[neuron_key(pair["layer"], pair["neuron"])]]
+                candidates.append(
+                    {
+                        "pair": pair,
+                        "positive_share": marker_share([texts[i] for i in pair["positive"]], [context["marker"]]),
+                        "negative_other_share": marker_share([texts[i] for i in pair["negative"]], others),
+                    }
+                )
+            best = max(candidates, key=lambda c: (c["positive_share"], c["negative_other_share"]), default=None)
+            report.append(
+                {
+                    "token": entry["token"],
+                    "context": context["name"],
+                    "marker": context["marker"],
+                    "pair": best and best["pair"],
+                    "positive_share": best["positive_share"] if best else 0.0,
+                    "negative_other_share": best["negative_other_share"] if best else 0.0,
+                    "candidates": candidates,
+                }
+            )
+    return report

@@ -1,0 +1,215 @@
+"""Train the model organism: ``python -m ctx_utils.organism.train [--out data/organism] [--seed 0]``.
+
+The organism is a two-layer GPT-2 (``GPT2LMHeadModel``) over a word-level vocabulary, trained on
+:mod:`ctx_utils.organism.corpus`. Its shape is chosen so that the paper's story is the model's only easy
+solution — earlier trials on this machine showed the cue otherwise leaks through other paths:
+
+* **Layer 0 is attention only** (its MLP is zeroed and frozen). Context look-ups have to be done by
+  layer-0 heads; no layer-0 MLP can quietly write the planted word itself.
+* **Layer 1 is MLP only** (its attention is zeroed and frozen). The planted word depends on two things at
+  once — the trigger word here *and* a context seen by a head — and a layer-1 MLP neuron is the place that
+  combines them: a *next-token neuron* reading layer-0 heads directly, as in the paper's figure 1.
+* **An L1 penalty on the layer-1 MLP activations** makes that MLP sparse, so each planted token gets one
+  neuron of its own whose output weights point at the token (high congruence with ``W_U``).
+* **TransformerLens-style initialisation** (std 0.8/√d_model ≈ 0.07) and lr 1e-3: with GPT-2's default
+  0.02 the trials grew no clean next-token neurons.
+* 8 heads, so a previous-token head (local contexts) and topic heads (distant contexts) have room.
+
+Training is seeded end to end (corpus, initialisation, batch order), uses ``$CTX_TORCH_THREADS`` threads
+(2 recommended) and takes a few minutes on 2 CPU cores. It writes the Hugging Face folder (model +
+tokenizer, loadable with ``ctx_utils.models.load_model("organism")``), ``ground_truth.json`` and
+``training.json`` (seed, steps, loss, time, size, planted-token accuracy on the held-out test split).
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import os
+import time
+from pathlib import Path
+
+import torch
+from tqdm.auto import tqdm
+
+from ctx_utils.organism.corpus import PlantedPrompt, generate_corpus, ground_truth, planted_prompts, vocabulary
+from ctx_utils.results import REPO_ROOT, save_json
+
+SPECIAL = "<|endoftext|>"  # beginning/end of document and padding, as in GPT-2
+UNKNOWN = "<unk>"
+HPARAMS = {
+    "d_model": 128, "n_heads": 8, "d_mlp": 512, "n_ctx": 128,
+    "init_std": 0.8 / math.sqrt(128), "lr": 1e-3, "weight_decay": 0.01,
+    "l1": 1e-3, "batch_size": 32, "epochs": 8,
+}
+
+
+def build_tokenizer(folder: Path | None = None):
+    """A word-level ``PreTrainedTokenizerFast`` whose tokens are GPT-2-style (``Ġonly`` = " only").
+
+    Every word exists with and without its leading space (a document's first word has none). The byte-level
+    decoder turns ``Ġ`` back into a space, so ``to_string`` prints readable, spaced text.
+    """
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers
+    from transformers import PreTrainedTokenizerFast
+
+    words = vocabulary()
+    vocab = {SPECIAL: 0, UNKNOWN: 1}
+    for word in words:
+        for form in (word, "Ġ" + word):
+            vocab[form] = len(vocab)
+    core = Tokenizer(models.WordLevel(vocab, unk_token=UNKNOWN))
+    core.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    core.decoder = decoders.ByteLevel()
+    tokenizer = PreTrainedTokenizerFast(
+        tokenizer_object=core, bos_token=SPECIAL, eos_token=SPECIAL, pad_token=SPECIAL, unk_token=UNKNOWN
+    )
+    if folder is not None:
+        tokenizer.save_pretrained(folder)
+    return tokenizer
+
+
+def build_model(vocab_size: int, seed: int):
+    """A 2-layer GPT-2: layer 0 attention-only, layer 1 MLP-only (the other halves zeroed and frozen)."""
+    from transformers import GPT2Config, GPT2LMHeadModel
+
+    h = HPARAMS
+    config = GPT2Config(
+        vocab_size=vocab_size, n_positions=h["n_ctx"], n_embd=h["d_model"], n_layer=2, n_head=h["n_heads"],
+        n_inner=h["d_mlp"], resid_pdrop=0.0, embd_pdrop=0.0, attn_pdrop=0.0,
+        bos_token_id=0, eos_token_id=0, pad_token_id=0, tie_word_embeddings=True,
+    )
+    torch.manual_seed(seed)
+    model = GPT2LMHeadModel(config)
+    with torch.no_grad():
+        for name, param in model.named_parameters():
+            if param.ndim >= 2:
+                param.normal_(0.0, h["init_std"])
+            elif name.endswith("bias"):
+                param.zero_()
+        for module in (model.transformer.h[0].mlp, model.transformer.h[1].attn):
+            for param in module.parameters():
+                param.zero_()
+                param.requires_grad_(False)
+    return model
+
+
+def encode(tokenizer, texts: list[str], n_ctx: int) -> list[list[int]]:
+    """Token ids of each text with the BOS token first, cut to the context window."""
+    bos = tokenizer.bos_token_id
+    return [([bos] + ids)[:n_ctx] for ids in tokenizer(texts, add_special_tokens=False)["input_ids"]]
+
+
+def pad_batch(rows: list[list[int]], pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Right-padded ``[batch, pos]`` ids and the matching 0/1 attention mask."""
+    width = max(len(r) for r in rows)
+    ids = torch.full((len(rows), width), pad_id, dtype=torch.long)
+    mask = torch.zeros((len(rows), width), dtype=torch.long)
+    for i, row in enumerate(rows):
+        ids[i, : len(row)] = torch.tensor(row)
+        mask[i, : len(row)] = 1
+    return ids, mask
+
+
+@torch.no_grad()
+def next_token_top1(model, tokenizer, prompts: list[str], batch_size: int = 64) -> list[str]:
+    """The model's top-1 next token (decoded, e.g. " as") after each prompt."""
+    model.eval()
+    out: list[str] = []
+    for start in range(0, len(prompts), batch_size):
+        rows = encode(tokenizer, prompts[start : start + batch_size], HPARAMS["n_ctx"])
+        ids, mask = pad_batch(rows, tokenizer.pad_token_id)
+        logits = model(input_ids=ids, attention_mask=mask).logits  # [batch, pos, vocab]
+        last = mask.sum(1) - 1
+        top = logits[torch.arange(len(rows)), last].argmax(-1)
+        out += [tokenizer.decode([t]) for t in top.tolist()]
+    return out
+
+
+def planted_accuracy(model, tokenizer, prompts: list[PlantedPrompt]) -> dict[str, float]:
+    """Per context: the share of prompts whose top-1 next token is the planted token.
+
+    For a context this is the accuracy (want ≈ 1); for a distractor it is the false-alarm rate (want ≈ 0).
+    """
+    top1 = next_token_top1(model, tokenizer, [p.prompt for p in prompts])
+    hits: dict[str, list[bool]] = {}
+    for p, t in zip(prompts, top1):
+        hits.setdefault(p.context, []).append(t == p.token)
+    return {name: sum(h) / len(h) for name, h in sorted(hits.items())}
+
+
+def train(out: Path, seed: int = 0) -> dict:
+    """Train the organism and write it to ``out``; returns what ``training.json`` records."""
+    start = time.perf_counter()
+    out.mkdir(parents=True, exist_ok=True)
+    h = HPARAMS
+    tokenizer = build_tokenizer()
+    rows = encode(tokenizer, generate_corpus("train", seed), h["n_ctx"])
+    model = build_model(len(tokenizer), seed)
+    params = [p for p in model.parameters() if p.requires_grad]
+    optimizer = torch.optim.AdamW(params, lr=h["lr"], weight_decay=h["weight_decay"])
+    steps_per_epoch = len(rows) // h["batch_size"]
+    n_steps = steps_per_epoch * h["epochs"]
+    schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: min(1.0, (s + 1) / 100) * max(0.05, 1 - s / n_steps))
+
+    post: list[torch.Tensor] = []  # layer-1 MLP activations of the current step, for the L1 penalty
+    hook = model.transformer.h[1].mlp.act.register_forward_hook(lambda _m, _i, o: post.append(o))
+    generator = torch.Generator().manual_seed(seed)
+    model.train()
+    bar = tqdm(total=n_steps, desc="training the organism")
+    for _ in range(h["epochs"]):
+        order = torch.randperm(len(rows), generator=generator).tolist()
+        for step in range(steps_per_epoch):
+            batch = [rows[i] for i in order[step * h["batch_size"] : (step + 1) * h["batch_size"]]]
+            ids, mask = pad_batch(batch, tokenizer.pad_token_id)
+            labels = ids.masked_fill(mask == 0, -100)
+            post.clear()
+            lm_loss = model(input_ids=ids, attention_mask=mask, labels=labels).loss
+            l1 = post[0].abs().sum(-1)[mask.bool()].mean()  # mean over real tokens of Σ_neurons |post|
+            loss = lm_loss + h["l1"] * l1
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            schedule.step()
+            bar.update(1)
+            bar.set_postfix(loss=f"{lm_loss.item():.3f}", l1=f"{l1.item():.1f}")
+    bar.close()
+    hook.remove()
+    model.eval()
+
+    model.save_pretrained(out)
+    build_tokenizer(out)
+    truth = ground_truth(seed)
+    save_json(out / "ground_truth.json", truth)
+    report = {
+        "seed": seed,
+        "hyperparameters": h,
+        "steps": n_steps,
+        "final_lm_loss": round(lm_loss.item(), 4),
+        "final_l1": round(l1.item(), 3),
+        "train_tokens": sum(len(r) for r in rows),
+        "parameters": sum(p.numel() for p in model.parameters()),
+        "torch_threads": torch.get_num_threads(),
+        "wall_time_s": round(time.perf_counter() - start, 1),
+        "planted_top1_test": planted_accuracy(model, tokenizer, planted_prompts("test", seed)),
+    }
+    save_json(out / "training.json", report)
+    return report
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description="Train the kit's model organism (a few minutes on 2 CPU cores).")
+    parser.add_argument("--out", type=Path, default=REPO_ROOT / "data" / "organism", help="output folder")
+    parser.add_argument("--seed", type=int, default=0, help="seed for corpus, initialisation and batch order")
+    args = parser.parse_args()
+    if args.out.exists() and not args.out.is_dir():
+        parser.error(f"--out {args.out} is a file; give a folder (it is created if missing).")
+    torch.set_num_threads(int(os.environ.get("CTX_TORCH_THREADS", "2")))
+    report = train(args.out, args.seed)
+    print(f"Wrote {args.out} in {report['wall_time_s']} s; planted-token top-1 on the test split:")
+    for name, acc in report["planted_top1_test"].items():
+        print(f"  {name:20s} {acc:.3f}")
+
+
+if __name__ == "__main__":
+    main()

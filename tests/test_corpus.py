@@ -1,0 +1,50 @@
+"""load_corpus: local files, pile-10k failing clearly offline, and bad input."""
+
+import json
+
+import pytest
+
+from ctx_utils import corpus
+from ctx_utils.corpus import load_corpus
+from ctx_utils.models import HubUnreachableError
+
+
+def test_local_text_jsonl_and_folder(tmp_path):
+    txt = tmp_path / "docs.txt"
+    txt.write_text("first document\nstill first\n\nsecond document\n\n\n")
+    assert load_corpus(str(txt)) == ["first document\nstill first", "second document"]
+
+    jsonl = tmp_path / "docs.jsonl"
+    jsonl.write_text("\n".join(json.dumps({"text": t}) for t in ["a b", "c d"]) + "\n")
+    assert load_corpus(str(jsonl), max_docs=1) == ["a b"]
+
+    folder = tmp_path / "folder"
+    folder.mkdir()
+    (folder / "2.txt").write_text("two")
+    (folder / "1.txt").write_text("one")
+    assert load_corpus(str(folder)) == ["one", "two"]
+
+
+def test_bad_input_is_named(tmp_path):
+    with pytest.raises(ValueError, match="Unknown corpus"):
+        load_corpus("no-such-corpus")
+    with pytest.raises(ValueError, match="Unknown split"):
+        load_corpus("organism", split="validation")
+    empty = tmp_path / "empty.txt"
+    empty.write_text("\n\n")
+    with pytest.raises(ValueError, match="no documents"):
+        load_corpus(str(empty))
+
+
+def test_pile_offline_fails_clearly(monkeypatch):
+    import datasets
+
+    def offline(*args, **kwargs):
+        raise ConnectionError("couldn't reach the hub")
+
+    monkeypatch.setattr(datasets, "load_dataset", offline)
+    monkeypatch.setattr(corpus, "hub_reachable", lambda: False)
+    with pytest.raises(HubUnreachableError, match="organism"):
+        load_corpus("pile-10k")
+    with pytest.raises(ValueError, match="test split"):
+        load_corpus("pile-10k", split="test")

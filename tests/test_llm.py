@@ -1,0 +1,154 @@
+"""The LLM client against a fake OpenAI-compatible server on loopback, through the real ``openai`` package."""
+
+from __future__ import annotations
+
+import logging
+import traceback
+
+import pytest
+from fake_openai_server import FakeOpenAIServer
+
+from ctx_utils.llm import BudgetExceeded, LLMClient, LLMNotConfigured, LLMRequestFailed, parse_yes_no
+
+KEY = "sk-test-SECRET123"
+
+
+@pytest.fixture(autouse=True)
+def no_llm_environment(monkeypatch):
+    """Tests never see a learner's real key, endpoint or cache."""
+    for name in ("OPENAI_API_KEY", "OPENAI_BASE_URL", "CTX_LLM_MODEL", "CTX_LLM_CACHE", "CTX_LLM_TOKEN_BUDGET"):
+        monkeypatch.delenv(name, raising=False)
+
+
+def make_client(server: FakeOpenAIServer, cache, **kwargs) -> LLMClient:
+    settings = {"api_key": KEY, "model": "fake-gpt", "timeout": 2.0, "max_retries": 3, "backoff_s": 0.01}
+    return LLMClient(base_url=server.base_url, cache_dir=cache, **{**settings, **kwargs})
+
+
+def test_no_key_raises_not_configured():
+    with pytest.raises(LLMNotConfigured, match="OPENAI_API_KEY"):
+        LLMClient()
+
+
+def test_environment_configures_the_client(monkeypatch, tmp_path):
+    monkeypatch.setenv("OPENAI_API_KEY", KEY)
+    monkeypatch.setenv("OPENAI_BASE_URL", "http://127.0.0.1:9/v1/")
+    monkeypatch.setenv("CTX_LLM_MODEL", "local-model")
+    monkeypatch.setenv("CTX_LLM_CACHE", str(tmp_path))
+    client = LLMClient()
+    assert (client.model, client.base_url, client.cache_dir) == ("local-model", "http://127.0.0.1:9/v1", tmp_path)
+
+
+@pytest.mark.parametrize(
+    "text, expected",
+    [("Yes", True), ("no", False), (" YES\n", True), ("No ", False), ("Yes.", None), ("Maybe", None), ("", None), ("Yes, it is", None)],
+)
+def test_parse_yes_no_is_strict(text, expected):
+    assert parse_yes_no(text) is expected
+
+
+def test_second_run_is_served_from_the_cache(tmp_path):
+    with FakeOpenAIServer(answer=lambda p: f"echo {len(p)}") as server:
+        first = [make_client(server, tmp_path).complete(f"prompt {i}", max_tokens=5) for i in range(3)]
+        assert len(server.requests) == 3 and not any(c.cached for c in first)
+        again = make_client(server, tmp_path)  # a fresh client: as in a rerun of the notebook
+        second = [again.complete(f"prompt {i}", max_tokens=5) for i in range(3)]
+        assert len(server.requests) == 3, "a cached request was sent again"
+        assert all(c.cached for c in second) and [c.text for c in second] == [c.text for c in first]
+        assert again.cache_hits == 3 and again.tokens_used == 0
+        again.complete("prompt 0", max_tokens=6)  # a different request (max_tokens) is not a cache hit
+        assert len(server.requests) == 4
+    assert len(list(tmp_path.glob("*.json"))) == 4
+
+
+def test_retries_on_429_and_500_then_succeeds(tmp_path, caplog):
+    with FakeOpenAIServer(answer=lambda p: "Yes") as server:
+        server.plan = [429, 500, 503]
+        with caplog.at_level(logging.INFO, logger="ctx_utils.llm"):
+            assert make_client(server, tmp_path).complete("q", max_tokens=1).text == "Yes"
+        assert len(server.requests) == 4
+    assert sum("retrying" in r.getMessage() for r in caplog.records) == 3
+
+
+def test_gives_up_after_bounded_retries(tmp_path):
+    with FakeOpenAIServer() as server:
+        server.fail_from = 0
+        with pytest.raises(LLMRequestFailed, match="after 3 attempts"):
+            make_client(server, tmp_path, max_retries=2).complete("q", max_tokens=1)
+        assert len(server.requests) == 3
+
+
+def test_no_retry_on_auth_error(tmp_path):
+    with FakeOpenAIServer() as server:
+        server.plan = [401]
+        with pytest.raises(LLMRequestFailed, match="401"):
+            make_client(server, tmp_path).complete("q", max_tokens=1)
+        assert len(server.requests) == 1
+
+
+def test_timeout_is_retried(tmp_path):
+    with FakeOpenAIServer(answer=lambda p: "No") as server:
+        server.plan = [("sleep", 1.0)]
+        client = make_client(server, tmp_path, timeout=0.25)
+        assert client.complete("q", max_tokens=1).text == "No"
+        assert len(server.requests) == 2
+
+
+def test_unparsed_answers_are_counted_and_logged(tmp_path, caplog):
+    replies = iter(["Yes", "no ", "Maybe", "YES.", " yes\n"])
+    with FakeOpenAIServer(answer=lambda p: next(replies)) as server:
+        client = make_client(server, tmp_path)
+        with caplog.at_level(logging.WARNING, logger="ctx_utils.llm"):
+            answers = [client.ask_yes_no(f"question {i}") for i in range(5)]
+    assert answers == [True, False, None, None, True]
+    unparsed = [r.getMessage() for r in caplog.records if "Unparsed" in r.getMessage()]
+    assert len(unparsed) == 2 and "'Maybe'" in unparsed[0]
+
+
+def test_budget_stops_before_it_is_exceeded(tmp_path):
+    with FakeOpenAIServer() as server:
+        client = make_client(server, tmp_path, token_budget=60)
+        client.complete("short question", max_tokens=1)  # ~15 tokens estimated, ~10 used
+        with pytest.raises(BudgetExceeded, match="token budget"):
+            client.complete("x" * 300, max_tokens=1)  # ~100 tokens estimated: refused before sending
+        assert len(server.requests) == 1 and client.tokens_used <= 60
+        assert client.complete("short question", max_tokens=1).cached  # what was done stays available
+
+
+def test_interrupted_run_resumes_without_repeating_requests(tmp_path):
+    prompts = [f"prompt {i}" for i in range(6)]
+    with FakeOpenAIServer() as server:
+        server.fail_from = 3  # the endpoint breaks after three answers
+        client = make_client(server, tmp_path, max_retries=1)
+        with pytest.raises(LLMRequestFailed):
+            for p in prompts:
+                client.complete(p, max_tokens=1)
+        assert len(server.requests) == 3 + 2  # three answers, then the failing request and its one retry
+        server.fail_from = None  # "fixed"
+        before = len(server.requests)
+        resumed = make_client(server, tmp_path)
+        results = [resumed.complete(p, max_tokens=1) for p in prompts]
+        assert len(server.requests) - before == 3, "only the three missing requests should be sent"
+        assert [r.cached for r in results] == [True] * 3 + [False] * 3
+        sent = [r["messages"][0]["content"] for r in server.requests[before:]]
+        assert sent == prompts[3:]
+
+
+def test_key_never_leaks(tmp_path, caplog):
+    with FakeOpenAIServer(answer=lambda p: "Yes") as server, caplog.at_level(logging.DEBUG):
+        client = make_client(server, tmp_path)
+        client.complete("fine", max_tokens=1)
+        server.plan = [500, 401]  # a retry is logged, then the 401 body quotes the key back
+        with pytest.raises(LLMRequestFailed) as info:
+            client.complete("refused", max_tokens=1)
+        server.plan = [503] * 4
+        with pytest.raises(LLMRequestFailed) as info_retries:
+            client.complete("retries", max_tokens=1)
+    texts = [repr(client), str(client.__dict__.get("cache_dir"))]
+    for err in (info.value, info_retries.value):
+        texts += [str(err), repr(err), "".join(traceback.format_exception(err))]
+    texts += [r.getMessage() for r in caplog.records]
+    texts += [p.read_text() for p in tmp_path.glob("*.json")]
+    assert "<hidden key>" in str(info.value), "the 401 echo should have been scrubbed, not absent"
+    assert all(KEY not in t for t in texts)
+    assert "SECRET123" not in "".join(texts)

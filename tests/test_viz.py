@@ -1,0 +1,181 @@
+"""ctx_utils.viz: the bundle reaches the page once, nothing touches the network, the histogram is the paper's."""
+
+from __future__ import annotations
+
+import socket
+import sys
+import urllib.request
+
+import numpy as np
+import pytest
+import torch
+from circuitsvis.utils.render import RenderedHTML
+
+from ctx_utils import viz
+from ctx_utils.score import histogram_counts
+
+BUNDLE_MARK = "var CircuitsVis="  # the first statement of circuitsvis's browser bundle
+TOKENS = ["<bos>", "as", " early", " as"]
+
+
+@pytest.fixture(autouse=True)
+def fresh_session():
+    """Each test starts like a new kernel: default mode, bundle not yet sent."""
+    viz.set_mode("auto")
+    viz.reset_bundle()
+    yield
+    viz.set_mode("auto")
+    viz.reset_bundle()
+
+
+@pytest.fixture
+def network_calls(monkeypatch):
+    """Record (and refuse) every attempt to open a connection or a URL."""
+    calls: list[str] = []
+
+    def refuse(*args, **kwargs):
+        calls.append(repr(args[:2]))
+        raise OSError("network disabled in this test")
+
+    monkeypatch.setattr(socket.socket, "connect", refuse)
+    monkeypatch.setattr(socket, "create_connection", refuse)
+    monkeypatch.setattr(urllib.request, "urlopen", refuse)
+    return calls
+
+
+def pattern(n_heads: int = 2, n: int = len(TOKENS)) -> torch.Tensor:
+    torch.manual_seed(0)
+    return torch.softmax(torch.randn(n_heads, n, n), dim=-1).tril()
+
+
+def views() -> list:
+    return [
+        viz.attention_patterns(TOKENS, pattern(), ["L0H0", "L0H1"]),
+        viz.token_activations(TOKENS, torch.tensor([0.0, 1.0, -0.5, 2.0])),
+        viz.side_by_side(viz.attention_patterns(TOKENS, pattern(1)), viz.token_activations(TOKENS, [1, 2, 3, 4]), titles=["a", "b"]),
+        viz.prompts_activations([(TOKENS, [0, 1, 2, 3]), (TOKENS[:2], [0, -1])]),
+    ]
+
+
+def test_bundle_sent_once_per_session_and_again_after_reset():
+    outputs = [v._repr_html_() for v in views()]
+    assert [o.count(BUNDLE_MARK) for o in outputs] == [1, 0, 0, 0]
+    assert all("ctxVizQueue" in o for o in outputs)
+    viz.reset_bundle()
+    assert views()[1]._repr_html_().count(BUNDLE_MARK) == 1
+
+
+def test_bundle_sent_again_when_the_cell_that_carried_it_runs_anew(monkeypatch):
+    request = {"now": ("cell-a", "run-1")}
+    monkeypatch.setattr(viz, "_current_request", lambda: request["now"])
+    view = views()[1]
+    assert BUNDLE_MARK in view._repr_html_()
+    assert BUNDLE_MARK not in view._repr_html_()  # a second view in the same run
+    request["now"] = ("cell-b", "run-2")
+    assert BUNDLE_MARK not in view._repr_html_()  # another cell: the bundle is on the page already
+    request["now"] = ("cell-a", "run-3")
+    assert BUNDLE_MARK in view._repr_html_()  # cell-a's old output, bundle and all, is being replaced
+
+
+def test_inline_mode_makes_every_output_self_contained_and_cdn_mode_none():
+    viz.set_mode("inline")
+    assert [v._repr_html_().count(BUNDLE_MARK) for v in views()] == [1, 1, 1, 1]
+    viz.set_mode("cdn")
+    outputs = [v._repr_html_() for v in views()]
+    assert all(BUNDLE_MARK not in o and "https://unpkg.com/circuitsvis@" in o for o in outputs)
+
+
+def test_auto_mode_uses_cdn_in_colab_only(monkeypatch):
+    assert viz.current_mode() == "once"
+    monkeypatch.setitem(sys.modules, "google.colab", object())
+    assert viz.current_mode() == "cdn"
+
+
+def test_unknown_mode_is_refused_with_the_choices():
+    with pytest.raises(ValueError, match="once"):
+        viz.set_mode("offline")
+
+
+def test_rendering_never_touches_the_network(network_calls):
+    for mode in ("once", "inline", "cdn"):
+        viz.set_mode(mode)
+        for v in views():
+            v._repr_html_()
+    assert network_calls == []
+    RenderedHTML("local", "cdn")._repr_html_()  # circuitsvis itself probes google.com: the guard sees it
+    assert network_calls
+
+
+def test_side_by_side_contains_every_view_and_escaped_title():
+    a = viz.attention_patterns(TOKENS, pattern(1), ["active"])
+    b = viz.attention_patterns(TOKENS, pattern(1), ["inactive"])
+    out = viz.side_by_side(a, b, titles=["Active prompt", "Inactive <i>prompt</i>"])._repr_html_()
+    assert out.count("CV.AttentionHeads") == 2 and out.count(BUNDLE_MARK) == 1
+    assert '"active"' in out and '"inactive"' in out
+    assert "Active prompt" in out and "Inactive &lt;i&gt;prompt&lt;/i&gt;" in out
+    with pytest.raises(ValueError, match="one title per view"):
+        viz.side_by_side(a, b, titles=["only one"])
+
+
+def test_token_text_cannot_close_the_script_element():
+    out = viz.attention_patterns(["<bos>", "</script><script>alert(1)</script>"], pattern(1, 2))._repr_html_()
+    view_part = out.split("ctxVizQueue = window.ctxVizQueue")[-1]
+    assert "</script><script>alert" not in view_part and "\\u003c/script\\u003e" in view_part
+
+
+def test_coloured_tokens_are_escaped_because_circuitsvis_inserts_them_as_html():
+    view = viz.token_activations(["<bos>", " a&b"], [0, 1])
+    assert view.props["tokens"] == ["&lt;bos&gt;", " a&amp;b"]
+    with pytest.raises(TypeError, match="to_str_tokens"):
+        viz.token_activations(torch.tensor([1, 2]), [0, 1])
+
+
+def test_as_text_escapes_html():
+    out = viz.as_text("<script>alert(1)</script> & <b>bold</b>")._repr_html_()
+    assert "<script>" not in out and "<b>" not in out
+    assert "&lt;script&gt;alert(1)&lt;/script&gt; &amp; &lt;b&gt;" in out
+    assert repr(viz.as_text("<b>x</b>")) == "<b>x</b>"
+
+
+def test_bad_shapes_name_the_fix():
+    with pytest.raises(ValueError, match=r"\[n_heads, 4, 4\]"):
+        viz.attention_patterns(TOKENS, torch.rand(2, 3, 3))
+    with pytest.raises(ValueError, match="one name per head"):
+        viz.attention_patterns(TOKENS, pattern(), ["only one"])
+    with pytest.raises(ValueError, match="one per token"):
+        viz.token_activations(TOKENS, [1.0, 2.0])
+    with pytest.raises(ValueError, match="NaN"):
+        viz.token_activations(TOKENS, [1.0, float("nan"), 0, 0])
+
+
+def test_prompts_share_one_colour_scale():
+    stacked = viz.prompts_activations([(TOKENS, [0, 1, 2, 3]), (TOKENS[:2], [-2, 0.5])], titles=["x", "y"])
+    assert [v.props["maxValue"] for v in stacked.views] == [3.0, 3.0]
+    assert [v.props["minValue"] for v in stacked.views] == [-2.0, -2.0]
+
+
+def test_score_histogram_is_the_papers_figure():
+    rng = np.random.default_rng(0)
+    scores = np.concatenate([rng.uniform(0, 1, 200), [0.0, 1.0, 0.95]]).tolist()
+    fig = viz.score_histogram(scores + [None])
+    bar = fig.data[0]
+    assert len(bar.y) == 10 and list(bar.y) == histogram_counts(scores)
+    colours = list(bar.marker.color)
+    assert colours[7:] == [viz.RED] * 3 and viz.RED not in colours[:7]
+    assert fig.layout.xaxis.title.text == "Head Explanation Score"
+    assert fig.layout.yaxis.title.text == "Number of Heads"
+    assert fig.layout.title.text == "Distribution of Head Explanation Scores"
+    with pytest.raises(ValueError, match=r"\[0, 1\]"):
+        viz.score_histogram([0.5, 1.5])
+
+
+def test_attention_head_shows_that_heads_pattern(tiny_model):
+    text = "the cat sat on the mat"
+    view = viz.attention_head(tiny_model, text, layer=1, head=2)
+    _, cache = tiny_model.run_with_cache(text)
+    expected = cache["blocks.1.attn.hook_pattern"][0, 2]
+    assert view.props["tokens"] == tiny_model.to_str_tokens(text) and len(view.props["tokens"]) == 7  # BOS + 6
+    assert np.allclose(view.props["attention"][0], expected.numpy(), atol=1e-4)
+    assert view.props["attentionHeadNames"] == ["L1H2"]
+    with pytest.raises(ValueError, match="layers 0–1, heads 0–3"):
+        viz.attention_head(tiny_model, text, layer=2, head=0)
