@@ -211,10 +211,19 @@ def bench_attribution(folder: str, texts: list[str], layer: int, neuron: int) ->
     }
 
 
-def bench_model(name: str, folder: str, docs: list[str], per_layer: int, batch_size: int, trunc_k: int) -> dict:
+def bench_model(
+    name: str, folder: str, docs: list[str], per_layer: int, batch_size: int, trunc_k: int, by_congruence: bool
+) -> dict:
+    """All three comparisons on one model. ``by_congruence=False`` takes the first ``per_layer`` neurons of
+    each default layer instead of selecting them: the scan's cost does not depend on which neurons are read,
+    and a random model has no next-token neurons to find (its 3 × 3072 × 50257 congruence would only cost time).
+    """
     print(f"\n== {name}", flush=True)
     model = load_model(folder, device="cpu")
-    chosen = neurons.select_next_token_neurons(model, per_layer=per_layer)
+    if by_congruence:
+        chosen = neurons.select_next_token_neurons(model, per_layer=per_layer)
+    else:
+        chosen = [{"layer": l, "neuron": i} for l in neurons.default_layers(model) for i in range(per_layer)]
     scan = bench_scan(model, docs, chosen, batch_size)
     top = scan.pop("_top")
     print(f"scan: {scan['scan_tokens_per_s']:.0f} tok/s vs bare forward {scan['bare_forward_tokens_per_s']:.0f} "
@@ -252,13 +261,15 @@ def main() -> None:
         from ctx_utils.corpus import load_corpus
 
         docs = load_corpus("organism", "train", max_docs=100 if args.quick else 400)
-        out["models"]["organism"] = bench_model("organism", "organism", docs, 20, 16, 10)
+        out["models"]["organism"] = bench_model("organism", "organism", docs, 20, 16, 10, by_congruence=True)
     else:
         print("organism: skipped (data/organism/ is not built yet)")
     with tempfile.TemporaryDirectory() as tmp:
         folder = str(save_gpt2_small_shape(Path(tmp)))
-        docs = word_docs(16 if args.quick else 32, 16, 127)
-        out["models"]["gpt2-small-shape-random"] = bench_model("GPT-2-small-shaped, random", folder, docs, 2, 8, 4)
+        docs = word_docs(8 if args.quick else 16, 16, 64 if args.quick else 127)
+        out["models"]["gpt2-small-shape-random"] = bench_model(
+            "GPT-2-small-shaped, random", folder, docs, 2, 8, 4, by_congruence=False
+        )
     path = save_json(results_root() / "bench.json", out)
     print(f"\nwrote {path}")
 

@@ -83,21 +83,67 @@ def _batches(model, texts: Sequence[str], batch_size: int) -> Iterator[tuple[Ten
         raise ValueError(f"batch_size must be at least 1, got {batch_size}.")
     tokens, last = tokenize_prompts(model, texts)
     for start in range(0, len(tokens), batch_size):
-        yield tokens[start : start + batch_size].to(model.cfg.device), last[start : start + batch_size].to(model.cfg.device)
+        stop = start + batch_size
+        yield tokens[start:stop].to(model.cfg.device), last[start:stop].to(model.cfg.device)
+
+
+def check_neuron(model, layer: int, neuron: int) -> None:
+    """Raise a clear error when ``(layer, neuron)`` is not an MLP neuron of ``model``."""
+    if not (0 <= layer < model.cfg.n_layers and 0 <= neuron < model.cfg.d_mlp):
+        raise ValueError(
+            f"Neuron {layer}.{neuron} does not exist: this model has layers 0–{model.cfg.n_layers - 1} and "
+            f"neurons 0–{model.cfg.d_mlp - 1} per layer."
+        )
 
 
 @torch.no_grad()
+def last_token_readout(
+    model,
+    texts: Sequence[str],
+    ablate_heads: Sequence[tuple[int, int]] = (),
+    neuron: tuple[int, int] | None = None,
+    logits: bool = True,
+    batch_size: int = 16,
+) -> dict[str, Tensor]:
+    """One batched run with ``ablate_heads`` zero-ablated, read at each prompt's last real token.
+
+    Returns ``"probs"`` (``softmax(logits)``, ``[n_prompts, d_vocab]``) when ``logits``, and ``"activation"``
+    (``[n_prompts]``, the neuron's ``mlp.hook_post``) when ``neuron = (layer, index)`` is given. Reading both
+    from one run halves the cost of an ablation; without ``logits`` the pass stops after the neuron's layer,
+    since nothing later can change it.
+    """
+    if neuron is None and not logits:
+        raise ValueError("Nothing to read: ask for logits, or give neuron=(layer, index).")
+    hooks = zero_value_hooks(check_heads(model, ablate_heads))
+    grabbed: list[Tensor] = []
+    if neuron is not None:
+        layer, index = int(neuron[0]), int(neuron[1])
+        check_neuron(model, layer, index)
+
+        def grab(post: Tensor, hook) -> Tensor:  # post: [batch, pos, d_mlp]
+            grabbed.append(post[..., index].detach())
+            return post
+
+        hooks.append((f"blocks.{layer}.mlp.hook_post", grab))
+    stop = None if logits else layer + 1
+    probs, acts = [], []
+    with model.hooks(fwd_hooks=hooks):
+        for tokens, last in _batches(model, texts, batch_size):
+            grabbed.clear()
+            out = model(tokens, stop_at_layer=stop)  # [batch, pos, d_vocab] logits (when not stopped early)
+            rows = torch.arange(len(last), device=last.device)
+            if logits:
+                probs.append(out[rows, last].float().softmax(-1).cpu())
+            if neuron is not None:
+                acts.append(grabbed[0][rows, last].float().cpu())
+    return ({"probs": torch.cat(probs)} if logits else {}) | ({"activation": torch.cat(acts)} if neuron else {})
+
+
 def next_token_probs(
     model, texts: Sequence[str], ablate_heads: Sequence[tuple[int, int]] = (), batch_size: int = 16
 ) -> Tensor:
     """``softmax(logits)`` after each prompt's last token, with the given heads ablated: ``[n_prompts, d_vocab]``."""
-    hooks = zero_value_hooks(check_heads(model, ablate_heads))
-    out = []
-    with model.hooks(fwd_hooks=hooks):
-        for tokens, last in _batches(model, texts, batch_size):
-            logits = model(tokens)  # [batch, pos, d_vocab]
-            out.append(logits[torch.arange(len(last)), last].float().softmax(-1).cpu())
-    return torch.cat(out)
+    return last_token_readout(model, texts, ablate_heads, batch_size=batch_size)["probs"]
 
 
 def token_probabilities(
@@ -107,33 +153,13 @@ def token_probabilities(
     return next_token_probs(model, texts, ablate_heads, batch_size)[:, token_id(model, token)]
 
 
-@torch.no_grad()
 def neuron_activations(
     model, texts: Sequence[str], layer: int, neuron: int, ablate_heads: Sequence[tuple[int, int]] = (),
     batch_size: int = 16,
 ) -> Tensor:
-    """The neuron's activation (``mlp.hook_post``) at each prompt's last token, heads ablated: ``[n_prompts]``.
-
-    The forward pass stops after the neuron's layer: nothing later can change it.
-    """
-    if not (0 <= layer < model.cfg.n_layers and 0 <= neuron < model.cfg.d_mlp):
-        raise ValueError(
-            f"Neuron {layer}.{neuron} does not exist: layers 0–{model.cfg.n_layers - 1}, neurons 0–{model.cfg.d_mlp - 1}."
-        )
-    grabbed: list[Tensor] = []
-
-    def grab(post: Tensor, hook) -> Tensor:  # post: [batch, pos, d_mlp]
-        grabbed.append(post[..., neuron].detach())
-        return post
-
-    hooks = zero_value_hooks(check_heads(model, ablate_heads)) + [(f"blocks.{layer}.mlp.hook_post", grab)]
-    out = []
-    with model.hooks(fwd_hooks=hooks):
-        for tokens, last in _batches(model, texts, batch_size):
-            grabbed.clear()
-            model(tokens, stop_at_layer=layer + 1)
-            out.append(grabbed[0][torch.arange(len(last)), last].float().cpu())
-    return torch.cat(out)
+    """The neuron's activation (``mlp.hook_post``) at each prompt's last token, heads ablated: ``[n_prompts]``."""
+    readout = last_token_readout(model, texts, ablate_heads, (layer, neuron), logits=False, batch_size=batch_size)
+    return readout["activation"]
 
 
 def top1_accuracy(
@@ -147,7 +173,8 @@ def top1_accuracy(
     ``"L<layer>.H<index>"``. A look-up head should take one group's accuracy down and leave the others.
     """
     target = token_id(model, token)
-    conditions = [("none", [])] + [(f"L{layer}.H{index}", [(layer, index)]) for layer, index in check_heads(model, heads)]
+    conditions = [("none", [])]
+    conditions += [(f"L{layer}.H{index}", [(layer, index)]) for layer, index in check_heads(model, heads)]
     rows = []
     for name, texts in groups.items():
         for label, ablated in conditions:
@@ -188,26 +215,27 @@ def ablation_effects(
     ``neuron_effect`` it also holds the neuron's activation with and without the head (``act_normal``,
     ``act_ablated``, ``mean_act_decrease_active`` / ``_inactive``).
     """
-    normal_cache: dict[str, tuple[Tensor, Tensor | None]] = {}
+    normal_cache: dict[str, dict[str, Tensor]] = {}  # per neuron: token probability and activation, unablated
     results = []
     for pair in tqdm(pairs, desc="ablating heads"):
         key = f"{pair['layer']}.{pair['neuron']}"
         texts = _texts(test_prompts.get(key, []))
         row = {name: pair[name] for name in ("layer", "neuron", "head", "head_layer", "head_index", "token")}
-        if not texts:
-            results.append(row | _summarise([], [], [], None, None))
+        if not texts:  # no held-out prompt for this neuron: empty records, None means
+            empty = torch.empty(0) if neuron_effect else None
+            results.append(row | _summarise([], [], [], empty, empty))
             continue
         active = _head_column(activity, key, int(pair["head"]), len(texts))
-        if key not in normal_cache:
-            normal_cache[key] = (
-                token_probabilities(model, texts, pair["token"], batch_size=batch_size),
-                neuron_activations(model, texts, pair["layer"], pair["neuron"], batch_size=batch_size) if neuron_effect else None,
-            )
-        prob_normal, act_normal = normal_cache[key]
+        target = token_id(model, pair["token"])
+        neuron = (int(pair["layer"]), int(pair["neuron"])) if neuron_effect else None
+        if key not in normal_cache:  # the unablated run is shared by all of a neuron's pairs
+            normal = last_token_readout(model, texts, (), neuron, batch_size=batch_size)
+            normal_cache[key] = normal | {"probs": normal["probs"][:, target]}  # keep one column, not the vocabulary
+        normal = normal_cache[key]
         head = [(int(pair["head_layer"]), int(pair["head_index"]))]
-        prob_ablated = token_probabilities(model, texts, pair["token"], head, batch_size)
-        act_ablated = neuron_activations(model, texts, pair["layer"], pair["neuron"], head, batch_size) if neuron_effect else None
-        results.append(row | _summarise(prob_normal.tolist(), prob_ablated.tolist(), active, act_normal, act_ablated))
+        ablated = last_token_readout(model, texts, head, neuron, batch_size=batch_size)
+        results.append(row | _summarise(normal["probs"].tolist(), ablated["probs"][:, target].tolist(),
+                                        active, normal.get("activation"), ablated.get("activation")))
     return results
 
 

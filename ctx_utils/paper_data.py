@@ -51,6 +51,14 @@ HOW_TO_GET_DATA = (
 )
 
 
+REQUIRED_FIELDS = {  # what this module reads from each file; the other fields are for people
+    "explanations.jsonl": ("layer", "neuron", "head", "head_layer", "head_index", "token", "explanation",
+                           "positive_examples", "negative_examples"),
+    "classifications.jsonl": ("layer", "neuron", "head", "test_prompt_idx", "head_active", "answer"),
+    "ablation.json": ("mean_decrease_active", "mean_decrease_inactive"),
+}
+
+
 class PaperDataError(ValueError):
     """The data folder is missing, has the wrong layout, or cannot be downloaded. The message says the fix."""
 
@@ -113,13 +121,20 @@ def load_model_data(folder: str | Path) -> ModelData:
     """Read one model folder: explanations, classifications, and ``ablation.json`` if present."""
     folder = Path(folder)
     ablation = folder / "ablation.json"
-    return ModelData(
+    data = ModelData(
         name=folder.name,
         folder=folder,
         explanations=_read_jsonl(folder / "explanations.jsonl"),
         classifications=_read_jsonl(folder / "classifications.jsonl"),
-        ablation=_read_json(ablation)["pairs"] if ablation.exists() else None,
+        ablation=_read_json(ablation).get("pairs") if ablation.exists() else None,
     )
+    for file_name, rows in (("explanations.jsonl", data.explanations), ("classifications.jsonl", data.classifications),
+                            ("ablation.json", data.ablation or [])):
+        missing = {f for row in rows for f in REQUIRED_FIELDS[file_name] if f not in row}
+        if missing:
+            raise PaperDataError(f"{folder / file_name} lacks the fields {sorted(missing)} of the paper-data layout "
+                                 "(paper-data/README.md §3).")
+    return data
 
 
 def _is_model_folder(folder: Path) -> bool:
@@ -155,10 +170,7 @@ PairKey = tuple[int, int, int]  # (layer, neuron, flat head index)
 
 
 def _key(row: dict[str, Any]) -> PairKey:
-    try:
-        return int(row["layer"]), int(row["neuron"]), int(row["head"])
-    except KeyError as err:
-        raise PaperDataError(f"A row lacks the field {err}: each row needs layer, neuron and head.") from None
+    return int(row["layer"]), int(row["neuron"]), int(row["head"])
 
 
 def pair_scores(data: ModelData, max_prompts: int = MAX_TEST_PROMPTS, missing: str = "defined_rate") -> list[dict[str, Any]]:

@@ -52,6 +52,8 @@ def tokenize(model, texts: list[str], warn_long: bool = True) -> list[list[int]]
     bos = tokenizer.bos_token_id
     if bos is None:
         raise ValueError("The model's tokenizer has no BOS token; the kit prepends BOS to every prompt.")
+    if not texts:
+        return []
     n_ctx = model.cfg.n_ctx
     seqs = [[bos, *ids] for ids in tokenizer(list(texts), add_special_tokens=False)["input_ids"]]
     too_long = sum(len(s) > n_ctx for s in seqs)

@@ -67,6 +67,12 @@ def summarize_scores(scores: Sequence[float]) -> dict[str, float | int]:
 
 
 def histogram_counts(scores: Sequence[float], bins: int = 10) -> list[int]:
-    """Counts of E in ``bins`` equal bins over [0, 1] (the last bin includes 1.0), as the paper's table."""
+    """Counts of E in ``bins`` equal bins over [0, 1] (the last bin includes 1.0), as the paper's table.
+
+    The edges are ``np.linspace(0, 1, bins + 1)``, as in the published counts. Floating point makes three of
+    them a hair too high (0.30000000000000004, 0.6000000000000001, 0.7000000000000001), so a score of exactly
+    0.3, 0.6 or 0.7 falls one bin lower; exact edges would change the published histograms, so the kit keeps
+    the authors' binning and says so here.
+    """
     e = np.asarray(scores, dtype=float)
     return np.histogram(e, bins=np.linspace(0, 1, bins + 1))[0].astype(int).tolist()

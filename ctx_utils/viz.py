@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import html
 import json
+import os
 import sys
 import uuid
 from collections.abc import Sequence
@@ -38,7 +39,7 @@ MODES = ("auto", "once", "inline", "cdn")
 RED = "#d62728"
 NEUTRAL = "#9e9e9e"
 
-_mode = "auto"
+_mode = os.environ.get("CTX_VIZ_MODE", "auto")
 _bundle_request: tuple[str | None, str | None] | None = None  # (cell id, request id) that carried the bundle
 
 
@@ -96,6 +97,8 @@ def set_mode(mode: str) -> None:
 
 def current_mode() -> str:
     """The mode in force now, with ``"auto"`` resolved (Colab is detected by ``google.colab`` being imported)."""
+    if _mode not in MODES:
+        raise ValueError(f"CTX_VIZ_MODE is {_mode!r}: set it to one of {', '.join(MODES)}, or unset it.")
     if _mode != "auto":
         return _mode
     return "cdn" if "google.colab" in sys.modules else "once"
@@ -252,7 +255,7 @@ class Panel(HtmlView):
         cells = []
         for view, title in zip(self.views, self.titles):
             inner = view.html(mode) if isinstance(view, HtmlView) else view._repr_html_()
-            heading = f"<h4 style='margin: 4px 0;'>{html.escape(title)}</h4>" if title is not None else ""
+            heading = f"<h4 style='margin: 4px 0;'>{html.escape(str(title))}</h4>" if title is not None else ""
             cells.append(f"<div style='flex: 1 1 0; min-width: 280px;'>{heading}{inner}</div>")
         wrap = "wrap" if self.direction == "row" else "nowrap"
         return f"<div style='display: flex; flex-direction: {self.direction}; flex-wrap: {wrap}; gap: 16px;'>{''.join(cells)}</div>"

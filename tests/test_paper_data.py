@@ -228,6 +228,13 @@ def test_broken_file_is_named(tmp_path):
         pd.load_paper_data(tmp_path)
 
 
+def test_missing_fields_are_named(tmp_path):
+    folder = _unseen_model_folder(tmp_path, with_ablation=False)
+    (folder / "classifications.jsonl").write_text(json.dumps({"layer": 9, "neuron": 5, "head": 88}) + "\n")
+    with pytest.raises(pd.PaperDataError, match="lacks the fields.*answer"):
+        pd.load_paper_data(tmp_path)
+
+
 def test_environment_variable_chooses_the_folder(tmp_path, monkeypatch):
     _unseen_model_folder(tmp_path, with_ablation=False)
     monkeypatch.setenv("CTX_PAPER_DATA", str(tmp_path))

@@ -91,9 +91,12 @@ def test_auto_mode_uses_cdn_in_colab_only(monkeypatch):
     assert viz.current_mode() == "cdn"
 
 
-def test_unknown_mode_is_refused_with_the_choices():
+def test_unknown_mode_is_refused_with_the_choices(monkeypatch):
     with pytest.raises(ValueError, match="once"):
         viz.set_mode("offline")
+    monkeypatch.setattr(viz, "_mode", "offline")  # as if CTX_VIZ_MODE=offline at import
+    with pytest.raises(ValueError, match="CTX_VIZ_MODE"):
+        viz.current_mode()
 
 
 def test_rendering_never_touches_the_network(network_calls):
