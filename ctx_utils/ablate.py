@@ -16,6 +16,7 @@ the neuron's own activation (the authors' exploratory June-2023 variant).
 from __future__ import annotations
 
 import math
+import operator
 from collections.abc import Iterator, Mapping, Sequence
 
 import numpy as np
@@ -44,9 +45,10 @@ def check_heads(model, heads: Sequence[tuple[int, int]]) -> list[tuple[int, int]
     n_layers, n_heads = model.cfg.n_layers, model.cfg.n_heads
     checked = []
     for item in heads:
-        if not (isinstance(item, (tuple, list)) and len(item) == 2):
-            raise ValueError(f"A head is a (layer, head_index) pair such as (0, 3), got {item!r}.")
-        layer, index = int(item[0]), int(item[1])
+        try:
+            layer, index = (operator.index(part) for part in item)
+        except (TypeError, ValueError):
+            raise ValueError(f"A head is a (layer, head_index) pair of integers such as (0, 3), got {item!r}.") from None
         if not (0 <= layer < n_layers and 0 <= index < n_heads):
             raise ValueError(
                 f"Head {item!r} does not exist: this model has layers 0–{n_layers - 1} and heads 0–{n_heads - 1} "
@@ -54,6 +56,15 @@ def check_heads(model, heads: Sequence[tuple[int, int]]) -> list[tuple[int, int]
             )
         checked.append((layer, index))
     return checked
+
+
+def check_neuron(model, layer: int, neuron: int) -> None:
+    """Raise a clear error when ``(layer, neuron)`` is not an MLP neuron of ``model``."""
+    if not (0 <= layer < model.cfg.n_layers and 0 <= neuron < model.cfg.d_mlp):
+        raise ValueError(
+            f"Neuron {layer}.{neuron} does not exist: this model has layers 0–{model.cfg.n_layers - 1} and "
+            f"neurons 0–{model.cfg.d_mlp - 1} per layer."
+        )
 
 
 def zero_value_hooks(heads: Sequence[tuple[int, int]]) -> list[tuple[str, object]]:
@@ -85,15 +96,6 @@ def _batches(model, texts: Sequence[str], batch_size: int) -> Iterator[tuple[Ten
     for start in range(0, len(tokens), batch_size):
         stop = start + batch_size
         yield tokens[start:stop].to(model.cfg.device), last[start:stop].to(model.cfg.device)
-
-
-def check_neuron(model, layer: int, neuron: int) -> None:
-    """Raise a clear error when ``(layer, neuron)`` is not an MLP neuron of ``model``."""
-    if not (0 <= layer < model.cfg.n_layers and 0 <= neuron < model.cfg.d_mlp):
-        raise ValueError(
-            f"Neuron {layer}.{neuron} does not exist: this model has layers 0–{model.cfg.n_layers - 1} and "
-            f"neurons 0–{model.cfg.d_mlp - 1} per layer."
-        )
 
 
 @torch.no_grad()
@@ -162,37 +164,27 @@ def neuron_activations(
     return readout["activation"]
 
 
-def top1_accuracy(
-    model, groups: Mapping[str, Sequence[str]], token: str, heads: Sequence[tuple[int, int]], batch_size: int = 16
-) -> list[dict]:
-    """How often ``token`` is the model's top-1 prediction in each group of prompts, normally and per ablated head.
-
-    ``groups``: a name → prompts ending right before where ``token`` would go (e.g. the organism's planted
-    contexts and distractors). Each head in ``heads`` is ablated alone. Returns one row per group and
-    condition: ``{"group", "ablated", "top1_accuracy", "mean_prob"}`` with ``ablated`` = ``"none"`` or
-    ``"L<layer>.H<index>"``. A look-up head should take one group's accuracy down and leave the others.
-    """
-    target = token_id(model, token)
-    conditions = [("none", [])]
-    conditions += [(f"L{layer}.H{index}", [(layer, index)]) for layer, index in check_heads(model, heads)]
-    rows = []
-    for name, texts in groups.items():
-        for label, ablated in conditions:
-            probs = next_token_probs(model, texts, ablated, batch_size)  # [n_prompts, d_vocab]
-            rows.append({"group": name, "ablated": label,
-                         "top1_accuracy": float((probs.argmax(-1) == target).float().mean()),
-                         "mean_prob": float(probs[:, target].mean())})
-    return rows
-
-
 def _texts(entries: Sequence[str | Mapping]) -> list[str]:
     """Prompt strings from a list of strings or of prompts.json entries (``{"text", ...}``)."""
     return [entry if isinstance(entry, str) else entry["text"] for entry in entries]
 
 
-def _group_mean(values: np.ndarray, mask: np.ndarray) -> float | None:
-    """Mean of ``values[mask]``; ``None`` for an empty group (the authors stored NaN)."""
-    return float(values[mask].mean()) if mask.any() else None
+def held_out_activity(
+    model, test_prompts: Mapping[str, Sequence[str | Mapping]], rule: str = "top3", include_same_layer: bool = False
+) -> dict[str, Tensor]:
+    """Ground truth for :func:`ablation_effects`: which heads are active on each neuron's test prompts.
+
+    The same rule as on the training prompts (step 3): attribute every candidate head to the neuron at the
+    last token, then mark the active ones. Returns ``"<layer>.<neuron>"`` → ``[n_prompts, n_candidate_heads]``.
+    """
+    activity = {}
+    for key, entries in sorted(test_prompts.items()):
+        texts = _texts(entries)
+        if texts:
+            layer, neuron = (int(part) for part in key.split("."))
+            attr = head_attributions(model, texts, layer, neuron, include_same_layer=include_same_layer)
+            activity[key] = active_heads(attr, rule=rule)
+    return activity
 
 
 def ablation_effects(
@@ -254,6 +246,11 @@ def _head_column(activity: Mapping, key: str, head: int, n_prompts: int) -> list
     return matrix[:, head].tolist()
 
 
+def _group_mean(values: np.ndarray, mask: np.ndarray) -> float | None:
+    """Mean of ``values[mask]``; ``None`` for an empty group (the authors stored NaN)."""
+    return float(values[mask].mean()) if mask.any() else None
+
+
 def _summarise(prob_normal, prob_ablated, active, act_normal, act_ablated) -> dict:
     """Group means of the decreases, plus the per-prompt records (as plain lists for JSON)."""
     mask = np.asarray(active, dtype=bool)
@@ -276,24 +273,6 @@ def _summarise(prob_normal, prob_ablated, active, act_normal, act_ablated) -> di
             "act_ablated": act_ablated.tolist(),
         }
     return row
-
-
-def held_out_activity(
-    model, test_prompts: Mapping[str, Sequence[str | Mapping]], rule: str = "top3", include_same_layer: bool = False
-) -> dict[str, Tensor]:
-    """Ground truth for :func:`ablation_effects`: which heads are active on each neuron's test prompts.
-
-    The same rule as on the training prompts (step 3): attribute every candidate head to the neuron at the
-    last token, then mark the active ones. Returns ``"<layer>.<neuron>"`` → ``[n_prompts, n_candidate_heads]``.
-    """
-    activity = {}
-    for key, entries in sorted(test_prompts.items()):
-        texts = _texts(entries)
-        if texts:
-            layer, neuron = (int(part) for part in key.split("."))
-            attr = head_attributions(model, texts, layer, neuron, include_same_layer=include_same_layer)
-            activity[key] = active_heads(attr, rule=rule)
-    return activity
 
 
 def _finite(values: Sequence[float | None]) -> np.ndarray:
@@ -349,3 +328,26 @@ def ablation_box(
     if y_range is not None:
         fig.update_yaxes(range=list(y_range))
     return fig
+
+
+def top1_accuracy(
+    model, groups: Mapping[str, Sequence[str]], token: str, heads: Sequence[tuple[int, int]], batch_size: int = 16
+) -> list[dict]:
+    """How often ``token`` is the model's top-1 prediction in each group of prompts, normally and per ablated head.
+
+    ``groups``: a name → prompts ending right before where ``token`` would go (e.g. the organism's planted
+    contexts and distractors). Each head in ``heads`` is ablated alone. Returns one row per group and
+    condition: ``{"group", "ablated", "top1_accuracy", "mean_prob"}`` with ``ablated`` = ``"none"`` or
+    ``"L<layer>.H<index>"``. A look-up head should take one group's accuracy down and leave the others.
+    """
+    target = token_id(model, token)
+    conditions = [("none", [])]
+    conditions += [(f"L{layer}.H{index}", [(layer, index)]) for layer, index in check_heads(model, heads)]
+    rows = []
+    for name, texts in groups.items():
+        for label, ablated in conditions:
+            probs = next_token_probs(model, texts, ablated, batch_size)  # [n_prompts, d_vocab]
+            rows.append({"group": name, "ablated": label,
+                         "top1_accuracy": float((probs.argmax(-1) == target).float().mean()),
+                         "mean_prob": float(probs[:, target].mean())})
+    return rows

@@ -161,7 +161,7 @@ def head_attributions(
         last_pos = last[start : start + batch_size].to(batch.device)
         _, cache = model.run_with_cache(batch, names_filter=hook_names, stop_at_layer=n_head_layers)
         z_last: Float[Tensor, "batch head_layers n_heads d_head"] = torch.stack(
-            [cache[name][rows, -1] for name in hook_names], dim=1
+            [cache[name][rows, last_pos] for name in hook_names], dim=1
         )
         attr = torch.einsum("blhd,lhd->blh", z_last, directions)
         out.append(attr.flatten(1).float().cpu())

@@ -29,7 +29,7 @@ import torch
 from torch import Tensor
 from tqdm.auto import tqdm
 
-from ctx_utils.neurons import check_neuron
+from ctx_utils.neurons import check_layer, check_neuron
 
 
 def neuron_key(layer: int, neuron: int) -> str:
@@ -194,6 +194,8 @@ def max_activations(
     zero never writes its token (see :func:`ctx_utils.neurons.select_next_token_neurons`'s ``activity``).
     """
     check_corpus(docs)
+    for layer in layers:
+        check_layer(model, layer)
     seqs = tokenize(model, docs)
     best = {layer: torch.full((model.cfg.d_mlp,), float("-inf")) for layer in layers}
     for index in tqdm(list(batches_by_length(seqs, batch_size)), desc="activations", disable=not progress):

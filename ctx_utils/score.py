@@ -76,3 +76,9 @@ def histogram_counts(scores: Sequence[float], bins: int = 10) -> list[int]:
     """
     e = np.asarray(scores, dtype=float)
     return np.histogram(e, bins=np.linspace(0, 1, bins + 1))[0].astype(int).tolist()
+
+
+if __name__ == "__main__":
+    from ctx_utils.score_cli import main
+
+    raise SystemExit(main())

@@ -1,6 +1,8 @@
 """Step 6: head ablation — the hook is the paper's, batching changes nothing, the statistics are honest."""
 
+import json
 import math
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -32,7 +34,8 @@ def test_batched_equals_one_prompt_at_a_time(tiny_model):
     torch.testing.assert_close(batched, alone, atol=1e-6, rtol=1e-5)
     probs = ablate.next_token_probs(tiny_model, PROMPTS, batch_size=2)
     torch.testing.assert_close(probs.sum(-1), torch.ones(len(PROMPTS)))
-    assert not torch.allclose(batched, ablate.token_probabilities(tiny_model, PROMPTS, " sat")), "ablation had no effect"
+    normal = ablate.token_probabilities(tiny_model, PROMPTS, " sat")
+    assert not torch.allclose(batched, normal), "ablation had no effect"
 
 
 def test_neuron_activation_only_moves_when_an_earlier_head_is_ablated(tiny_model):
@@ -45,10 +48,11 @@ def test_neuron_activation_only_moves_when_an_earlier_head_is_ablated(tiny_model
 
 def test_ablation_effects_groups_prompts_by_head_activity(tiny_model):
     pairs = [{"layer": 1, "neuron": 5, "token": " mat", "head": 1, "head_layer": 0, "head_index": 1},
-             {"layer": 1, "neuron": 5, "token": " mat", "head": 2, "head_layer": 0, "head_index": 2}]
+             {"layer": 1, "neuron": 5, "token": " mat", "head": 2, "head_layer": 0, "head_index": 2},
+             {"layer": 1, "neuron": 6, "token": " mat", "head": 2, "head_layer": 0, "head_index": 2}]
     prompts = {"1.5": [{"text": t, "activation": 1.0} for t in PROMPTS]}
     activity = {"1.5": torch.tensor([[0, 1, 1, 0]] * 2 + [[0, 0, 1, 0]] * 3, dtype=torch.bool)}
-    first, second = ablate.ablation_effects(tiny_model, pairs, prompts, activity)
+    first, second, no_prompts = ablate.ablation_effects(tiny_model, pairs, prompts, activity)
 
     decrease = np.subtract(first["prob_normal"], first["prob_ablated"])
     assert first["head_active"] == [True, True, False, False, False]
@@ -60,6 +64,8 @@ def test_ablation_effects_groups_prompts_by_head_activity(tiny_model):
     assert first["prob_ablated"] == pytest.approx(expected.tolist())
     act_drop = np.subtract(first["act_normal"], first["act_ablated"])
     assert first["mean_act_decrease_active"] == pytest.approx(act_drop[:2].mean())
+    assert first["act_normal"] == second["act_normal"], "the unablated run is shared by a neuron's pairs"
+    assert (no_prompts["n_active"], no_prompts["mean_decrease_active"], no_prompts["act_normal"]) == (0, None, [])
 
 
 def test_ks_test_drops_missing_means():
@@ -84,9 +90,9 @@ def test_box_plot_has_both_groups_and_the_paper_scale():
         ablate.ablation_box(rows, measure="logit")
 
 
-@pytest.mark.parametrize("heads", [[(2, 0)], [(0, 4)], [(0, -1)], [3]])
+@pytest.mark.parametrize("heads", [[(2, 0)], [(0, 4)], [(0, -1)], [3], [(0, 1.5)], [(0, 1, 2)]])
 def test_unknown_head_is_a_clear_error(tiny_model, heads):
-    with pytest.raises(ValueError, match="(does not exist|a \\(layer, head_index\\) pair)"):
+    with pytest.raises(ValueError, match="(does not exist|a \\(layer, head_index\\) pair of integers)"):
         ablate.token_probabilities(tiny_model, PROMPTS, " sat", heads)
 
 
@@ -123,3 +129,39 @@ def test_top1_accuracy_counts_argmax_hits(tiny_model):
     assert [(r["group"], r["ablated"]) for r in rows] == [("a", "none"), ("a", "L0.H1"), ("b", "none"), ("b", "L0.H1")]
     assert rows[0]["top1_accuracy"] == float((probs.argmax(-1) == target).float().mean()) >= 0.5
     assert rows[0]["mean_prob"] == pytest.approx(float(probs[:, target].mean()))
+
+
+ORGANISM_DIR = Path(__file__).resolve().parents[1] / "data" / "organism"
+
+
+@pytest.fixture(scope="module")
+def organism():
+    if not (ORGANISM_DIR / "config.json").exists():
+        pytest.skip("the organism is not built yet: run `python -m ctx_utils.organism.train` to create data/organism")
+    from ctx_utils.models import load_model
+
+    return load_model(str(ORGANISM_DIR), device="cpu")
+
+
+def test_ablating_a_context_head_removes_only_that_context(organism):
+    """Attribution picks each planted context's head; ablation must then remove that context, and only it."""
+    from ctx_utils.heads import head_attributions
+
+    truth = json.loads((ORGANISM_DIR / "ground_truth.json").read_text())
+    contexts = {c["name"]: (p["token"], c["examples"]) for p in truth["planted"] for c in p["contexts"]}
+    layer = organism.cfg.n_layers - 1
+    for planted in truth["planted"]:
+        token = planted["token"]
+        direct = organism.W_out[layer] @ organism.W_U[:, ablate.token_id(organism, token)]  # [d_mlp]
+        neuron = int(direct.argmax())  # the layer's neuron that writes the token most
+        for context in planted["contexts"]:
+            attr = head_attributions(organism, context["examples"], layer, neuron)  # [n_examples, layer * n_heads]
+            head = divmod(int(attr.mean(0).argmax()), organism.cfg.n_heads)
+            for name, (other_token, examples) in contexts.items():
+                rows = ablate.top1_accuracy(organism, {name: examples}, other_token, [head])
+                before, after = rows[0]["top1_accuracy"], rows[1]["top1_accuracy"]
+                assert before >= 0.8, f"the organism should predict {other_token!r} in {name}"
+                if name == context["name"]:
+                    assert after <= 0.4, f"ablating L{head[0]}.H{head[1]} should remove context {name} ({after:.2f})"
+                else:
+                    assert after >= 0.8, f"ablating {context['name']}'s head L{head[0]}.H{head[1]} hurt {name} ({after:.2f})"

@@ -24,6 +24,7 @@ from ctx_utils.explain import (
     explain_head,
     explain_pairs,
     explanation_prompt,
+    held_out_set,
     score_explanations,
 )
 from ctx_utils.llm import LLMClient, LLMNotConfigured
@@ -186,3 +187,15 @@ def test_llm_explanation_cannot_be_classified_offline():
 def test_explain_head_needs_a_positive_example(offline_stand_in):
     with pytest.raises(ValueError, match="at least one prompt"):
         explain_head([], ["b"], " only")
+
+
+def test_held_out_set_gives_ground_truth_aligned_with_prompts(tiny_model):
+    words = "the cat sat on mat for research purposes only as early such".split()
+    docs = [" ".join(words[(i * 7 + j) % len(words)] for j in range(12)) for i in range(24)]
+    neurons = [{"layer": 1, "neuron": n, "token": " only"} for n in range(4)]
+    prompts, active = held_out_set(tiny_model, neurons, docs, rule="top3", keep=5)
+    assert sorted(prompts) == sorted(active) == ["1.0", "1.1", "1.2", "1.3"]
+    assert any(prompts.values()), "no neuron got a held-out prompt"
+    for key in prompts:
+        assert len(active[key]) == len(prompts[key]) <= 5
+        assert all(len(heads) == 3 and all(0 <= h < 4 for h in heads) for heads in active[key])  # top 3 of layer 0's 4 heads

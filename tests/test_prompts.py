@@ -109,6 +109,12 @@ def test_find_activating_prompts_filters(tiny_model, docs, some_neurons):
         for e in entries:
             assert e["n_tokens"] < 6 and "\n" not in e["text"]
             assert e["activation"] > 0.8 * e["doc_activation"]
+    # documents truncated together (truncate_many) get the same cut as one at a time (truncate, brute-forced above)
+    key, entries = next((k, v) for k, v in found.items() if v)
+    layer, neuron = map(int, key.split("."))
+    for e in entries:
+        alone = prompts.truncate(tiny_model, docs[e["doc"]], layer, neuron, e["position"], max_tokens=6)
+        assert alone["text"] == e["text"] and alone["activation"] == pytest.approx(e["activation"], abs=1e-5)
 
 
 def test_bad_input_gives_clear_errors(tiny_model, some_neurons):

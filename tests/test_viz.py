@@ -182,3 +182,14 @@ def test_attention_head_shows_that_heads_pattern(tiny_model):
     assert view.props["attentionHeadNames"] == ["L1H2"]
     with pytest.raises(ValueError, match="layers 0–1, heads 0–3"):
         viz.attention_head(tiny_model, text, layer=2, head=0)
+
+
+def test_attention_layer_shows_every_head(tiny_model):
+    text = "the cat sat"
+    view = viz.attention_layer(tiny_model, text, layer=0)
+    _, cache = tiny_model.run_with_cache(text)
+    expected = cache["blocks.0.attn.hook_pattern"][0]
+    assert view.props["attentionHeadNames"] == [f"L0H{h}" for h in range(tiny_model.cfg.n_heads)]
+    assert np.allclose(np.asarray(view.props["attention"]), expected.numpy(), atol=1e-4)
+    with pytest.raises(ValueError, match="layers 0–1"):
+        viz.attention_layer(tiny_model, text, layer=5)

@@ -1,0 +1,168 @@
+"""ctx_utils.widgets: the explorer's callbacks show the right numbers, name what is missing, and are wired once."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+import torch
+
+from ctx_utils import heads, viz, widgets
+from ctx_utils.results import save_json
+
+TEXTS = ["the cat sat on the mat", "for research purposes", "as early as", "such as the cat", "the mat for the cat"]
+SCRIPT = "<script>alert(1)</script>"
+
+
+def pair(head: int, positive: list[int], negative: list[int]) -> dict:
+    return {"layer": 1, "neuron": 5, "token": " only", "head": head, "head_layer": 0, "head_index": head,
+            "active_fraction": len(positive) / (len(positive) + len(negative)), "positive": positive, "negative": negative}
+
+
+def make_results(later_steps: bool = True) -> dict[str, dict]:
+    """Hand-made results for the tiny model: neuron 1.5 with two selected heads, neuron 0.3 with none."""
+    results = {
+        "neurons.json": {"model": "tiny", "neurons": [{"layer": 0, "neuron": 3, "token": " as", "congruence": 0.4},
+                                                      {"layer": 1, "neuron": 5, "token": " only", "congruence": 0.5}]},
+        "prompts.json": {"model": "tiny", "prompts": {"0.3": [{"text": "such as the", "activation": 0.2}],
+                                                      "1.5": [{"text": t, "activation": 1.0 - 0.1 * i} for i, t in enumerate(TEXTS)]}},
+        "heads.json": {"model": "tiny", "rule": "top3", "band": "25-75", "include_same_layer": False,
+                       "pairs": [pair(2, [0, 2], [1, 3, 4]), pair(0, [1, 4], [0, 2, 3])]},
+    }
+    if later_steps:
+        results |= {
+            "explanations.json": {"pairs": [{"layer": 1, "neuron": 5, "head": 2, "text": f"{SCRIPT} mentions research",
+                                             "source": "offline", "variant": "oct2023"}]},
+            "scores.json": {"pairs": [{"layer": 1, "neuron": 5, "head": 2, "E": 0.875}]},
+            "ablation.json": {"pairs": [{"layer": 1, "neuron": 5, "head": 2, "mean_decrease_active": 0.12,
+                                         "mean_decrease_inactive": None}]},
+        }
+    return results
+
+
+# ------------------------------------------------------------------------------------------------ results
+
+
+def test_load_results_reads_what_exists_and_names_the_notebooks_for_the_rest(tmp_path, monkeypatch):
+    monkeypatch.setenv("CTX_RESULTS", str(tmp_path))
+    for name in ("prompts.json", "heads.json"):
+        save_json(tmp_path / "tiny" / name, make_results()[name])
+    results = widgets.load_results("tiny")
+    assert sorted(results) == ["heads.json", "prompts.json"]
+    assert results["heads.json"]["pairs"][0]["head"] == 2
+    missing = widgets.missing_results(results)
+    assert [m.split(" ")[0] for m in missing] == ["neurons.json", "explanations.json", "scores.json", "ablation.json"]
+    assert [re.search(r"notebook (\d\d)", m).group(1) for m in missing] == ["01", "04", "05", "06"]
+    widgets.check_results(results)  # enough to start
+
+
+def test_the_explorer_refuses_results_without_heads_and_says_which_notebook():
+    results = make_results()
+    del results["heads.json"]
+    with pytest.raises(ValueError, match=r"heads\.json \(notebook 03\)"):
+        widgets.check_results(results)
+    with pytest.raises(ValueError, match="notebook 03"):
+        widgets.neuron_options(results)
+
+
+# ---------------------------------------------------------------------------------------------- options
+
+
+def test_neuron_options_put_neurons_with_selected_heads_first():
+    assert widgets.neuron_options(make_results()) == [("L1.N5 → ' only' · 2 heads", "1.5"), ("L0.N3 → ' as' · 0 heads", "0.3")]
+
+
+def test_head_options_sorted_by_head_with_share_and_score_when_known():
+    results = make_results()
+    assert widgets.head_options(results, "1.5") == [("L0.H0 · active on 40%", 0), ("L0.H2 · active on 40% · E 0.88", 2)]
+    assert widgets.head_options(results, "0.3") == []
+    with pytest.raises(ValueError, match="neuron_options"):
+        widgets.head_options(results, "1.99")
+
+
+# ------------------------------------------------------------------------------------------------- views
+
+
+def test_neuron_view_colours_each_prompt_by_the_neurons_activation(tiny_model):
+    panel = widgets.neuron_view(tiny_model, make_results(), "1.5", n_prompts=3)
+    coloured = panel.views[1].views
+    assert len(coloured) == 3 and all(v.component == "ColoredTokens" for v in coloured)
+    # independent check: the neuron's activation at the first prompt's last token, from a plain cache
+    _, cache = tiny_model.run_with_cache(TEXTS[0], names_filter=["blocks.1.mlp.hook_post"])
+    expected = float(cache["blocks.1.mlp.hook_post"][0, -1, 5])
+    assert coloured[0].props["values"][-1] == pytest.approx(expected, abs=1e-5)
+    assert "prompt 0: activation 1.00" in panel.html("once")
+    with pytest.raises(ValueError, match="at least 1"):
+        widgets.neuron_view(tiny_model, make_results(), "1.5", n_prompts=0)
+
+
+def test_head_view_shows_the_heads_attribution_active_prompts_in_red(tiny_model):
+    view = widgets.head_view(tiny_model, make_results(), "1.5", 2)
+    attr = heads.head_attributions(tiny_model, TEXTS, layer=1, neuron=5)[:, 2]
+    active, inactive = view.attribution.data
+    assert list(active.x) == [0, 2] and active.marker.color == viz.RED
+    assert list(inactive.x) == [1, 3, 4] and inactive.marker.color == viz.NEUTRAL
+    assert list(active.y) + list(inactive.y) == pytest.approx(attr[[0, 2, 1, 3, 4]].tolist(), abs=1e-6)
+    # attention: the active prompt where the head pushes hardest, the inactive one where it pushes least
+    best = max([0, 2], key=lambda i: float(attr[i]))
+    least = min([1, 3, 4], key=lambda i: float(attr[i]))
+    assert [v.component for v in view.attention.views] == ["AttentionHeads", "AttentionHeads"]
+    assert view.attention.titles[0].startswith(f"L0.H2 active (prompt {best})")
+    assert view.attention.titles[1].startswith(f"L0.H2 inactive (prompt {least})")
+    assert view.attention.views[0].props["tokens"] == tiny_model.to_str_tokens(TEXTS[best])
+
+
+def test_head_view_summary_is_plain_text_with_score_and_ablation(tiny_model):
+    summary = widgets.head_view(tiny_model, make_results(), "1.5", 2).summary
+    assert isinstance(summary, viz.PlainText)
+    assert SCRIPT in repr(summary) and SCRIPT not in summary.html("once")  # shown, never run
+    assert "&lt;script&gt;" in summary.html("once")
+    assert "active on 2 of 5 prompts (40%)" in summary.text
+    assert "E = 0.875" in summary.text
+    assert "+0.1200 where the head is active and no such prompt where it is not" in summary.text
+
+
+def test_head_view_names_the_notebook_for_each_missing_step(tiny_model):
+    text = widgets.head_view(tiny_model, make_results(later_steps=False), "1.5", 0).summary.text
+    for number, file in (("04", "explanations.json"), ("05", "scores.json"), ("06", "ablation.json")):
+        assert f"run notebook {number}, which writes {file}" in text
+
+
+def test_head_view_refuses_unknown_heads_and_results_of_another_model(tiny_model):
+    results = make_results()
+    with pytest.raises(ValueError, match="head_options"):
+        widgets.head_view(tiny_model, results, "1.5", 1)
+    results["heads.json"]["pairs"].append(pair(9, [0], [1]))  # the tiny model has 4 candidate heads for layer 1
+    with pytest.raises(ValueError, match="another model"):
+        widgets.head_view(tiny_model, results, "1.5", 9)
+
+
+def test_attribution_figure_needs_one_value_per_prompt():
+    with pytest.raises(ValueError, match="one of each per prompt"):
+        widgets.attribution_figure(torch.zeros(3), [True, False], ["a", "b", "c"], "title")
+
+
+# ------------------------------------------------------------------------------------------------ wiring
+
+
+def test_build_explorer_renders_once_per_choice(tiny_model, monkeypatch):
+    calls = []
+    monkeypatch.setattr(widgets, "neuron_view", lambda model, results, key: calls.append(("neuron", key)) or key)
+    monkeypatch.setattr(widgets, "head_view", lambda model, results, key, head: calls.append(("head", key, head)) or [key])
+    explorer = widgets.build_explorer(tiny_model, make_results(later_steps=False))
+    header, neuron_box, _, head_box, _ = explorer.children
+    assert "run notebook 04" in header.value and "run notebook 06" in header.value
+    assert calls == [("neuron", "1.5"), ("head", "1.5", 0)]
+
+    neuron_box.value = "0.3"  # no selected head: the head list empties, no head view
+    assert head_box.options == () and calls[-1] == ("neuron", "0.3")
+    neuron_box.value = "1.5"
+    assert calls[-2:] == [("neuron", "1.5"), ("head", "1.5", 0)]
+    head_box.value = 2
+    assert calls[-1] == ("head", "1.5", 2) and len(calls) == 6
+
+
+def test_build_explorer_runs_the_real_callbacks(tiny_model):
+    explorer = widgets.build_explorer(tiny_model, make_results())
+    assert [type(c).__name__ for c in explorer.children] == ["HTML", "Dropdown", "Output", "Dropdown", "Output"]
+    assert explorer.children[3].value == 0
