@@ -5,20 +5,24 @@ models / corpus (inputs) → neurons (step 1) → prompts (step 2) → heads (st
 → score (step 5) → ablate (step 6); paper_data reproduces the authors' released numbers.
 
 Importing the package pins torch's CPU threads to ``CTX_TORCH_THREADS`` when that variable is set:
-two torch processes fighting over two cores can slow a run tenfold, so tests and CI set it to 1.
+two torch processes fighting over two cores can slow a run tenfold, so tests and CI set it to 1. It does so
+without importing torch (commands that need no model stay fast): through ``OMP_NUM_THREADS``, which torch
+reads when it starts, or directly when torch is already loaded.
 """
 
 import os
+import sys
 
 __version__ = "0.1.0"
 
 
 def _pin_torch_threads() -> None:
     threads = os.environ.get("CTX_TORCH_THREADS")
-    if threads:
-        import torch
-
-        torch.set_num_threads(int(threads))
+    if not threads:
+        return
+    os.environ["OMP_NUM_THREADS"] = threads
+    if "torch" in sys.modules:
+        sys.modules["torch"].set_num_threads(int(threads))
 
 
 _pin_torch_threads()

@@ -114,6 +114,8 @@ class LLMClient:
         self.base_url = (base_url or os.environ.get("OPENAI_BASE_URL") or "https://api.openai.com/v1").rstrip("/")
         self.cache_dir = Path(cache_dir).expanduser() if cache_dir is not None else default_cache_dir()
         budget = token_budget if token_budget is not None else os.environ.get("CTX_LLM_TOKEN_BUDGET", DEFAULT_TOKEN_BUDGET)
+        if not str(budget).isdigit():
+            raise ValueError(f"The token budget must be a whole number of tokens, got {budget!r} (CTX_LLM_TOKEN_BUDGET).")
         self.token_budget = int(budget)
         self.max_retries = max_retries
         self.backoff_s = backoff_s

@@ -14,6 +14,8 @@ The paper asks GPT-4 what separates the prompts on which a head is active from t
    among active vs inactive prompts. The classes are weighted equally, as the balanced-accuracy score E
    does, so the decision threshold is 0. The result is a linear rule:
    ``score(prompt) = bias + Σ weight[f] over the features f of the prompt``, active when ``score ≥ 0``.
+   One exception: when a feature is in *every* active prompt and *no* inactive one (≥ 5 of each), it is
+   the whole rule. Noise features would only blur it; this is what finds a planted marker in the organism.
 3. **Sentence.** The cues that most raise the active rate over the inactive rate are stated in words,
    with their counts, e.g. "active when the text ends with 'research purposes' (9/12 active vs 0/14
    inactive examples)". The sentence is for people; the weights in the rule do the classifying.
@@ -182,10 +184,10 @@ def explain_offline(positive: Sequence[str], negative: Sequence[str], token: str
     rates = {f: (c_pos[f], c_neg[f]) for f in sorted(c_pos | c_neg) if c_pos[f] + c_neg[f] >= MIN_PROMPTS}
 
     separator = _clean_separator(pos, neg)
-    if separator:
-        cue = Cue(separator, n_pos, 0)
+    if separator:  # score +1 with the feature, -1 without it
         text = f"Active (before {token!r}) exactly when {describe_feature(separator)} ({n_pos}/{n_pos} active vs 0/{n_neg} inactive)."
-        return OfflineExplanation(text, token, bias=-1.0, weights={separator: 2.0}, cues=[cue], n_positive=n_pos, n_negative=n_neg)
+        return OfflineExplanation(text, token, bias=-1.0, weights={separator: 2.0}, cues=[Cue(separator, n_pos, 0)],
+                                  n_positive=n_pos, n_negative=n_neg)
     a = SMOOTHING
     bias, weights = 0.0, {}
     for f, (cp, cn) in rates.items():
@@ -203,7 +205,8 @@ def explain_offline(positive: Sequence[str], negative: Sequence[str], token: str
 def offline_score(explanation: OfflineExplanation, prompt: str) -> float:
     """The rule's score of one prompt (log-odds of "active" with equal class weights)."""
     feats = prompt_features(_strip_token(prompt, explanation.token))
-    return explanation.bias + sum(explanation.weights.get(f, 0.0) for f in feats)
+    # Summed in sorted order: a set's order changes between Python runs and float addition is not associative.
+    return explanation.bias + sum(explanation.weights.get(f, 0.0) for f in sorted(feats))
 
 
 def classify_offline(explanation: OfflineExplanation, prompt: str) -> bool:

@@ -199,3 +199,11 @@ def test_held_out_set_gives_ground_truth_aligned_with_prompts(tiny_model):
     for key in prompts:
         assert len(active[key]) == len(prompts[key]) <= 5
         assert all(len(heads) == 3 and all(0 <= h < 4 for h in heads) for heads in active[key])  # top 3 of layer 0's 4 heads
+
+
+def test_the_real_offline_explainer_plugs_in():
+    explained = explain_pairs(PAIRS, PROMPTS, llm=None)  # ctx_utils.offline_explainer itself, no stand-in
+    assert explained[0]["source"] == "offline" and explained[0]["text"].strip()
+    json.dumps(explained)  # the rule is stored as plain JSON in explanations.json
+    scored = score_explanations(explained, HELD_OUT, ACTIVE, llm=None)
+    assert 0.0 <= scored[0]["E"] <= 1.0 and len(scored[0]["answers"]) == 4

@@ -152,3 +152,9 @@ def test_key_never_leaks(tmp_path, caplog):
     assert "<hidden key>" in str(info.value), "the 401 echo should have been scrubbed, not absent"
     assert all(KEY not in t for t in texts)
     assert "SECRET123" not in "".join(texts)
+
+
+def test_a_malformed_budget_is_refused_clearly(monkeypatch):
+    monkeypatch.setenv("CTX_LLM_TOKEN_BUDGET", "lots")
+    with pytest.raises(ValueError, match="whole number of tokens"):
+        LLMClient(api_key=KEY)

@@ -1,6 +1,7 @@
 """`python -m ctx_utils.score`: scores the offline explainer and recomputes GPT-4's E from a paper-data folder."""
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -72,8 +73,9 @@ def test_max_test_limits_the_scored_prompts(tmp_path):
 
 def test_text_table_and_module_entry_point(tmp_path):
     root = _write_toy_folder(tmp_path / "paper-data")
+    env = {k: v for k, v in os.environ.items() if k != "CTX_TORCH_THREADS"}  # scoring needs no torch import
     run = subprocess.run([sys.executable, "-m", "ctx_utils.score", "--paper-data", str(root), "--models", "toy-lm-unseen"],
-                         capture_output=True, text=True, timeout=120)
+                         capture_output=True, text=True, timeout=120, env=env)
     assert run.returncode == 0, run.stderr
     assert "toy-lm-unseen" in run.stdout and f"{GPT4_MEAN:.4f}" in run.stdout
 

@@ -22,7 +22,7 @@ exactly one context (or none). A context's **marker** is a substring found in ev
 and in no prompt of any other context or distractor: the local bigram (" as early") or the topic word
 (" deadline"). A distractor's marker is its trigger word, which context prompts share by design.
 
-Documents are words separated by single spaces, 20–80 words, several sentences each ending in " .".
+Documents are words separated by single spaces, 20–50 words, several sentences each ending in " .".
 """
 
 from __future__ import annotations
@@ -32,7 +32,7 @@ from dataclasses import dataclass
 
 SPLITS = ("train", "test")
 N_DOCS = {"train": 6000, "test": 1200}
-FILLER_ONLY_RATE = 0.2  # share of documents with no planted sentence at all
+FILLER_ONLY_RATE = 0.1  # share of documents with no planted sentence at all
 
 
 @dataclass(frozen=True)
@@ -117,7 +117,7 @@ def _planted(rng: random.Random, plant: Plant, kind: str) -> tuple[list[str], st
     """
     before: list[str] = []
     if kind == "topic":
-        before = [rng.choice(plant.topic_sentences)] + [_filler(rng) for _ in range(rng.randint(1, 3))]
+        before = [rng.choice(plant.topic_sentences)] + [_filler(rng) for _ in range(rng.randint(1, 2))]
         frame = rng.choice(plant.plain_frames)
     elif kind == "local":
         frame = rng.choice(plant.local_frames)
@@ -160,21 +160,21 @@ def _documents(split: str, seed: int) -> list[tuple[str, PlantedPrompt | None]]:
     rng = _rng(split, seed)
     docs: list[tuple[str, PlantedPrompt | None]] = []
     for _ in range(N_DOCS[split]):
-        n_words_target = rng.randint(20, 70)
+        n_words_target = rng.randint(20, 40)
         sentences: list[str] = []
         planted: PlantedPrompt | None = None
         if rng.random() >= FILLER_ONLY_RATE:
             plant = rng.choice(PLANTS)
             kind = rng.choice(("local", "topic", "distractor"))
             before, prompt, rest = _planted(rng, plant, kind)
-            lead = [_filler(rng) for _ in range(rng.randint(0, 2))]
+            lead = [_filler(rng) for _ in range(rng.randint(0, 1))]
             prefix = " ".join(lead + before + [prompt])
             planted = PlantedPrompt(plant.token, kind, context_name(plant, kind), prefix, kind != "distractor")
             sentences = lead + before + [prompt + rest]
         while len(" ".join(sentences).split()) < n_words_target:
             sentences.append(_filler(rng))
         text = " ".join(sentences)
-        docs.append((" ".join(text.split()[:80]) if planted is None else text, planted))
+        docs.append((text, planted))
     return docs
 
 

@@ -38,7 +38,7 @@ from ctx_utils.results import REPO_ROOT, save_json
 SPECIAL = "<|endoftext|>"  # beginning/end of document and padding, as in GPT-2
 UNKNOWN = "<unk>"
 HPARAMS = {
-    "d_model": 128, "n_heads": 8, "d_mlp": 512, "n_ctx": 128,
+    "d_model": 128, "n_heads": 8, "d_mlp": 256, "n_ctx": 128,
     "init_std": 0.8 / math.sqrt(128), "lr": 1e-3, "weight_decay": 0.01,
     "l1": 1e-3, "batch_size": 32, "epochs": 8,
 }

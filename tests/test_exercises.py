@@ -1,0 +1,114 @@
+"""The exercise generator: stubs replace the marked code, solutions fold under the exercise, nothing drifts."""
+
+import nbformat
+import pytest
+
+from ctx_utils import colab, exercises
+
+SOLUTION = '''import torch
+
+
+def double(x):
+    """Twice x."""
+    y = x
+    # >>> your code starts here
+    y = y * 2
+    if y is None:
+        pass
+    # <<< your code ends here
+    return y'''
+
+
+def step_notebook(folder, solution=SOLUTION, name="01_demo.ipynb", with_check=True):
+    """A tiny step notebook in the kit's shape with one exercise, written under ``folder``."""
+    cells = [
+        nbformat.v4.new_markdown_cell("# 01 · Demo", id="title"),
+        nbformat.v4.new_markdown_cell("", id="badge", metadata={"tags": ["colab-badge"]}),
+        nbformat.v4.new_code_cell("", id="setup", metadata={"tags": ["setup"]}),
+        nbformat.v4.new_markdown_cell("### Exercise — double\n\nDouble it.", id="ex", metadata={"tags": ["exercise"]}),
+        nbformat.v4.new_code_cell(solution, id="sol", metadata={"tags": ["solution"]}),
+        nbformat.v4.new_code_cell("assert double(2) == 4", id="chk", metadata={"tags": ["check"] if with_check else []}),
+        nbformat.v4.new_code_cell("print(double(3))", id="after"),
+    ]
+    cells[4].outputs = [nbformat.v4.new_output("stream", text="left over")]
+    cells[4].execution_count = 7
+    path = folder / name
+    nbformat.write(nbformat.v4.new_notebook(cells=cells), path)
+    return path
+
+
+def test_stub_keeps_markers_and_indentation_and_raises():
+    stub = exercises.stub_source(SOLUTION, "demo")
+    assert "y = y * 2" not in stub and "if y is None" not in stub
+    assert f"    {exercises.START}\n    {exercises.STUB}\n    {exercises.END}\n    return y" in stub
+    namespace = {}
+    exec(stub, namespace)
+    with pytest.raises(NotImplementedError, match="Your code here"):
+        namespace["double"](2)
+
+
+@pytest.mark.parametrize(
+    "source, message",
+    [
+        ("x = 1", "needs the lines"),
+        (f"{exercises.START}\nx = 1", "never closed"),
+        (f"{exercises.END}\nx = 1", "comes before any"),
+        (f"{exercises.START}\n{exercises.START}\n{exercises.END}", "appears twice"),
+    ],
+)
+def test_malformed_markers_name_the_cell_and_the_fix(source, message):
+    with pytest.raises(exercises.ExerciseError, match=f"demo.ipynb, cell 4: .*{message}"):
+        exercises.stub_source(source, "demo.ipynb, cell 4")
+
+
+def test_exercise_notebook_shape(tmp_path):
+    nb = exercises.make_exercise_notebook(step_notebook(tmp_path))
+    ids = [c.id for c in nb.cells]
+    assert ids == ["title", "badge", "setup", "ex", "sol-sol", "sol", "chk", "after"]
+    reveal, stub = nb.cells[4], nb.cells[5]
+    assert reveal.source.startswith("<details><summary>Solution</summary>") and "y = y * 2" in reveal.source
+    assert exercises.STUB in stub.source and "y = y * 2" not in stub.source
+    assert stub.outputs == [] and stub.execution_count is None and stub.metadata["tags"] == ["your-code"]
+    assert "Exercise version" in nb.cells[0].source
+    assert nb.cells[1].source == colab.badge_source("exercises/01_demo.ipynb")
+    assert nb.cells[2].source == colab.setup_cell_source()
+
+
+def test_an_exercise_without_its_check_cell_is_refused(tmp_path):
+    with pytest.raises(exercises.ExerciseError, match="01_demo.ipynb, cell 3: an exercise is a markdown cell tagged"):
+        exercises.make_exercise_notebook(step_notebook(tmp_path, with_check=False))
+
+
+def test_notebooks_without_exercises_get_none(tmp_path):
+    path = tmp_path / "02_plain.ipynb"
+    nbformat.write(nbformat.v4.new_notebook(cells=[nbformat.v4.new_markdown_cell("# 02", id="t")]), path)
+    assert exercises.make_exercise_notebook(path) is None
+
+
+def test_generate_check_and_cleanup(tmp_path, capsys):
+    step_notebook(tmp_path)
+    assert exercises.main(["--check"], tmp_path) == 1  # nothing written yet
+    assert "out of date: " in capsys.readouterr().out
+    assert exercises.main([], tmp_path) == 0
+    written = (tmp_path / "exercises" / "01_demo.ipynb").read_bytes()
+    assert exercises.main(["--check"], tmp_path) == 0
+    exercises.main([], tmp_path)
+    assert (tmp_path / "exercises" / "01_demo.ipynb").read_bytes() == written, "regenerating must be byte-identical"
+    (tmp_path / "01_demo.ipynb").unlink()  # the step notebook is gone: its exercise notebook is stale
+    assert exercises.main(["--check"], tmp_path) == 1
+    exercises.main([], tmp_path)
+    assert not (tmp_path / "exercises" / "01_demo.ipynb").exists()
+
+
+def test_solved_stub_runs_the_following_cells(tmp_path):
+    """Once the learner fills in the stub, the check cell and the cells after it run."""
+    nb = exercises.make_exercise_notebook(step_notebook(tmp_path))
+    stub = nb.cells[5].source.replace(exercises.STUB, "y = y * 2")
+    namespace = {}
+    for source in [stub] + [c.source for c in nb.cells[6:]]:
+        exec(source, namespace)
+
+
+def test_committed_exercise_notebooks_are_up_to_date():
+    """CI fails when a step notebook's exercise changed and `python -m ctx_utils.exercises` was not rerun."""
+    assert exercises.main(["--check"]) == 0
