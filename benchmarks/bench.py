@@ -40,7 +40,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from ctx_utils import heads, neurons, prompts  # noqa: E402
+from ctx_utils import neurons, prompts  # noqa: E402
 from ctx_utils.models import ORGANISM_DIR, load_model  # noqa: E402
 from ctx_utils.results import results_root, save_json  # noqa: E402
 
@@ -87,21 +87,23 @@ def timed(fn, repeat: int = 1) -> tuple[float, object]:
 
 @torch.no_grad()
 def bare_forward(model, seqs: list[list[int]], order: list[list[int]]) -> None:
-    """A plain full forward (all layers, logits) over the given batches."""
+    """A plain full forward ``model(tokens)`` (all layers, logits) over the given right-padded batches."""
     for index in order:
-        tokens, mask = prompts.pad([seqs[i] for i in index], model.tokenizer.pad_token_id or 0)
-        model(tokens, attention_mask=mask)
+        tokens, _ = prompts.pad([seqs[i] for i in index], model.tokenizer.pad_token_id or 0)
+        model(tokens)
 
 
-def bench_scan(model, docs: list[str], chosen: list[dict], batch_size: int) -> dict:
+def bench_scan(model, docs: list[str], chosen: list[dict], batch_size: int, repeat: int = 2) -> dict:
     seqs = prompts.tokenize(model, docs)
     n_tokens = sum(len(s) for s in seqs)
     corpus_order = [list(range(i, min(i + batch_size, len(seqs)))) for i in range(0, len(seqs), batch_size)]
     sorted_order = list(prompts.batches_by_length(seqs, batch_size))
     bare_forward(model, seqs, corpus_order[:1])  # warm-up
-    t_bare, _ = timed(lambda: bare_forward(model, seqs, corpus_order))
-    t_bare_sorted, _ = timed(lambda: bare_forward(model, seqs, sorted_order))
-    t_scan, top = timed(lambda: prompts.scan_top_documents(model, docs, chosen, k=30, batch_size=batch_size, progress=False))
+    t_bare, _ = timed(lambda: bare_forward(model, seqs, corpus_order), repeat)
+    t_bare_sorted, _ = timed(lambda: bare_forward(model, seqs, sorted_order), repeat)
+    t_scan, top = timed(
+        lambda: prompts.scan_top_documents(model, docs, chosen, k=30, batch_size=batch_size, progress=False), repeat
+    )
     return {
         "documents": len(docs),
         "real_tokens": n_tokens,
@@ -143,7 +145,8 @@ def bench_truncation(model, docs: list[str], chosen: list[dict], top: dict, k: i
         for n in chosen:
             for entry in top[prompts.neuron_key(n["layer"], n["neuron"])]:
                 doc = prompts.tokenize(model, [docs[entry["doc"]]], warn_long=False)[0]
-                cuts += binary_search_cut(model, doc, n["layer"], n["neuron"], entry["position"], entry["activation"], 0.8) is not None
+                cut = binary_search_cut(model, doc, n["layer"], n["neuron"], entry["position"], entry["activation"], 0.8)
+                cuts += cut is not None
         return cuts
 
     t_seq, _ = timed(sequential)
@@ -198,7 +201,8 @@ def bench_attribution(folder: str, texts: list[str], layer: int, neuron: int) ->
         if done.returncode:
             return {"error": f"{method}: {done.stderr.strip().splitlines()[-1:]}"}
         runs[method] = json.loads(done.stdout.strip().splitlines()[-1])
-    agree = torch.allclose(torch.tensor(runs["kit"]["attr"]), torch.tensor(runs["authors"]["attr"]), atol=1e-3, rtol=1e-3)
+    kit, authors = torch.tensor(runs["kit"]["attr"]), torch.tensor(runs["authors"]["attr"])
+    agree = torch.allclose(kit, authors, atol=1e-3, rtol=1e-3)
     return {
         "prompts": len(texts),
         "layer": layer,
@@ -227,7 +231,8 @@ def bench_model(
     scan = bench_scan(model, docs, chosen, batch_size)
     top = scan.pop("_top")
     print(f"scan: {scan['scan_tokens_per_s']:.0f} tok/s vs bare forward {scan['bare_forward_tokens_per_s']:.0f} "
-          f"(×{scan['speedup_vs_bare']:.2f}; ×{scan['speedup_vs_bare_same_batches']:.2f} on the same batches)", flush=True)
+          f"(×{scan['speedup_vs_bare']:.2f}; ×{scan['speedup_vs_bare_same_batches']:.2f} on the same batches)",
+          flush=True)
     trunc = bench_truncation(model, docs, chosen[: min(len(chosen), 6)], top, trunc_k)
     print(f"truncation: {trunc['batched_s']:.2f} s batched vs {trunc['sequential_binary_search_s']:.2f} s "
           f"binary search (×{trunc['speedup']:.1f})", flush=True)

@@ -50,12 +50,6 @@ def canonical_name(name: str) -> str:
     return ALIASES.get(name, name)
 
 
-def short_name(name_or_folder: str) -> str:
-    """A name usable as a results folder: the kit's name, or the folder's own name for a local folder."""
-    name = canonical_name(name_or_folder)
-    return name if name in MODEL_NAMES else Path(name_or_folder).name
-
-
 def pick_device(device: str | None = None) -> str:
     """``device`` if given, else ``$CTX_DEVICE``, else the best available: cuda, then mps, then cpu."""
     device = device or os.environ.get("CTX_DEVICE")
@@ -140,7 +134,11 @@ def load_model(name_or_folder: str = "organism", device: str | None = None):
 
 @dataclass(frozen=True)
 class ModelChoice:
-    """The model a notebook runs on, and a sentence that says why — shown to the reader, never silent."""
+    """The model a notebook runs on, and a sentence that says why — shown to the reader, never silent.
+
+    ``name`` is what :func:`load_model` and :func:`ctx_utils.results.results_dir` take: a kit name, or the
+    path of a local folder (whose results go to ``results/<folder name>/``).
+    """
 
     name: str
     reason: str
@@ -154,7 +152,8 @@ def choose_model(requested: str | None = None) -> ModelChoice:
     requested = requested or os.environ.get("CTX_MODEL") or "auto"
     if requested != "auto":
         resolve_source(requested)  # fail now, with the list of valid names, not deep inside a later cell
-        return ModelChoice(short_name(requested), f"MODEL={requested!r} was asked for (CTX_MODEL or the parameters cell).")
+        name = canonical_name(requested)  # a kit name, or a local folder (results go to results/<folder name>/)
+        return ModelChoice(name, f"MODEL={requested!r} was asked for (CTX_MODEL or the parameters cell).")
     if is_cached(HUB_MODELS["gpt2-small"]) or hub_reachable():
         return ModelChoice("gpt2-small", "MODEL='auto' and the Hugging Face hub is reachable: using GPT-2 small, as the paper.")
     return ModelChoice(

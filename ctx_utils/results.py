@@ -22,8 +22,12 @@ def results_root() -> Path:
 
 
 def results_dir(model: str) -> Path:
-    """``results/<model>/``, created if missing. ``model`` is the kit's short name (e.g. ``organism``)."""
-    path = results_root() / model.replace("/", "__")
+    """``results/<model>/``, created if missing.
+
+    ``model`` is the kit's short name (e.g. ``organism``) or the path of a local model folder, whose results
+    go to ``results/<folder name>/``.
+    """
+    path = results_root() / Path(model).expanduser().name
     path.mkdir(parents=True, exist_ok=True)
     return path
 

@@ -147,3 +147,19 @@ def test_bad_rule_band_and_head(model):
         heads.select_pairs(torch.zeros(2, 4, dtype=torch.bool), band="30-70")
     with pytest.raises(ValueError, match="include_same_layer=True to add"):
         heads.head_is_active(model, PROMPTS, 1, 0, head=4)
+
+
+def test_context_recovery_scores_pairs_against_markers():
+    planted = [{"token": " as", "contexts": [{"name": "as/local", "marker": " as early"}, {"name": "as/topic", "marker": " deadline"}]}]
+    texts = [" we start as early", " they leave as early", " the deadline is near . we start early", "as early"]
+    prompts = {"1.7": [{"text": t} for t in texts]}
+    local_head = {"layer": 1, "neuron": 7, "token": " as", "head": 2, "positive": [0, 1, 3], "negative": [2]}
+    mixed_head = {"layer": 1, "neuron": 7, "token": " as", "head": 5, "positive": [0, 2], "negative": [1, 3]}
+    other_token = {"layer": 1, "neuron": 7, "token": " only", "head": 1, "positive": [2], "negative": [0, 1, 3]}
+    report = {r["context"]: r for r in heads.context_recovery([mixed_head, local_head, other_token], prompts, planted)}
+    local, topic = report["as/local"], report["as/topic"]
+    assert local["pair"] is local_head and local["positive_share"] == 1.0 and local["negative_other_share"] == 1.0
+    assert topic["pair"] is mixed_head and topic["positive_share"] == 0.5 and topic["negative_other_share"] == 1.0
+    assert len(local["candidates"]) == 2, "pairs of another token are not candidates"
+    assert heads.marker_share(texts, [" as early"]) == 0.75  # "as early" at a document start counts too
+    assert heads.context_recovery([], prompts, planted)[0]["pair"] is None

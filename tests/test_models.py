@@ -19,7 +19,6 @@ def test_alias_and_names():
     assert models.canonical_name("gpt2") == "gpt2-small"
     assert models.resolve_source("gpt2") == "gpt2"
     assert models.resolve_source("pythia-160m") == "EleutherAI/pythia-160m"
-    assert models.short_name("gpt2") == "gpt2-small"
 
 
 @pytest.mark.parametrize("offline_flag", ["1", ""])
@@ -80,3 +79,12 @@ def test_organism_loads_through_the_same_path():
     assert model.cfg.n_layers >= 2
     tokens = model.to_tokens(" the")
     assert tokens[0, 0].item() == model.tokenizer.bos_token_id
+
+
+def test_a_local_folder_choice_loads_and_names_its_results_folder(tiny_model_dir, tmp_path, monkeypatch):
+    from ctx_utils.results import results_dir
+
+    monkeypatch.setenv("CTX_RESULTS", str(tmp_path))
+    choice = choose_model(str(tiny_model_dir))
+    assert load_model(choice.name, device="cpu").cfg.n_layers == 2
+    assert results_dir(choice.name) == tmp_path / tiny_model_dir.name

@@ -83,7 +83,8 @@ def test_truncation_is_the_shortest_suffix_keeping_80_percent(tiny_model, docs, 
             passing = []
             for start in range(1, entry["position"] + 1):
                 text = prompts.prompt_text(tiny_model, doc, start, entry["position"])
-                act = float(prompts.last_token_activations(tiny_model, [prompts.tokenize(tiny_model, [text])[0]], layer, neuron)[0])
+                seq = prompts.tokenize(tiny_model, [text])[0]
+                act = float(prompts.last_token_activations(tiny_model, [seq], layer, neuron)[0])
                 if act > 0.8 * entry["activation"]:
                     passing.append((start, text, act))
             if not passing:

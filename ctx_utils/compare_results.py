@@ -1,0 +1,134 @@
+"""Compare two ``results/<model>/`` folders, e.g. a student's run with the instructor's reference.
+
+    python -m ctx_utils.compare_results results/organism reference/organism [--atol 1e-4]
+
+The kit is deterministic (fixed seeds, sorted iteration), so two runs of the same notebooks on the same model
+should agree; floats may differ in the last digits across machines, hence the tolerance. Each result file is
+matched record by record on its identifiers (``layer``, ``neuron``, ``head``), and the report says what only one
+side has and which fields differ, with both values. Exit status: 0 when everything agrees, 1 when something
+differs or is missing, 2 when a folder cannot be read.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import sys
+from pathlib import Path
+from typing import Any
+
+from ctx_utils.results import load_json
+
+PAIR = ("layer", "neuron", "head")
+#: file → (where its records are, the fields that identify a record, the fields compared)
+SPECS: dict[str, tuple[str, tuple[str, ...], tuple[str, ...]]] = {
+    "neurons.json": ("neurons", ("layer", "neuron"), ("token", "congruence")),
+    "prompts.json": ("prompts", ("layer", "neuron"), ("texts", "activations")),
+    "heads.json": ("pairs", PAIR, ("positive", "negative")),
+    "explanations.json": ("pairs", PAIR, ("text",)),
+    "scores.json": ("pairs", PAIR, ("E",)),
+    "ablation.json": ("pairs", PAIR, ("mean_decrease_active", "mean_decrease_inactive")),
+}
+SHOWN = 5  # differences listed per file; the rest are counted
+
+
+def load_folder(folder: str | Path) -> dict[str, dict]:
+    """The result files of ``folder`` that exist, keyed by file name; a clear error when it is no results folder."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise FileNotFoundError(f"{folder} is not a folder: give a results folder such as results/organism.")
+    found = {name: load_json(folder / name) for name in SPECS if (folder / name).exists()}
+    if not found:
+        raise FileNotFoundError(f"{folder} holds none of {', '.join(SPECS)}: run the notebooks (make run) first.")
+    return found
+
+
+def records(name: str, data: dict) -> dict[tuple, dict]:
+    """A file's records keyed by their identifiers; prompts.json's per-neuron lists become one record each."""
+    where, keys, _ = SPECS[name]
+    if name == "prompts.json":
+        rows = [
+            {"layer": int(k.split(".")[0]), "neuron": int(k.split(".")[1]),
+             "texts": [p["text"] for p in v], "activations": [p["activation"] for p in v]}
+            for k, v in data[where].items()
+        ]
+    else:
+        rows = data[where]
+    return {tuple(row[k] for k in keys): row for row in rows}
+
+
+def same(x: Any, y: Any, atol: float) -> bool:
+    """Equal, with numbers compared to within ``atol`` (None and NaN equal only themselves)."""
+    if isinstance(x, (int, float)) and isinstance(y, (int, float)) and not isinstance(x, bool):
+        if math.isnan(x) or math.isnan(y):
+            return math.isnan(x) and math.isnan(y)
+        return abs(x - y) <= atol
+    if isinstance(x, list) and isinstance(y, list):
+        return len(x) == len(y) and all(same(a, b, atol) for a, b in zip(x, y))
+    return x == y
+
+
+def _label(key: tuple) -> str:
+    return f"L{key[0]}.N{key[1]}" + (f" head {key[2]}" if len(key) > 2 else "")
+
+
+def _short(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+def compare_file(name: str, a: dict, b: dict, atol: float) -> list[str]:
+    """The differences between one file's two versions, one sentence each (empty when they agree)."""
+    ra, rb = records(name, a), records(name, b)
+    only_a, only_b = sorted(set(ra) - set(rb)), sorted(set(rb) - set(ra))
+    lines = [
+        f"only in {side}: " + ", ".join(map(_label, keys[:SHOWN])) + (" …" if len(keys) > SHOWN else "")
+        for side, keys in (("A", only_a), ("B", only_b)) if keys
+    ]
+    fields = SPECS[name][2]
+    differing = [
+        (key, field) for key in sorted(set(ra) & set(rb)) for field in fields
+        if not same(ra[key].get(field), rb[key].get(field), atol)
+    ]
+    for key, field in differing[:SHOWN]:
+        lines.append(f"{_label(key)} {field}: A {_short(ra[key].get(field))}, B {_short(rb[key].get(field))}")
+    if len(differing) > SHOWN:
+        lines.append(f"… and {len(differing) - SHOWN} more differing fields")
+    return lines
+
+
+def compare(a: dict[str, dict], b: dict[str, dict], atol: float = 1e-4) -> dict[str, list[str]]:
+    """Per result file, the list of differences (empty: the file agrees); a file on one side only is one."""
+    report = {}
+    for name in SPECS:
+        if name in a and name in b:
+            report[name] = compare_file(name, a[name], b[name], atol)
+        elif name in a or name in b:
+            report[name] = [f"only in {'A' if name in a else 'B'}: the other run has not written it yet"]
+    return report
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description="Compare two results/<model>/ folders (yours = A, the reference = B).")
+    parser.add_argument("a", help="a results folder, e.g. results/organism")
+    parser.add_argument("b", help="the folder to compare it with, e.g. the instructor's reference copy")
+    parser.add_argument("--atol", type=float, default=1e-4, help="tolerance for numbers (default 1e-4)")
+    args = parser.parse_args(argv)
+    try:
+        a, b = load_folder(args.a), load_folder(args.b)
+    except (FileNotFoundError, ValueError) as err:
+        print(err, file=sys.stderr)
+        return 2
+    report = compare(a, b, args.atol)
+    for name, lines in report.items():
+        counts = " vs ".join(str(len(records(name, side[name]))) if name in side else "-" for side in (a, b))
+        print(f"{name:18} {'agrees' if not lines else 'DIFFERS'} ({counts} records)")
+        for line in lines:
+            print(f"    {line}")
+    differs = any(report.values())
+    print("Everything agrees." if not differs else f"Differences in: {', '.join(n for n, l in report.items() if l)}.")
+    return 1 if differs else 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,63 @@
+"""ctx_utils.compare_results: two results folders agree, or the report names every difference."""
+
+from __future__ import annotations
+
+import copy
+
+import pytest
+
+from ctx_utils import compare_results as cr
+from ctx_utils.results import save_json
+
+RESULTS = {
+    "neurons.json": {"model": "organism", "neurons": [{"layer": 1, "neuron": 5, "token": " only", "congruence": 2.5}]},
+    "prompts.json": {"model": "organism", "prompts": {"1.5": [{"text": "for research purposes", "activation": 3.0}]}},
+    "heads.json": {"model": "organism", "pairs": [{"layer": 1, "neuron": 5, "head": 2, "positive": [0], "negative": []},
+                                                  {"layer": 1, "neuron": 5, "head": 3, "positive": [], "negative": [0]}]},
+    "scores.json": {"model": "organism", "pairs": [{"layer": 1, "neuron": 5, "head": 2, "E": 0.75},
+                                                   {"layer": 1, "neuron": 5, "head": 3, "E": None}]},
+}
+
+
+def write(folder, results) -> str:
+    for name, data in results.items():
+        save_json(folder / name, data)
+    return str(folder)
+
+
+def test_identical_folders_agree(tmp_path, capsys):
+    a, b = write(tmp_path / "a", RESULTS), write(tmp_path / "b", RESULTS)
+    assert cr.main([a, b]) == 0
+    out = capsys.readouterr().out
+    assert "Everything agrees." in out and "heads.json         agrees (2 vs 2 records)" in out
+
+
+def test_every_difference_is_named_with_both_values(tmp_path, capsys):
+    other = copy.deepcopy(RESULTS)
+    other["scores.json"]["pairs"][0]["E"] = 0.85
+    other["prompts.json"]["prompts"]["1.5"][0]["activation"] = 3.00001  # within the tolerance
+    del other["heads.json"]["pairs"][1]
+    del other["neurons.json"]
+    a, b = write(tmp_path / "a", RESULTS), write(tmp_path / "b", other)
+    assert cr.main([a, b]) == 1
+    out = capsys.readouterr().out
+    assert "L1.N5 head 2 E: A 0.75, B 0.85" in out
+    assert "only in A: L1.N5 head 3" in out
+    assert "neurons.json       DIFFERS" in out and "only in A: the other run has not written it yet" in out
+    assert "prompts.json       agrees" in out
+    assert cr.main([a, b, "--atol", "1e-7"]) == 1 and "L1.N5 activations" in capsys.readouterr().out
+
+
+def test_none_and_numbers_compare_strictly():
+    assert cr.same(None, None, 1e-4) and not cr.same(None, 0.0, 1e-4)
+    assert cr.same([1.0, 2.0], [1.00001, 2.0], 1e-4) and not cr.same([1.0], [1.0, 2.0], 1e-4)
+    assert cr.same(float("nan"), float("nan"), 1e-4) and not cr.same(float("nan"), 1.0, 1e-4)
+
+
+def test_bad_folders_get_a_clear_message(tmp_path, capsys):
+    good = write(tmp_path / "a", RESULTS)
+    assert cr.main([good, str(tmp_path / "nowhere")]) == 2
+    assert "is not a folder: give a results folder such as results/organism" in capsys.readouterr().err
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(FileNotFoundError, match="make run"):
+        cr.load_folder(tmp_path / "empty")
