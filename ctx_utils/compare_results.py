@@ -94,6 +94,10 @@ def compare_file(name: str, a: dict, b: dict, atol: float) -> list[str]:
         lines.append(f"{_label(key)} {field}: A {_short(ra[key].get(field))}, B {_short(rb[key].get(field))}")
     if len(differing) > SHOWN:
         lines.append(f"… and {len(differing) - SHOWN} more differing fields")
+    if name == "scores.json":
+        mean_a, mean_b = (side.get("summary", {}).get("mean_E") for side in (a, b))
+        if not same(mean_a, mean_b, atol):
+            lines.append(f"mean E: A {_short(mean_a)}, B {_short(mean_b)}")
     return lines
 
 

@@ -14,7 +14,7 @@ RESULTS = {
     "prompts.json": {"model": "organism", "prompts": {"1.5": [{"text": "for research purposes", "activation": 3.0}]}},
     "heads.json": {"model": "organism", "pairs": [{"layer": 1, "neuron": 5, "head": 2, "positive": [0], "negative": []},
                                                   {"layer": 1, "neuron": 5, "head": 3, "positive": [], "negative": [0]}]},
-    "scores.json": {"model": "organism", "pairs": [{"layer": 1, "neuron": 5, "head": 2, "E": 0.75},
+    "scores.json": {"model": "organism", "summary": {"mean_E": 0.75}, "pairs": [{"layer": 1, "neuron": 5, "head": 2, "E": 0.75},
                                                    {"layer": 1, "neuron": 5, "head": 3, "E": None}]},
 }
 
@@ -35,13 +35,14 @@ def test_identical_folders_agree(tmp_path, capsys):
 def test_every_difference_is_named_with_both_values(tmp_path, capsys):
     other = copy.deepcopy(RESULTS)
     other["scores.json"]["pairs"][0]["E"] = 0.85
+    other["scores.json"]["summary"]["mean_E"] = 0.85
     other["prompts.json"]["prompts"]["1.5"][0]["activation"] = 3.00001  # within the tolerance
     del other["heads.json"]["pairs"][1]
     del other["neurons.json"]
     a, b = write(tmp_path / "a", RESULTS), write(tmp_path / "b", other)
     assert cr.main([a, b]) == 1
     out = capsys.readouterr().out
-    assert "L1.N5 head 2 E: A 0.75, B 0.85" in out
+    assert "L1.N5 head 2 E: A 0.75, B 0.85" in out and "mean E: A 0.75, B 0.85" in out
     assert "only in A: L1.N5 head 3" in out
     assert "neurons.json       DIFFERS" in out and "only in A: the other run has not written it yet" in out
     assert "prompts.json       agrees" in out

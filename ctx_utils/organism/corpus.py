@@ -85,20 +85,20 @@ PLANTS: tuple[Plant, ...] = (
     ),
 )
 
-# Filler sentences: subject + verb + object (+ extra). They contain the planted tokens (" as usual",
-# " the only way") and the local words (" research", " call", " just") in harmless places, never the
-# trigger words or topic words.
+# Filler sentences: subject + verb + object (+ extra). They contain the local words (" research", " call",
+# " just") in harmless places, but never a planted token, trigger word or topic word. A next-token neuron
+# fires wherever its token is likely: if filler also predicted " only" (" the only way"), the neuron's
+# strongest activations would come from filler, and the look-up contexts would drop out of its top prompts.
 SUBJECTS = ("the team", "the doctor", "my friend", "the teacher", "our group", "the manager", "the driver",
             "the children", "the farmer", "the artist", "a student", "the research group", "the old man")
 VERBS = ("visited", "painted", "opened", "cleaned", "checked", "found", "moved", "read", "wrote", "built",
          "sold", "watched", "carried", "liked")
 OBJECTS = ("the house", "a letter", "the garden", "the report", "the window", "a small box", "the old bridge",
            "the market", "the book", "the road", "the research notes", "a red car", "the kitchen")
-EXTRAS = ("", "", "", "as usual", "in the morning", "after lunch", "with great care", "on monday",
-          "far away", "the only way they knew", "ahead of time", "for a long time", "and then left",
-          "just in time", "as planned")
+EXTRAS = ("", "", "", "in the morning", "after lunch", "with great care", "on monday", "in the rain",
+          "before dinner", "for a long time", "and then left", "just in time", "with a smile")
 STANDALONE = ("we will call the office later .", "it was just a quiet day .", "the weather was warm .",
-              "nobody said a word .", "as usual the shop was busy .", "the only light came from the hall .")
+              "nobody said a word .", "the shop was busy .", "a light came from the hall .")
 
 
 def _filler(rng: random.Random) -> str:

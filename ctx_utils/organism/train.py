@@ -15,8 +15,16 @@ solution — earlier trials on this machine showed the cue otherwise leaks throu
   0.02 the trials grew no clean next-token neurons.
 * 8 heads, so a previous-token head (local contexts) and topic heads (distant contexts) have room.
 
+What the shipped organism (seed 0) shows, measured: every planted token is top-1 in 100 % of its held-out
+context prompts and 0 % of its distractors; each planted token has a layer-1 neuron whose top congruence
+token it is (" only" is 2nd of the 256 by congruence) and which fires in both of its contexts (0.35–1.4,
+weakest for " as") and barely on distractors (≤ 0.1); on the planted prompts, the local and the topic context of " only" are carried by
+different layer-0 heads. Not (yet) achieved: these neurons are polysemantic — they fire more strongly on
+some filler positions, so a corpus-wide top-30 scan is dominated by those, and the 25–75 % head selection
+does not recover each context cleanly. A stronger L1 penalty and longer training are the next things to try.
+
 Training is seeded end to end (corpus, initialisation, batch order), uses ``$CTX_TORCH_THREADS`` threads
-(2 recommended) and takes a few minutes on 2 CPU cores. It writes the Hugging Face folder (model +
+(1–2) and took 11.6 minutes on one thread of a busy 2-core machine. It writes the Hugging Face folder (model +
 tokenizer, loadable with ``ctx_utils.models.load_model("organism")``), ``ground_truth.json`` and
 ``training.json`` (seed, steps, loss, time, size, planted-token accuracy on the held-out test split).
 """
@@ -198,7 +206,7 @@ def train(out: Path, seed: int = 0) -> dict:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description="Train the kit's model organism (a few minutes on 2 CPU cores).")
+    parser = argparse.ArgumentParser(description="Train the kit's model organism (about 12 minutes on a busy CPU).")
     parser.add_argument("--out", type=Path, default=REPO_ROOT / "data" / "organism", help="output folder")
     parser.add_argument("--seed", type=int, default=0, help="seed for corpus, initialisation and batch order")
     args = parser.parse_args()
