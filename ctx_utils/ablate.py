@@ -48,7 +48,8 @@ def check_heads(model, heads: Sequence[tuple[int, int]]) -> list[tuple[int, int]
         try:
             layer, index = (operator.index(part) for part in item)
         except (TypeError, ValueError):
-            raise ValueError(f"A head is a (layer, head_index) pair of integers such as (0, 3), got {item!r}.") from None
+            message = f"A head is a (layer, head_index) pair of integers such as (0, 3), got {item!r}."
+            raise ValueError(message) from None
         if not (0 <= layer < n_layers and 0 <= index < n_heads):
             raise ValueError(
                 f"Head {item!r} does not exist: this model has layers 0–{n_layers - 1} and heads 0–{n_heads - 1} "

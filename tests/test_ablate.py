@@ -168,4 +168,5 @@ def test_ablating_a_context_head_removes_only_that_context(organism):
                 if name == context["name"]:
                     assert after <= 0.4, f"ablating L{head[0]}.H{head[1]} should remove context {name} ({after:.2f})"
                 else:
-                    assert after >= 0.8, f"ablating {context['name']}'s head L{head[0]}.H{head[1]} hurt {name} ({after:.2f})"
+                    hurt = f"ablating {context['name']}'s head L{head[0]}.H{head[1]} hurt {name} ({after:.2f})"
+                    assert after >= 0.8, hurt
