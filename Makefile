@@ -32,7 +32,7 @@ run: env
 test: env
 	rm -rf $(TEST_RESULTS)
 	CTX_MODEL=$(TEST_MODEL) CTX_RESULTS=$(TEST_RESULTS) CTX_TORCH_THREADS=$${CTX_TORCH_THREADS:-1} \
-	  $(BIN)/python -m pytest --nbmake --nbmake-kernel=python3 --nbmake-timeout=900 tests notebooks
+	  $(BIN)/python -m pytest --nbmake --nbmake-kernel=python3 --nbmake-timeout=900 --ignore=notebooks/exercises tests notebooks
 
 lab: env
 	$(BIN)/jupyter lab notebooks/

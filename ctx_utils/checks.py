@@ -291,11 +291,9 @@ def _examples_inputs() -> tuple[dict, dict[str, list[dict]]]:
 def check_explainer_examples(fn: Callable[[dict, dict], tuple[list[str], list[str]]]) -> None:
     """Exercise 04: ``fn(pair, prompt_sets)`` → (active examples, inactive examples), each prompt + token.
 
-    The examples must make the same explainer prompt as the paper's (:func:`explain.explanation_prompt` on
-    ``prompt + token`` for the pair's positive and negative prompts, in order).
+    The examples are what :func:`explain.explain_head` hands to :func:`explain.explanation_prompt`:
+    ``prompt + token`` for the pair's positive and negative prompts, in order.
     """
-    from ctx_utils.explain import explanation_prompt
-
     pair, prompt_sets = _examples_inputs()
     texts = [p["text"] for p in prompt_sets["1.7"]]
     expected = ([texts[i] + pair["token"] for i in pair["positive"]], [texts[i] + pair["token"] for i in pair["negative"]])
@@ -319,9 +317,7 @@ def check_explainer_examples(fn: Callable[[dict, dict], tuple[list[str], list[st
                     f"The {name} examples differ: expected {e}, got {g}. Take the texts of prompts "
                     f"['{pair['layer']}.{pair['neuron']}'] at the pair's indices, in order, and append the token."
                 )
-    prompt = explanation_prompt(pair["token"], *got)
-    assert prompt == explanation_prompt(pair["token"], *expected)
-    _passed("check_explainer_examples passed: your examples make the paper's explainer prompt, byte for byte.")
+    _passed("check_explainer_examples passed: your examples are the ones the paper's explainer prompt shows.")
 
 
 # ------------------------------------------------------------------------------------ 05 · the score E

@@ -49,20 +49,25 @@ def setup_cell_source() -> str:
     return SETUP_TEMPLATE.format(repo=REPO_URL, ref=KIT_REF)
 
 
-def badge_source(notebook_name: str) -> str:
-    """The markdown of a notebook's Colab badge, linking to that notebook on GitHub."""
-    url = f"https://colab.research.google.com/github/{REPO_SLUG}/blob/{KIT_REF}/notebooks/{notebook_name}"
+def badge_source(notebook_path: str) -> str:
+    """The markdown of a notebook's Colab badge; ``notebook_path`` is relative to ``notebooks/``."""
+    url = f"https://colab.research.google.com/github/{REPO_SLUG}/blob/{KIT_REF}/notebooks/{notebook_path}"
     return f"[![Open In Colab](https://colab.research.google.com/assets/colab-badge.svg)]({url})"
 
 
-def _expected_sources(path: Path) -> dict[str, str]:
-    return {"colab-badge": badge_source(path.name), "setup": setup_cell_source()}
+def expected_sources(path: Path) -> dict[str, str]:
+    """The badge and setup cell sources of one notebook (an exercise notebook's badge opens the exercise)."""
+    try:
+        link = path.resolve().relative_to(NOTEBOOKS_DIR).as_posix()  # e.g. "exercises/03_head_attribution.ipynb"
+    except ValueError:
+        link = path.name
+    return {"colab-badge": badge_source(link), "setup": setup_cell_source()}
 
 
 def stale_cells(path: Path) -> list[str]:
     """Tags of the cells of ``path`` whose source differs from what :func:`sync_notebook` would write."""
     nb = nbformat.read(path, as_version=4)
-    expected = _expected_sources(path)
+    expected = expected_sources(path)
     found = {tag: cell.source for cell in nb.cells for tag in cell.metadata.get("tags", []) if tag in expected}
     return [tag for tag, source in expected.items() if found.get(tag) != source]
 
@@ -72,7 +77,7 @@ def sync_notebook(path: Path) -> bool:
     if not stale_cells(path):
         return False
     nb = nbformat.read(path, as_version=4)
-    expected = _expected_sources(path)
+    expected = expected_sources(path)
     tags_present = {tag for cell in nb.cells for tag in cell.metadata.get("tags", [])}
     missing = set(expected) - tags_present
     if missing:

@@ -10,7 +10,8 @@ exercise there is three cells:
 
 ``python -m ctx_utils.exercises`` writes ``notebooks/exercises/NN_*.ipynb``: the same notebook, with the code
 between the markers replaced by ``raise NotImplementedError("Your code here")`` and the solution, folded in a
-``<details>`` block, right after the exercise cell. ``--check`` writes nothing and exits 1 if any committed
+``<details>`` block, right after the exercise cell; the Colab badge and setup cells are written as
+``python -m ctx_utils.colab --sync`` would write them. ``--check`` writes nothing and exits 1 if any committed
 exercise notebook differs from what would be generated (a test runs it). Output is byte-identical on rerun.
 """
 
@@ -23,7 +24,8 @@ from pathlib import Path
 
 import nbformat
 
-from ctx_utils.colab import NOTEBOOKS_DIR, badge_source, setup_cell_source
+from ctx_utils import colab
+from ctx_utils.colab import NOTEBOOKS_DIR
 from ctx_utils.results import write_text_atomic
 
 START = "# >>> your code starts here"
@@ -99,7 +101,7 @@ def make_exercise_notebook(step_path: Path) -> nbformat.NotebookNode | None:
     if not any("exercise" in _tags(c) for c in nb.cells):
         return None
     _check_shape(nb.cells, step_path.name)
-    link = f"{SUBFOLDER}/{step_path.name}"  # the badge opens the exercise notebook, not the step notebook
+    standard = colab.expected_sources(exercise_path(step_path))  # badge and setup exactly as a Colab sync writes them
     cells = []
     for i, source_cell in enumerate(nb.cells):
         cell = copy.deepcopy(source_cell)
@@ -113,10 +115,8 @@ def make_exercise_notebook(step_path: Path) -> nbformat.NotebookNode | None:
                 "`python -m ctx_utils.exercises`: edit the step notebook, never this file. Write your code where a cell "
                 f"says `{STUB}`, run it, then run the check cell below it."
             )
-        if "colab-badge" in tags:
-            cell.source = badge_source(link)
-        if "setup" in tags:
-            cell.source = setup_cell_source()
+        for tag in set(tags) & set(standard):
+            cell.source = standard[tag]
         if "solution" in tags:  # the previous cell is the exercise's markdown (checked above)
             cells.append(nbformat.v4.new_markdown_cell(
                 solution_markdown(source_cell.source), id=f"{source_cell.id}-sol"[:64], metadata={"tags": ["solution-reveal"]}

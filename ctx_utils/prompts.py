@@ -99,6 +99,62 @@ def mlp_post(model, seqs: list[list[int]], layers: list[int]) -> tuple[dict[int,
     return {layer: cache[hook_name(layer)].float() for layer in layers}, mask
 
 
+#: TransformerLens activation names → the same function in torch, for the neurons computed by hand below.
+ACTIVATIONS = {
+    "gelu_new": lambda x: torch.nn.functional.gelu(x, approximate="tanh"),
+    "gelu_fast": lambda x: torch.nn.functional.gelu(x, approximate="tanh"),
+    "gelu_pytorch_tanh": lambda x: torch.nn.functional.gelu(x, approximate="tanh"),
+    "gelu": torch.nn.functional.gelu,
+    "relu": torch.relu,
+    "silu": torch.nn.functional.silu,
+}
+
+
+class _StopForward(Exception):
+    """Raised by a hook to end a forward pass as soon as what we need has been read."""
+
+
+@torch.no_grad()
+def neuron_post(model, seqs: list[list[int]], columns: dict[int, Tensor]) -> tuple[dict[int, Tensor], Tensor]:
+    """Like :func:`mlp_post`, but only the neurons ``columns[layer]``: ``{layer: [batch, pos, n_columns]}``.
+
+    The last needed layer's MLP is not run at all: the forward stops at that layer's normalised MLP input
+    (``ln2.hook_normalized``; LayerNorm is folded into ``W_in`` in compatibility mode) and only the chosen
+    neurons are computed, ``act(x @ W_in[:, columns] + b_in[columns])`` — a few dot products instead of the
+    whole MLP, its output projection and everything after. Earlier layers' MLPs must run anyway (later
+    layers read them), so their ``hook_post`` is cached and sliced. Falls back to :func:`mlp_post` for an
+    activation function it does not know (a test checks both paths agree).
+    """
+    last = max(columns)
+    act = ACTIVATIONS.get(model.cfg.act_fn)
+    if act is None or model.cfg.act_fn is None:
+        acts, mask = mlp_post(model, seqs, sorted(columns))
+        return {layer: acts[layer][..., cols] for layer, cols in columns.items()}, mask
+    tokens, mask = pad(seqs, model.tokenizer.pad_token_id or 0)
+    cache: dict[str, Tensor] = {}
+
+    def keep(tensor: Tensor, hook) -> Tensor:
+        cache[hook.name] = tensor
+        return tensor
+
+    def keep_and_stop(tensor: Tensor, hook) -> None:
+        cache[hook.name] = tensor
+        raise _StopForward
+
+    hooks = [(hook_name(layer), keep) for layer in columns if layer != last]
+    hooks.append((f"blocks.{last}.ln2.hook_normalized", keep_and_stop))
+    try:
+        with model.hooks(fwd_hooks=hooks):
+            model(tokens.to(model.cfg.device), return_type=None)
+    except _StopForward:
+        pass
+    out = {layer: cache[hook_name(layer)][..., columns[layer]].float() for layer in columns if layer != last}
+    x = cache[f"blocks.{last}.ln2.hook_normalized"]  # [batch, pos, d_model]
+    cols = columns[last].to(x.device)
+    out[last] = act(x @ model.W_in[last][:, cols] + model.b_in[last][cols]).float()
+    return out, mask
+
+
 def batches_by_length(seqs: list[list[int]], batch_size: int) -> Iterator[list[int]]:
     """Indices of ``seqs`` in batches of similar length (stable sort by length): little padding, same result."""
     order = sorted(range(len(seqs)), key=lambda i: len(seqs[i]))
@@ -148,11 +204,11 @@ def scan_top_documents(
     best_pos = torch.empty(len(keys), 0, dtype=torch.long)
     batches = list(batches_by_length(seqs, batch_size))
     for index in tqdm(batches, desc="scan", disable=not progress):
-        acts, mask = mlp_post(model, [seqs[i] for i in index], layers)
+        acts, mask = neuron_post(model, [seqs[i] for i in index], columns)
         mask = mask.bool().clone()
         mask[:, 0] = False  # the BOS position is the same in every document: not a real maximum
         # [batch, pos, n_neurons], pads and BOS at -inf so they never win the max
-        picked = torch.cat([acts[layer][..., columns[layer]] for layer in layers], dim=-1).cpu()
+        picked = torch.cat([acts[layer] for layer in layers], dim=-1).cpu()
         picked = picked.masked_fill(~mask.cpu()[..., None], float("-inf"))
         act, pos = picked.max(dim=1)  # [batch, n_neurons]
         doc = torch.tensor(index).expand(len(keys), -1)
@@ -216,9 +272,9 @@ def last_token_activations(
     """``Float[Tensor, "n"]``: the neuron's activation at the last real token of each sequence."""
     out = torch.empty(len(seqs))
     for index in batches_by_length(seqs, batch_size):
-        acts, mask = mlp_post(model, [seqs[i] for i in index], [layer])
+        acts, mask = neuron_post(model, [seqs[i] for i in index], {layer: torch.tensor([neuron])})
         last = mask.sum(dim=1) - 1  # [batch]
-        out[index] = acts[layer][torch.arange(len(index)), last, neuron].cpu()
+        out[index] = acts[layer][torch.arange(len(index)), last, 0].cpu()
     return out
 
 

@@ -59,6 +59,9 @@ def main(argv: list[str] | None = None) -> int:
     choice = choose_model(args.model)
     print(f"Model: {choice.name}. {choice.reason}", flush=True)
     os.environ["CTX_MODEL"] = choice.name  # every kernel inherits it, so all notebooks agree
+    # plotly's default renderer emits only its JSON mimetype, which the HTML export drops; this one also
+    # embeds plotly.js (once per notebook), so the HTML copies show every figure offline.
+    os.environ.setdefault("PLOTLY_RENDERER", "plotly_mimetype+notebook")
     out_dir = results_dir(choice.name) / "notebooks"
     notebooks = [p for p in step_notebooks() if args.only is None or p.name[:2] in args.only]
     if not notebooks:

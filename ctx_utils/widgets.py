@@ -274,13 +274,29 @@ def head_view(model: Any, results: dict[str, dict], key: str, head: int) -> Head
 # ------------------------------------------------------------------------------------------------- wiring
 
 
+def _show(area: Any, *items: Any) -> None:
+    """Replace what an ``Output`` area shows: text as text, anything else as Jupyter displays it.
+
+    The outputs are set on the widget directly instead of captured with ``with area:``: a headless runner
+    (nbclient, so nbmake and ``make run``) answers each captured output with a message to the kernel, which
+    can stall the cell until its timeout (jupyter/nbclient#312).
+    """
+    area.outputs = ()
+    for item in items:
+        if isinstance(item, str):
+            area.append_stdout(item + "\n")
+        elif isinstance(item, go.Figure):  # its _ipython_display_ would show it in the running cell instead
+            area.outputs += ({"output_type": "display_data", "data": item._repr_mimebundle_(), "metadata": {}},)
+        else:
+            area.append_display_data(item)
+
+
 def build_explorer(model: Any, results: dict[str, dict]) -> Any:
     """The explorer widget: a neuron Dropdown, the neuron's prompts, a head Dropdown, the head's view.
 
     Only wires the callbacks above to core ipywidgets; each choice re-renders its ``Output`` area.
     """
     import ipywidgets as widgets
-    from IPython.display import display
 
     neuron_choices = neuron_options(results)
     if not neuron_choices:
@@ -298,17 +314,13 @@ def build_explorer(model: Any, results: dict[str, dict]) -> Any:
     def show_head(change: Any = None) -> None:
         if quiet["on"]:
             return
-        with head_out:
-            head_out.clear_output(wait=True)
-            if head_box.value is None:
-                print("No head of this neuron is in step 3's selection band: nothing to explain here.")
-            else:
-                display(*head_view(model, results, neuron_box.value, head_box.value))
+        if head_box.value is None:
+            _show(head_out, "No head of this neuron is in step 3's selection band: nothing to explain here.")
+        else:
+            _show(head_out, *head_view(model, results, neuron_box.value, head_box.value))
 
     def show_neuron(change: Any = None) -> None:
-        with neuron_out:
-            neuron_out.clear_output(wait=True)
-            display(neuron_view(model, results, neuron_box.value))
+        _show(neuron_out, neuron_view(model, results, neuron_box.value))
         quiet["on"] = True
         head_box.options = head_options(results, neuron_box.value)
         head_box.value = head_box.options[0][1] if head_box.options else None  # the first head, explicitly

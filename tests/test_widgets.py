@@ -150,12 +150,14 @@ def test_build_explorer_renders_once_per_choice(tiny_model, monkeypatch):
     monkeypatch.setattr(widgets, "neuron_view", lambda model, results, key: calls.append(("neuron", key)) or key)
     monkeypatch.setattr(widgets, "head_view", lambda model, results, key, head: calls.append(("head", key, head)) or [key])
     explorer = widgets.build_explorer(tiny_model, make_results(later_steps=False))
-    header, neuron_box, _, head_box, _ = explorer.children
+    header, neuron_box, neuron_out, head_box, head_out = explorer.children
     assert "run notebook 04" in header.value and "run notebook 06" in header.value
     assert calls == [("neuron", "1.5"), ("head", "1.5", 0)]
+    assert [o["text"] for o in neuron_out.outputs] == ["1.5\n"] and [o["text"] for o in head_out.outputs] == ["1.5\n"]
 
     neuron_box.value = "0.3"  # no selected head: the head list empties, no head view
     assert head_box.options == () and calls[-1] == ("neuron", "0.3")
+    assert "No head of this neuron" in head_out.outputs[0]["text"]
     neuron_box.value = "1.5"
     assert calls[-2:] == [("neuron", "1.5"), ("head", "1.5", 0)]
     head_box.value = 2
@@ -166,3 +168,8 @@ def test_build_explorer_runs_the_real_callbacks(tiny_model):
     explorer = widgets.build_explorer(tiny_model, make_results())
     assert [type(c).__name__ for c in explorer.children] == ["HTML", "Dropdown", "Output", "Dropdown", "Output"]
     assert explorer.children[3].value == 0
+    neuron_shown, head_shown = explorer.children[2].outputs, explorer.children[4].outputs
+    assert len(neuron_shown) == 1 and "ColoredTokens" in neuron_shown[0]["data"]["text/html"]
+    assert len(head_shown) == 3  # attribution figure, attention panel, summary text
+    assert "AttentionHeads" in head_shown[1]["data"]["text/html"]
+    assert head_shown[2]["data"]["text/plain"].startswith("Head L0.H0 → neuron L1.N5")

@@ -33,6 +33,11 @@ from dataclasses import dataclass
 SPLITS = ("train", "test")
 N_DOCS = {"train": 6000, "test": 1200}
 FILLER_ONLY_RATE = 0.1  # share of documents with no planted sentence at all
+# A trigger word is followed by its planted token in a local or topic context, and by something else in a
+# distractor. Distractors are the most common case, so "trigger seen → predict the token" is a bad bet: the
+# planted neuron has to wait for a head to report the context (it is *gated* by the look-up).
+KINDS = ("local", "topic", "distractor")
+KIND_WEIGHTS = (1, 1, 3)
 
 
 @dataclass(frozen=True)
@@ -165,7 +170,7 @@ def _documents(split: str, seed: int) -> list[tuple[str, PlantedPrompt | None]]:
         planted: PlantedPrompt | None = None
         if rng.random() >= FILLER_ONLY_RATE:
             plant = rng.choice(PLANTS)
-            kind = rng.choice(("local", "topic", "distractor"))
+            kind = rng.choices(KINDS, weights=KIND_WEIGHTS)[0]
             before, prompt, rest = _planted(rng, plant, kind)
             lead = [_filler(rng) for _ in range(rng.randint(0, 1))]
             prefix = " ".join(lead + before + [prompt])

@@ -40,7 +40,7 @@ from pathlib import Path
 import torch
 from tqdm.auto import tqdm
 
-from ctx_utils.organism.corpus import PlantedPrompt, generate_corpus, ground_truth, planted_prompts, vocabulary
+from ctx_utils.organism.corpus import PLANTS, PlantedPrompt, generate_corpus, ground_truth, planted_prompts, vocabulary
 from ctx_utils.results import REPO_ROOT, save_json
 
 SPECIAL = "<|endoftext|>"  # beginning/end of document and padding, as in GPT-2
@@ -49,6 +49,7 @@ HPARAMS = {
     "d_model": 128, "n_heads": 8, "d_mlp": 256, "n_ctx": 128,
     "init_std": 0.8 / math.sqrt(128), "lr": 1e-3, "weight_decay": 0.01,
     "l1": 1e-3, "batch_size": 32, "epochs": 8,
+    "planted_scale": 4.0, "l1_planted": 1e-4,
 }
 
 
@@ -100,6 +101,24 @@ def build_model(vocab_size: int, seed: int):
                 param.zero_()
                 param.requires_grad_(False)
     return model
+
+
+def planted_token_ids(tokenizer) -> list[int]:
+    """Vocabulary ids of the planted tokens, in :data:`PLANTS` order: neuron ``i`` of layer 1 writes token ``i``."""
+    return [tokenizer.convert_tokens_to_ids("Ġ" + plant.token.strip()) for plant in PLANTS]
+
+
+@torch.no_grad()
+def pin_planted_outputs(model, token_ids: list[int], scale: float) -> None:
+    """Point the output weights of layer-1 neurons ``0 … k-1`` at the planted tokens' (tied) unembeddings.
+
+    This is the one planted *weight*: each planted token gets a neuron whose output writes exactly that token
+    (a next-token neuron by construction, norm ``scale``). Everything else is learned — when the neuron fires
+    (its input weights) and which heads switch it on. Re-applied after every optimiser step.
+    """
+    embedding = model.transformer.wte.weight[token_ids]  # [k, d_model]; tied, so also the unembedding
+    rows = model.transformer.h[1].mlp.c_proj.weight  # Conv1D: [d_mlp, d_model], row n = neuron n's output
+    rows[: len(token_ids)] = scale * embedding / embedding.norm(dim=-1, keepdim=True)
 
 
 def encode(tokenizer, texts: list[str], n_ctx: int) -> list[list[int]]:
@@ -154,6 +173,10 @@ def train(out: Path, seed: int = 0) -> dict:
     tokenizer = build_tokenizer()
     rows = encode(tokenizer, generate_corpus("train", seed), h["n_ctx"])
     model = build_model(len(tokenizer), seed)
+    token_ids = planted_token_ids(tokenizer)
+    pin_planted_outputs(model, token_ids, h["planted_scale"])
+    l1_weight = torch.full((h["d_mlp"],), h["l1"])  # per neuron: the planted ones are penalised less
+    l1_weight[: len(token_ids)] = h["l1_planted"]
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(params, lr=h["lr"], weight_decay=h["weight_decay"])
     steps_per_epoch = len(rows) // h["batch_size"]
@@ -174,10 +197,12 @@ def train(out: Path, seed: int = 0) -> dict:
             post.clear()
             lm_loss = model(input_ids=ids, attention_mask=mask, labels=labels).loss
             l1 = post[0].abs().sum(-1)[mask.bool()].mean()  # mean over real tokens of Σ_neurons |post|
-            loss = lm_loss + h["l1"] * l1
+            penalty = (post[0].abs() * l1_weight).sum(-1)[mask.bool()].mean()
+            loss = lm_loss + penalty
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
+            pin_planted_outputs(model, token_ids, h["planted_scale"])
             schedule.step()
             bar.update(1)
             bar.set_postfix(loss=f"{lm_loss.item():.3f}", l1=f"{l1.item():.1f}")
