@@ -88,7 +88,7 @@ def resolve_source(name_or_folder: str) -> str:
         if not (ORGANISM_DIR / "config.json").exists():
             raise ModelNotFoundError(
                 f"The bundled organism is missing from {ORGANISM_DIR}. Retrain it with "
-                "`python -m ctx_utils.organism.train` (about 10 minutes on 2 CPU cores)."
+                "`python -m ctx_utils.organism.train` (about 4 minutes on one CPU core)."
             )
         return str(ORGANISM_DIR)
     if name in HUB_MODELS:

@@ -9,22 +9,31 @@ solution — earlier trials on this machine showed the cue otherwise leaks throu
 * **Layer 1 is MLP only** (its attention is zeroed and frozen). The planted word depends on two things at
   once — the trigger word here *and* a context seen by a head — and a layer-1 MLP neuron is the place that
   combines them: a *next-token neuron* reading layer-0 heads directly, as in the paper's figure 1.
-* **An L1 penalty on the layer-1 MLP activations** makes that MLP sparse, so each planted token gets one
-  neuron of its own whose output weights point at the token (high congruence with ``W_U``).
+* **One planted weight per planted token**: the output weights of layer-1 neuron ``i`` are pinned (after
+  every optimiser step) to the unembedding direction of planted token ``i``. Trials without it grew no
+  dedicated neuron: the planted prediction was spread over many neurons, each also writing filler words, and
+  the paper's congruence ranking picked filler neurons. The pin makes a next-token neuron *by construction*;
+  everything that makes it interesting is still learned — when it fires (its input weights) and which layer-0
+  heads switch it on.
+* **An L1 penalty on the layer-1 MLP activations** (1e-3·Σ|post|, the same for every neuron) keeps the MLP
+  sparse, so the planted neurons fire only where their token is due.
+* **The corpus gates the neuron on the context**: distractors are three times as common as each context
+  (``corpus.KIND_WEIGHTS``), so "trigger seen → predict the token" is a bad bet and the neuron must wait for a
+  head to report the context; and filler never predicts a planted token.
 * **TransformerLens-style initialisation** (std 0.8/√d_model ≈ 0.07) and lr 1e-3: with GPT-2's default
   0.02 the trials grew no clean next-token neurons.
 * 8 heads, so a previous-token head (local contexts) and topic heads (distant contexts) have room.
 
 What the shipped organism (seed 0) shows, measured: every planted token is top-1 in 100 % of its held-out
-context prompts and 0 % of its distractors; each planted token has a layer-1 neuron whose top congruence
-token it is (" only" is 2nd of the 256 by congruence) and which fires in both of its contexts (0.35–1.4,
-weakest for " as") and barely on distractors (≤ 0.1); on the planted prompts, the local and the topic context of " only" are carried by
-different layer-0 heads. Not (yet) achieved: these neurons are polysemantic — they fire more strongly on
-some filler positions, so a corpus-wide top-30 scan is dominated by those, and the 25–75 % head selection
-does not recover each context cleanly. A stronger L1 penalty and longer training are the next things to try.
+context prompts and ≤ 1 % of its distractors; the four planted neurons are the top four of layer 1 by
+congruence (4.3–5.4, against ≤ 0.7 for every other neuron). Not (yet) achieved: a *single* head per context.
+The topic contexts are carried by a few heads that the attribution finds (their positive prompts carry the
+topic word 80–100 % of the time); the local contexts ("as early") are spread over several heads, because the
+truncated local prompts are two or three tokens long and every head attends to the same few words. So the
+25–75 % selection does not isolate every context; ``tests/test_recovery.py`` records exactly which do not.
 
 Training is seeded end to end (corpus, initialisation, batch order), uses ``$CTX_TORCH_THREADS`` threads
-(1–2) and took 11.6 minutes on one thread of a busy 2-core machine. It writes the Hugging Face folder (model +
+(1–2) and took about 4 minutes on one thread of a 2-core machine (12 minutes when the machine is busy). It writes the Hugging Face folder (model +
 tokenizer, loadable with ``ctx_utils.models.load_model("organism")``), ``ground_truth.json`` and
 ``training.json`` (seed, steps, loss, time, size, planted-token accuracy on the held-out test split).
 """
@@ -49,7 +58,7 @@ HPARAMS = {
     "d_model": 128, "n_heads": 8, "d_mlp": 256, "n_ctx": 128,
     "init_std": 0.8 / math.sqrt(128), "lr": 1e-3, "weight_decay": 0.01,
     "l1": 1e-3, "batch_size": 32, "epochs": 8,
-    "planted_scale": 4.0, "l1_planted": 1e-4,
+    "planted_scale": 4.0, "l1_planted": 1e-3,
 }
 
 
@@ -231,7 +240,7 @@ def train(out: Path, seed: int = 0) -> dict:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description="Train the kit's model organism (about 12 minutes on a busy CPU).")
+    parser = argparse.ArgumentParser(description="Train the kit's model organism (about 4 minutes on one CPU thread).")
     parser.add_argument("--out", type=Path, default=REPO_ROOT / "data" / "organism", help="output folder")
     parser.add_argument("--seed", type=int, default=0, help="seed for corpus, initialisation and batch order")
     args = parser.parse_args()
