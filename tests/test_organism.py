@@ -53,7 +53,8 @@ def test_markers_are_in_every_prompt_of_their_context_and_no_other(split):
         for ctx in entry["contexts"]:
             mine = [p.prompt for p in prompts if p.context == ctx["name"]]
             others = [p.prompt for p in prompts if p.context != ctx["name"]]
-            assert len(mine) >= 50, f"{ctx['name']} has only {len(mine)} prompts in {split}"
+            # enough prompts that "top-1 in ≥ 95 %" means something (one miss in 40 is 97.5 %)
+            assert len(mine) >= 40, f"{ctx['name']} has only {len(mine)} prompts in {split}"
             assert all(ctx["marker"] in " " + p for p in mine), f"{ctx['marker']!r} missing from a {ctx['name']} prompt"
             leaks = [p for p in others if ctx["marker"] in " " + p]
             assert not leaks, f"{ctx['marker']!r} found outside {ctx['name']}: {leaks[:2]}"
