@@ -31,6 +31,9 @@ from ctx_utils.llm import LLMClient, LLMNotConfigured
 
 CLEAN = SHARED / "paper-data" / "gpt2-small"
 RAW = SHARED / "paper-data-raw" / "gpt2-small" / "experiment_data"
+needs_paper_data = pytest.mark.skipif(
+    not (CLEAN.exists() and RAW.exists()), reason=f"the authors' data is not beside the kit ({SHARED})"
+)
 
 
 def jsonl(path):
@@ -51,6 +54,7 @@ def no_llm_environment(monkeypatch):
 # ------------------------------------------------------------------------------------ the paper's prompts
 
 
+@needs_paper_data
 def test_oct2023_explanation_prompts_equal_the_authors_requests():
     sent = sent_prompts("5_head_explanations/*_results.jsonl")
     rows = jsonl(CLEAN / "explanations.jsonl")
@@ -60,6 +64,7 @@ def test_oct2023_explanation_prompts_equal_the_authors_requests():
     assert any(r["n_negative"] == 0 for r in rows)  # the empty-list case is among them
 
 
+@needs_paper_data
 def test_oct2023_classification_prompts_equal_the_authors_requests():
     sent = sent_prompts("6_explanation_eval/*_results.jsonl")
     explanations = {(r["layer"], r["neuron"], r["head"]): r for r in jsonl(CLEAN / "explanations.jsonl")}
