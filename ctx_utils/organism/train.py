@@ -50,6 +50,7 @@ import torch
 from tqdm.auto import tqdm
 
 from ctx_utils.organism.corpus import PLANTS, PlantedPrompt, generate_corpus, ground_truth, planted_prompts, vocabulary
+from ctx_utils.prompts import pad
 from ctx_utils.results import REPO_ROOT, save_json
 
 SPECIAL = "<|endoftext|>"  # beginning/end of document and padding, as in GPT-2
@@ -136,17 +137,6 @@ def encode(tokenizer, texts: list[str], n_ctx: int) -> list[list[int]]:
     return [([bos] + ids)[:n_ctx] for ids in tokenizer(texts, add_special_tokens=False)["input_ids"]]
 
 
-def pad_batch(rows: list[list[int]], pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """Right-padded ``[batch, pos]`` ids and the matching 0/1 attention mask."""
-    width = max(len(r) for r in rows)
-    ids = torch.full((len(rows), width), pad_id, dtype=torch.long)
-    mask = torch.zeros((len(rows), width), dtype=torch.long)
-    for i, row in enumerate(rows):
-        ids[i, : len(row)] = torch.tensor(row)
-        mask[i, : len(row)] = 1
-    return ids, mask
-
-
 @torch.no_grad()
 def next_token_top1(model, tokenizer, prompts: list[str], batch_size: int = 64) -> list[str]:
     """The model's top-1 next token (decoded, e.g. " as") after each prompt."""
@@ -154,7 +144,7 @@ def next_token_top1(model, tokenizer, prompts: list[str], batch_size: int = 64) 
     out: list[str] = []
     for start in range(0, len(prompts), batch_size):
         rows = encode(tokenizer, prompts[start : start + batch_size], HPARAMS["n_ctx"])
-        ids, mask = pad_batch(rows, tokenizer.pad_token_id)
+        ids, mask = pad(rows, tokenizer.pad_token_id)
         logits = model(input_ids=ids, attention_mask=mask).logits  # [batch, pos, vocab]
         last = mask.sum(1) - 1
         top = logits[torch.arange(len(rows)), last].argmax(-1)
@@ -201,7 +191,7 @@ def train(out: Path, seed: int = 0) -> dict:
         order = torch.randperm(len(rows), generator=generator).tolist()
         for step in range(steps_per_epoch):
             batch = [rows[i] for i in order[step * h["batch_size"] : (step + 1) * h["batch_size"]]]
-            ids, mask = pad_batch(batch, tokenizer.pad_token_id)
+            ids, mask = pad(batch, tokenizer.pad_token_id)
             labels = ids.masked_fill(mask == 0, -100)
             post.clear()
             lm_loss = model(input_ids=ids, attention_mask=mask, labels=labels).loss
