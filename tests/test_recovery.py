@@ -77,20 +77,20 @@ def test_every_planted_token_has_a_next_token_neuron(pipeline, token):
     assert token in tokens, f"no selected next-token neuron writes {token!r}; selected tokens: {tokens}"
 
 
-# Measured on the shipped organism (24 Nov, seed 0), and why it is not there yet: the planted neurons are found
-# (above), but no single layer-0 head isolates a context. Under 2σ almost no head passes the bar (8 candidate
-# heads: the largest possible z-score is 2.47); under top-3 the topic contexts' heads have positives that carry
-# the topic word 60–100 % of the time, while the local contexts ("as early") are spread over several heads —
-# their truncated prompts are two or three tokens long, so every head reads the same words. Strict: the day an
-# organism passes, these XPASS and fail the run, so the marker is removed then.
+# Measured on the shipped organism (24 Nov, seed 0): the planted neurons are found (above), and the three local
+# contexts of " as", " only" and " ahead" each get a head of their own. The other contexts do not yet: a topic word
+# is read by several layer-0 heads at once, so no single head's positives are ≥ 90 % that context; and with 8
+# candidate heads the 2σ rule can barely fire (the largest possible z-score is 2.47). Strict: the day an organism
+# passes one of these, it XPASSes and fails the run, so its marker is removed then.
 NOT_YET = pytest.mark.xfail(
     strict=True,
-    reason="the shipped organism spreads each context over several layer-0 heads (see the comment above)",
+    reason="the shipped organism spreads this context over several layer-0 heads (see the comment above)",
 )
+RECOVERED = {"as/local", "only/local", "ahead/local"}
+CONTEXT_CASES = [pytest.param(token, name, marks=() if name in RECOVERED else NOT_YET, id=name) for token, name in CONTEXTS]
 
 
-@NOT_YET
-@pytest.mark.parametrize("token,context", CONTEXTS)
+@pytest.mark.parametrize("token,context", CONTEXT_CASES)
 def test_every_planted_context_has_a_look_up_head(pipeline, token, context):
     row = pipeline["report"][context]
     assert recovering_heads(row), (

@@ -31,13 +31,15 @@ import random
 from dataclasses import dataclass
 
 SPLITS = ("train", "test")
-N_DOCS = {"train": 6000, "test": 1200}
+N_DOCS = {"train": 6000, "test": 3000}
 FILLER_ONLY_RATE = 0.1  # share of documents with no planted sentence at all
 # A trigger word is followed by its planted token in a local or topic context, and by something else in a
 # distractor. Distractors are the most common case, so "trigger seen → predict the token" is a bad bet: the
-# planted neuron has to wait for a head to report the context (it is *gated* by the look-up).
+# planted neuron has to wait for a head to report the context (it is *gated* by the look-up). Local contexts
+# are four times as common as topic ones: a topic word drives the neuron harder, and with equal counts a
+# neuron's top prompts were nearly all topic prompts, leaving step 3 no contrast between the two contexts.
 KINDS = ("local", "topic", "distractor")
-KIND_WEIGHTS = (1, 1, 3)
+KIND_WEIGHTS = (4, 1, 8)
 
 
 @dataclass(frozen=True)
@@ -184,7 +186,7 @@ def _documents(split: str, seed: int) -> list[tuple[str, PlantedPrompt | None]]:
 
 
 def generate_corpus(split: str = "train", seed: int = 0) -> list[str]:
-    """The documents of a split (``train``: 6000, ``test``: 1200, held out by a different seed stream)."""
+    """The documents of a split (``train``: 6000, ``test``: 3000, held out by a different seed stream)."""
     return [text for text, _ in _documents(split, seed)]
 
 

@@ -17,7 +17,7 @@ solution — earlier trials on this machine showed the cue otherwise leaks throu
   heads switch it on.
 * **An L1 penalty on the layer-1 MLP activations** (1e-3·Σ|post|, the same for every neuron) keeps the MLP
   sparse, so the planted neurons fire only where their token is due.
-* **The corpus gates the neuron on the context**: distractors are three times as common as each context
+* **The corpus gates the neuron on the context**: distractors are the most common case
   (``corpus.KIND_WEIGHTS``), so "trigger seen → predict the token" is a bad bet and the neuron must wait for a
   head to report the context; and filler never predicts a planted token.
 * **TransformerLens-style initialisation** (std 0.8/√d_model ≈ 0.07) and lr 1e-3: with GPT-2's default
@@ -25,15 +25,14 @@ solution — earlier trials on this machine showed the cue otherwise leaks throu
 * 8 heads, so a previous-token head (local contexts) and topic heads (distant contexts) have room.
 
 What the shipped organism (seed 0) shows, measured: every planted token is top-1 in 100 % of its held-out
-context prompts and ≤ 1 % of its distractors; the four planted neurons are the top four of layer 1 by
-congruence (4.3–5.4, against ≤ 0.7 for every other neuron). Not (yet) achieved: a *single* head per context.
-The topic contexts are carried by a few heads that the attribution finds (their positive prompts carry the
-topic word 80–100 % of the time); the local contexts ("as early") are spread over several heads, because the
-truncated local prompts are two or three tokens long and every head attends to the same few words. So the
-25–75 % selection does not isolate every context; ``tests/test_recovery.py`` records exactly which do not.
+context prompts and 0 % of its distractors; the four planted neurons are the top four of layer 1 by congruence
+(≈ 4.3–5.5, against ≤ 0.9 for every other neuron); and the full pipeline (2σ rule, 25–75 % band) isolates the
+local context of " as", " only" and " ahead" in a head of its own. Not (yet) achieved: the topic contexts and
+" away"'s local context are read by several layer-0 heads at once, so no single head isolates them;
+``tests/test_recovery.py`` records exactly which contexts pass.
 
 Training is seeded end to end (corpus, initialisation, batch order), uses ``$CTX_TORCH_THREADS`` threads
-(1–2) and took about 4 minutes on one thread of a 2-core machine (12 minutes when the machine is busy). It writes the Hugging Face folder (model +
+(1–2) and took about 3–4 minutes on one thread of a 2-core machine (12 minutes when the machine is busy). It writes the Hugging Face folder (model +
 tokenizer, loadable with ``ctx_utils.models.load_model("organism")``), ``ground_truth.json`` and
 ``training.json`` (seed, steps, loss, time, size, planted-token accuracy on the held-out test split).
 """
