@@ -26,7 +26,7 @@ solution — earlier trials on this machine showed the cue otherwise leaks throu
 
 What the shipped organism (seed 0) shows, measured: every planted token is top-1 in 100 % of its held-out
 context prompts and 0 % of its distractors; the four planted neurons are the top four of layer 1 by congruence
-(≈ 4.3–5.5, against ≤ 0.9 for every other neuron); and the full pipeline (2σ rule, 25–75 % band) isolates the
+(4.2–5.1, against ≤ 0.7 for every other neuron); and the full pipeline (2σ rule, 25–75 % band) isolates the
 local context of " as", " only" and " ahead" in a head of its own. Not (yet) achieved: the topic contexts and
 " away"'s local context are read by several layer-0 heads at once, so no single head isolates them;
 ``tests/test_recovery.py`` records exactly which contexts pass.
