@@ -4,8 +4,9 @@ Three stages (paper-method §2.3):
 
 1. **Scan** (:func:`scan_top_documents`): run the corpus through the model once, in batches, and keep per
    neuron the ``k`` documents with the largest maximum activation (``blocks.{l}.mlp.hook_post``) and the
-   position of that maximum. Only the needed hooks are cached and the forward stops after the last needed
-   layer (no later blocks, no unembedding), which is why the scan beats a plain forward pass.
+   position of that maximum. Only the needed hooks are cached, and the forward stops at the last needed
+   layer's MLP input: only the selected neurons of that layer are computed (no rest of its MLP, no later
+   blocks, no unembedding), which is why the scan beats a plain forward pass.
 2. **Truncate** (:func:`truncate`): the shortest suffix of the document, ending at the max-activating token,
    on which the neuron still reaches more than ``ratio`` (80 %) of its document maximum.
 3. **Filter** (:func:`find_activating_prompts`): drop prompts of ``max_tokens`` (100) tokens or more, drop
@@ -127,7 +128,7 @@ def neuron_post(model, seqs: list[list[int]], columns: dict[int, Tensor]) -> tup
     """
     last = max(columns)
     act = ACTIVATIONS.get(model.cfg.act_fn)
-    if act is None or model.cfg.act_fn is None:
+    if act is None:
         acts, mask = mlp_post(model, seqs, sorted(columns))
         return {layer: acts[layer][..., cols] for layer, cols in columns.items()}, mask
     tokens, mask = pad(seqs, model.tokenizer.pad_token_id or 0)
