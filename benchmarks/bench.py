@@ -14,10 +14,18 @@ small's shape (12 layers, d_model 768, 12 heads, d_mlp 3072, vocab 50257):
    dotted with ``W_in``. Peak memory: torch's CPU tensors are invisible to ``tracemalloc``, so each method
    runs in its own subprocess; after loading the model the process resets its peak resident set size
    (``/proc/self/clear_refs`` ← 5) and reports ``VmHWM − VmRSS`` (kernel figures: the extra memory the
-   method needed at its peak). Linux only.
-3. **Truncation** — ``prompts.find_activating_prompts`` (candidates shortest first, batched) against a
-   sequential binary search for the latest start (the authors' algorithm), one forward per probe, both with
-   the same cached, early-stopping forward and the same BOS tokenisation, on the same top documents.
+   method needed at its peak). Linux only. The child runs with ``MALLOC_MMAP_THRESHOLD_=65536``: glibc then
+   maps every block of 64 KiB or more afresh and unmaps it when freed, so memory freed by the warm-up run
+   is not silently reused by the measured one (its dynamic threshold otherwise hides the smaller method's
+   peak entirely, while the larger method's blocks, above 32 MiB, always show).
+3. **Truncation** — ``prompts.find_activating_prompts`` (all neurons' top documents searched together, a few
+   candidate cuts per document per batched forward: the shortest, then the two longest, then a k-ary split;
+   cuts of one document from one start share a forward across neurons, and the whole prefix reuses the
+   scan's activation; see ``ctx_utils/prompts.py``) against a sequential binary search for the latest start (the authors'
+   algorithm), one forward per probe, both with the same cached, early-stopping forward and the same BOS
+   tokenisation, on the same top documents. The binary search assumes that the activation falls as the
+   prompt shortens, and so does the kit beyond its shortest cuts: where it does not, the two may pick
+   different cuts, so the figure compares time.
 
 Writes ``results/bench.json`` (figures + machine info). About 3–5 minutes on 2 CPU cores; ``--quick`` runs
 smaller corpora.
@@ -135,7 +143,7 @@ def binary_search_cut(model, doc: list[int], layer: int, neuron: int, position: 
 
 
 def bench_truncation(model, docs: list[str], chosen: list[dict], top: dict, k: int) -> dict:
-    top = {key: entries[:k] for key, entries in top.items()}
+    top = {key: top[key][:k] for key in (prompts.neuron_key(n["layer"], n["neuron"]) for n in chosen)}
     t_ours, found = timed(
         lambda: prompts.find_activating_prompts(model, docs, chosen, k=k, keep=k, top=top, progress=False)
     )
@@ -197,7 +205,8 @@ def bench_attribution(folder: str, texts: list[str], layer: int, neuron: int) ->
             root=str(Path(__file__).resolve().parent.parent), folder=folder, texts=json.dumps(texts),
             layer=layer, neuron=neuron, method=method,
         )
-        done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=False)
+        env = {**os.environ, "MALLOC_MMAP_THRESHOLD_": "65536"}
+        done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=False, env=env)
         if done.returncode:
             return {"error": f"{method}: {done.stderr.strip().splitlines()[-1:]}"}
         runs[method] = json.loads(done.stdout.strip().splitlines()[-1])

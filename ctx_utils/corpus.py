@@ -1,8 +1,14 @@
-"""Text corpora to scan for max-activating prompts: the organism's synthetic corpus, pile-10k, or local files.
+"""Text corpora to scan for max-activating prompts: the organism's synthetic corpus, the Pile, or local files.
 
-``load_corpus`` returns a plain list of documents (strings). The organism's corpus is generated on the fly
-from a fixed seed (so it needs no download and is identical on every machine) and has a held-out ``test``
-split, as the paper explains on pile-10k and scores on separate Pile test documents (paper-method §2.2).
+``load_corpus`` returns a plain list of documents (strings). The paper explains heads on pile-10k and scores
+the explanations on separate, held-out Pile test documents (paper-method §2.2); each corpus here has both:
+
+* ``organism``: generated on the fly from a fixed seed (no download, identical on every machine), with a
+  held-out ``test`` split from a different seed stream;
+* ``pile-10k``: its ``train`` split is ``NeelNanda/pile-10k`` (the paper's); pile-10k has no test split, so
+  ``test`` streams the first documents of the Pile's test split from ``monology/pile-uncopyrighted`` (the
+  Pile without its copyrighted subsets: close to, not identical with, the paper's first 10k Pile test
+  documents, which were never released).
 """
 
 from __future__ import annotations
@@ -12,16 +18,30 @@ from pathlib import Path
 from ctx_utils.models import HubUnreachableError, hub_reachable
 
 PILE_10K = "NeelNanda/pile-10k"
+PILE_TEST = "monology/pile-uncopyrighted"
+PILE_TEST_DOCS = 10_000  # the paper's test set size
 SPLITS = ("train", "test")
+# Documents scanned by default (notebook 02, every notebook that recomputes step 2, and the held-out documents
+# of notebooks 05–06). On the organism, 600 documents hold ~15 local and ~30 topic prompts per planted neuron,
+# so its top 30 mixes both contexts; with several thousand, one context crowds the other out (README).
+SCAN_DOCS = 600
+
+
+def corpus_for(model_name: str, corpus: str = "auto") -> str:
+    """The corpus to read: ``corpus`` itself, or for ``auto`` the organism's for the organism and pile-10k else."""
+    if corpus != "auto":
+        return corpus
+    return "organism" if model_name == "organism" else "pile-10k"
 
 
 def load_corpus(name: str = "organism", split: str = "train", max_docs: int | None = None) -> list[str]:
     """Documents of a corpus.
 
-    ``name``: ``organism`` (synthetic, seeded; splits ``train`` and ``test``), ``pile-10k`` (the paper's
-    training split, through ``datasets``; needs the hub or its cache), or a path to a ``.txt`` file (one
-    document per blank-line-separated paragraph), a ``.jsonl`` file (a ``text`` field per line) or a folder
-    of ``.txt`` files (one document each). ``max_docs`` keeps the first documents only.
+    ``name``: ``organism`` (synthetic, seeded; splits ``train`` and ``test``), ``pile-10k`` (``train``: the
+    paper's pile-10k, needs the hub or its cache; ``test``: the first ``max_docs`` (default 10,000) Pile test
+    documents, streamed, needs the hub), or a path to a ``.txt`` file (one document per blank-line-separated
+    paragraph), a ``.jsonl`` file (a ``text`` field per line) or a folder of ``.txt`` files (one document each;
+    a local source has no splits: the same documents for both). ``max_docs`` keeps the first documents only.
     """
     if split not in SPLITS:
         raise ValueError(f"Unknown split {split!r}: choose one of {SPLITS}.")
@@ -30,7 +50,7 @@ def load_corpus(name: str = "organism", split: str = "train", max_docs: int | No
 
         docs = generate_corpus(split)
     elif name == "pile-10k":
-        docs = _load_pile_10k(split)
+        docs = _load_pile_10k() if split == "train" else _load_pile_test(max_docs or PILE_TEST_DOCS)
     elif Path(name).expanduser().exists():
         docs = _load_local(Path(name).expanduser())
     else:
@@ -43,12 +63,7 @@ def load_corpus(name: str = "organism", split: str = "train", max_docs: int | No
     return docs
 
 
-def _load_pile_10k(split: str) -> list[str]:
-    if split != "train":
-        raise ValueError(
-            "pile-10k has only a train split. The paper's test split (the first 10k Pile test documents) was "
-            "never released; use the organism's test split, or a local file of held-out documents."
-        )
+def _load_pile_10k() -> list[str]:
     import datasets
 
     try:
@@ -61,6 +76,24 @@ def _load_pile_10k(split: str) -> list[str]:
             ) from None
         raise RuntimeError(f"Loading {PILE_10K} failed: {err}") from err
     return list(ds["text"])
+
+
+def _load_pile_test(n_docs: int) -> list[str]:
+    """The first ``n_docs`` documents of the Pile's test split, streamed (only what is read is downloaded)."""
+    import itertools
+
+    if not hub_reachable():  # streaming has no cache: fail in seconds, not after the client's retries
+        raise HubUnreachableError(
+            f"Cannot stream the Pile test split ({PILE_TEST}): the Hugging Face hub is unreachable. Use the "
+            "'organism' corpus offline, or give a local .txt/.jsonl file or folder of held-out documents."
+        )
+    import datasets
+
+    try:
+        stream = datasets.load_dataset(PILE_TEST, split="test", streaming=True)
+        return [row["text"] for row in itertools.islice(stream, n_docs)]
+    except Exception as err:
+        raise RuntimeError(f"Streaming the test split of {PILE_TEST} failed: {err}") from err
 
 
 def _load_local(path: Path) -> list[str]:

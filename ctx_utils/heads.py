@@ -125,11 +125,14 @@ def read_directions(
 ) -> Float[Tensor, "head_layers n_heads d_head"]:
     """Each candidate head's read direction ``W_O[l, h] @ W_in[layer][:, neuron]`` (one d_head vector per head).
 
-    A head's attribution is its ``z`` at the last position dotted with this vector.
+    A head's attribution is its ``z`` at the last position dotted with this vector. The weights are read
+    block by block: ``model.W_in`` and ``model.W_O`` stack every layer's weights anew on each access (for
+    GPT-2 small about 110 MB and 27 MB), far more memory than the attribution itself needs.
     """
-    n_head_layers = layer + int(include_same_layer)
-    w_in: Float[Tensor, "d_model"] = model.W_in[layer][:, neuron]
-    return torch.einsum("lhdm,m->lhd", model.W_O[:n_head_layers], w_in)
+    n_heads, d_head, d_model = model.cfg.n_heads, model.cfg.d_head, model.cfg.d_model
+    w_in: Float[Tensor, "d_model"] = model.blocks[layer].mlp.W_in[:, neuron]
+    w_o = (model.blocks[l].attn.W_O.reshape(n_heads, d_head, d_model) for l in range(layer + int(include_same_layer)))
+    return torch.stack([w @ w_in for w in w_o])
 
 
 @torch.no_grad()
@@ -144,8 +147,9 @@ def head_attributions(
     """Direct attribution of every candidate head to the neuron's pre-activation at each prompt's last token.
 
     Column ``j`` is the flat head ``j`` = head_layer × n_heads + head_index; candidates are the heads of layers
-    ``< layer`` (``≤ layer`` with ``include_same_layer``). Only the needed ``hook_z`` layers are cached and the
-    forward pass stops right after them.
+    ``< layer`` (``≤ layer`` with ``include_same_layer``). Only the needed ``hook_z`` layers are cached, the
+    forward pass stops right after them (no later blocks, no unembedding), and the weights are read per block
+    (:func:`read_directions`): the extra memory is a few activations, not a copy of the model.
     """
     _check_neuron(model, layer, neuron, include_same_layer)
     tokens, last = tokenize_prompts(model, texts)

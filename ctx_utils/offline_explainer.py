@@ -93,13 +93,18 @@ def _strip_token(text: str, token: str) -> str:
     return text[: -len(token)] if token and text.endswith(token) else text
 
 
+def _words(prompt: str) -> list[str]:
+    """The lower-cased words and punctuation marks that features are made of."""
+    return [w.lower() for w in _WORD.findall(prompt)]
+
+
 def prompt_features(prompt: str) -> set[str]:
     """The interpretable yes/no features of one prompt (token already removed).
 
     Keys: ``ends:<last 1-3 words>``, ``near_end:<word>``, ``has:<word>``, ``has:<word pair>``,
     ``starts:<word>`` and ``long:<N>`` (at least N words).
     """
-    words = [w.lower() for w in _WORD.findall(prompt)]
+    words = _words(prompt)
     feats = {f"ends:{' '.join(words[-k:])}" for k in (1, 2, 3) if len(words) >= k}
     feats |= {f"near_end:{w}" for w in words[-NEAR_END:]}
     feats |= {f"has:{w}" for w in words}
@@ -131,18 +136,36 @@ def _check_examples(name: str, texts: Sequence[str]) -> None:
         )
 
 
-def _clean_separator(pos: list[set[str]], neg: list[set[str]]) -> str | None:
+def _clean_separator(pos: list[set[str]], neg: list[set[str]], pos_words: list[list[str]]) -> str | None:
     """A feature found in every active prompt and in no inactive one, if there are enough of both to trust it.
 
     Such a feature is the whole story (a planted marker in the organism, a fixed phrase in real text), and
     the weak cues would only add noise, so the rule becomes that feature alone. Of several, the one with
     the most words is kept ("ends with 'as early'" rather than "'as' is among the last 4 words"): a longer
-    phrase that fits every training prompt is the more telling statement.
+    phrase that fits every training prompt is the more telling statement. Punctuation does not count as a
+    word and loses ties ("contains 'emergency'" rather than "contains '. the'"). Among the rest, "contains"
+    beats the position-bound kinds (it carries over to held-out prompts cut a little differently), and the
+    word found furthest from the end wins: truncation keeps the shortest suffix the neuron needs, so its
+    earliest words are the context looked up ("contains 'license'" rather than "contains 'for'", when the
+    active prompts are also the long ones). ``pos_words``: each active prompt's words, as features see them.
     """
     if len(pos) < MIN_CLEAN or len(neg) < MIN_CLEAN:
         return None
     found = set.intersection(*pos) - set.union(*neg)
-    return min(found, key=lambda f: (-len(f.split()), f)) if found else None
+    return min(found, key=lambda f: _separator_rank(f, pos_words)) if found else None
+
+
+def _separator_rank(feature: str, pos_words: list[list[str]]) -> tuple:
+    """Sort key of a perfect separator, best first (see :func:`_clean_separator`)."""
+    kind, value = feature.split(":", 1)
+    tokens = value.split()
+    n_words = sum(any(c.isalnum() for c in t) for t in tokens)
+    distance = 0.0  # mean number of words from the phrase's first occurrence to the end of the prompt
+    if kind == "has":
+        for words in pos_words:
+            starts = [i for i in range(len(words) - len(tokens) + 1) if words[i : i + len(tokens)] == tokens]
+            distance += (len(words) - starts[0]) / len(pos_words)
+    return (-n_words, n_words < len(tokens), kind != "has", -distance, feature)
 
 
 def _choose_cues(rates: dict[str, tuple[int, int]], n_pos: int, n_neg: int) -> list[Cue]:
@@ -183,7 +206,7 @@ def explain_offline(positive: Sequence[str], negative: Sequence[str], token: str
     c_pos, c_neg = Counter(f for s in pos for f in s), Counter(f for s in neg for f in s)
     rates = {f: (c_pos[f], c_neg[f]) for f in sorted(c_pos | c_neg) if c_pos[f] + c_neg[f] >= MIN_PROMPTS}
 
-    separator = _clean_separator(pos, neg)
+    separator = _clean_separator(pos, neg, [_words(_strip_token(p, token)) for p in positive])
     if separator:  # score +1 with the feature, -1 without it
         text = f"Active (before {token!r}) exactly when {describe_feature(separator)} ({n_pos}/{n_pos} active vs 0/{n_neg} inactive)."
         return OfflineExplanation(text, token, bias=-1.0, weights={separator: 2.0}, cues=[Cue(separator, n_pos, 0)],

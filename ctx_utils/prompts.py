@@ -9,24 +9,49 @@ Three stages (paper-method §2.3):
    blocks, no unembedding), which is why the scan beats a plain forward pass.
 2. **Truncate** (:func:`truncate`): the shortest suffix of the document, ending at the max-activating token,
    on which the neuron still reaches more than ``ratio`` (80 %) of its document maximum.
-3. **Filter** (:func:`find_activating_prompts`): drop prompts of ``max_tokens`` (100) tokens or more, drop
-   repeated texts, keep the first ``keep`` (20) in activation order.
+3. **Filter** (:func:`find_activating_prompts`): drop prompts of ``max_tokens`` (100) tokens or more, keep
+   the first ``keep`` (20) in activation order. Texts are not de-duplicated: each prompt is a different
+   document's cut.
 
 Tokenisation, decided once for the whole kit: every sequence is ``[BOS] + tokens``, as
 ``model.to_tokens`` does and as the head attribution of step 3 does. The authors searched the cut *without*
 BOS and then attributed on the decoded text *with* BOS and newlines replaced by spaces, so the tokens could
 differ (paper-method §7, pitfalls 4 and 5). Here each candidate cut is turned into exactly the text that
 step 3 will read (decoded, newlines → spaces), re-tokenised with BOS, and *that* activation is measured
-and stored. The candidates are evaluated shortest first, many per batched forward, so the first that passes
-is the shortest one — exact, with no binary search and no monotonicity assumption.
+and stored.
+
+The search for the cut runs in rounds, for all neurons' top documents at once: each round puts every
+unfinished document's next few candidates through one batched forward. Candidates are suffix lengths in
+document tokens; ``lo`` is the longest known to fail, ``hi`` the shortest known to pass:
+
+a. the :data:`WINDOW` (2) shortest cuts: the first that passes is the answer, exactly (short prompts are
+   the common case);
+b. otherwise the two longest (back to BOS, or ``max_tokens - 1`` tokens, and one token less): if the
+   longest fails no cut passes, if only the longest passes it is the answer (a model that needs the whole
+   context, like a randomly initialised one, is done here);
+c. otherwise :data:`WINDOW` lengths spread evenly over ``(lo, hi)``, round after round, until
+   ``lo + 1 == hi``.
+
+Beyond (a) this assumes, as the authors' binary search for the latest start does, that the activation falls
+as the prompt shortens: the passing cuts are all those from some length on. Where that holds the answer is
+the shortest passing cut; where it does not, it is a passing cut whose one-token-shorter cut fails, but a
+shorter one may pass too (tests/test_prompts.py checks both against brute force). Trying every length
+shortest first needs no assumption but costs O(n²) tokens when the answer is long (benchmarks/bench.py).
+Two savings leave the values unchanged: a candidate that begins another of the same document and start
+(another neuron's cut, ending later) is read from that one's forward, as causal attention allows; and the
+whole prefix is not run again when its activation is known (the scan's maximum, or :func:`truncate`'s
+default target).
 """
 
 from __future__ import annotations
 
 import warnings
+from collections import defaultdict
 from collections.abc import Iterator
+from dataclasses import dataclass, field
 
 import torch
+from jaxtyping import Float
 from torch import Tensor
 from tqdm.auto import tqdm
 
@@ -74,11 +99,8 @@ def pad(seqs: list[list[int]], pad_id: int) -> tuple[Tensor, Tensor]:
     pads after it; the mask marks which positions to ignore when reading activations.
     """
     width = max(len(s) for s in seqs)
-    tokens = torch.full((len(seqs), width), pad_id, dtype=torch.long)
-    mask = torch.zeros((len(seqs), width), dtype=torch.long)
-    for i, s in enumerate(seqs):
-        tokens[i, : len(s)] = torch.tensor(s)
-        mask[i, : len(s)] = 1
+    tokens = torch.tensor([s + [pad_id] * (width - len(s)) for s in seqs], dtype=torch.long)
+    mask = (torch.arange(width) < torch.tensor([len(s) for s in seqs])[:, None]).long()
     return tokens, mask
 
 
@@ -123,8 +145,9 @@ def neuron_post(model, seqs: list[list[int]], columns: dict[int, Tensor]) -> tup
     (``ln2.hook_normalized``; LayerNorm is folded into ``W_in`` in compatibility mode) and only the chosen
     neurons are computed, ``act(x @ W_in[:, columns] + b_in[columns])`` — a few dot products instead of the
     whole MLP, its output projection and everything after. Earlier layers' MLPs must run anyway (later
-    layers read them), so their ``hook_post`` is cached and sliced. Falls back to :func:`mlp_post` for an
-    activation function it does not know (a test checks both paths agree).
+    layers read them); their ``hook_post`` is sliced to the chosen neurons as it passes, so no
+    ``[batch, pos, d_mlp]`` tensor is kept. Falls back to :func:`mlp_post` for an activation function it
+    does not know (a test checks both paths agree).
     """
     last = max(columns)
     act = ACTIVATIONS.get(model.cfg.act_fn)
@@ -132,27 +155,30 @@ def neuron_post(model, seqs: list[list[int]], columns: dict[int, Tensor]) -> tup
         acts, mask = mlp_post(model, seqs, sorted(columns))
         return {layer: acts[layer][..., cols] for layer, cols in columns.items()}, mask
     tokens, mask = pad(seqs, model.tokenizer.pad_token_id or 0)
-    cache: dict[str, Tensor] = {}
+    out: dict[int, Tensor] = {}
 
-    def keep(tensor: Tensor, hook) -> Tensor:
-        cache[hook.name] = tensor
-        return tensor
+    def keep_columns(layer: int):
+        def hook(tensor: Float[Tensor, "batch pos d_mlp"], hook) -> Tensor:
+            out[layer] = tensor[..., columns[layer].to(tensor.device)].float()
+            return tensor
 
-    def keep_and_stop(tensor: Tensor, hook) -> None:
-        cache[hook.name] = tensor
+        return hook
+
+    def keep_and_stop(tensor: Float[Tensor, "batch pos d_model"], hook) -> None:
+        out[last] = tensor
         raise _StopForward
 
-    hooks = [(hook_name(layer), keep) for layer in columns if layer != last]
+    hooks = [(hook_name(layer), keep_columns(layer)) for layer in columns if layer != last]
     hooks.append((f"blocks.{last}.ln2.hook_normalized", keep_and_stop))
     try:
         with model.hooks(fwd_hooks=hooks):
             model(tokens.to(model.cfg.device), return_type=None)
     except _StopForward:
         pass
-    out = {layer: cache[hook_name(layer)][..., columns[layer]].float() for layer in columns if layer != last}
-    x = cache[f"blocks.{last}.ln2.hook_normalized"]  # [batch, pos, d_model]
+    x = out[last]  # the last layer's normalised MLP input
     cols = columns[last].to(x.device)
-    out[last] = act(x @ model.W_in[last][:, cols] + model.b_in[last][cols]).float()
+    mlp = model.blocks[last].mlp  # not model.W_in: that stacks every layer's weights on each access
+    out[last] = act(x @ mlp.W_in[:, cols] + mlp.b_in[cols]).float()
     return out, mask
 
 
@@ -161,6 +187,26 @@ def batches_by_length(seqs: list[list[int]], batch_size: int) -> Iterator[list[i
     order = sorted(range(len(seqs)), key=lambda i: len(seqs[i]))
     for start in range(0, len(order), batch_size):
         yield order[start : start + batch_size]
+
+
+#: What one more forward costs, counted in padded tokens (:func:`_batches_by_padding`).
+FORWARD_COST_TOKENS = 64
+
+
+def _batches_by_padding(seqs: list[list[int]], batch_size: int) -> Iterator[list[int]]:
+    """Like :func:`batches_by_length`, for sequences of very different lengths (candidate cuts): a batch also
+    ends where taking the next, longer sequence would pad its rows by more than :data:`FORWARD_COST_TOKENS`."""
+    order = sorted(range(len(seqs)), key=lambda i: len(seqs[i]))
+    batch: list[int] = []
+    tokens = 0  # real tokens in the batch
+    for i in order:
+        if batch and (len(batch) == batch_size or len(batch) * len(seqs[i]) - tokens > FORWARD_COST_TOKENS):
+            yield batch
+            batch, tokens = [], 0
+        batch.append(i)
+        tokens += len(seqs[i])
+    if batch:
+        yield batch
 
 
 def check_corpus(docs: list[str]) -> None:
@@ -219,8 +265,8 @@ def scan_top_documents(
     result, silent = {}, []
     for row, key in enumerate(keys):
         entries = [
-            {"doc": int(d), "activation": float(a), "position": int(p)}
-            for a, d, p in zip(best_act[row], best_doc[row], best_pos[row])
+            {"doc": d, "activation": a, "position": p}
+            for a, d, p in zip(best_act[row].tolist(), best_doc[row].tolist(), best_pos[row].tolist())
             if a > 0
         ]
         result[key] = entries
@@ -291,6 +337,12 @@ def token_activations(model, text: str, layer: int, neuron: int) -> tuple[list[s
     return [model.tokenizer.decode([t]) for t in seq[1:]], acts[layer][0, 1:, neuron].cpu()
 
 
+#: Candidate cuts per document per round of the truncation search (module docstring).
+WINDOW = 2
+#: Candidate cuts per batched forward at most.
+CUT_BATCH = 128
+
+
 def prompt_text(model, doc_tokens: list[int], start: int, position: int) -> str:
     """The prompt for a cut: ``doc_tokens[start : position + 1]`` decoded, newlines replaced by spaces."""
     return model.tokenizer.decode(doc_tokens[start : position + 1]).replace("\n", " ")
@@ -305,15 +357,16 @@ def truncate(
     ratio: float = 0.8,
     max_tokens: int | None = None,
     target: float | None = None,
-    window: int = 8,
-    batch_size: int = 128,
+    window: int = WINDOW,
+    batch_size: int = CUT_BATCH,
 ) -> dict:
     """The shortest suffix ending at ``position`` on which the neuron keeps more than ``ratio`` of its activation.
 
     ``doc_tokens_or_text``: the document as text, or as the token ids from :func:`tokenize` (BOS first);
     ``position`` indexes those tokens (as :func:`scan_top_documents` returns it). ``target`` is the
     activation to keep a ``ratio`` of; by default the activation at ``position`` in the full document.
-    The search itself is :func:`truncate_many`'s, for one document.
+    The search is :func:`truncate_many`'s: exact up to ``window`` tokens, beyond that under the paper's
+    assumption that the activation falls as the prompt shortens (module docstring).
 
     Returns ``{"text", "activation", "n_tokens", "start", "passed"}``: ``n_tokens`` counts the prompt's
     tokens without BOS; ``passed`` is False when no candidate kept enough (then the longest one tried is
@@ -323,9 +376,12 @@ def truncate(
     doc = tokenize(model, [doc_tokens_or_text])[0] if isinstance(doc_tokens_or_text, str) else list(doc_tokens_or_text)
     if not 1 <= position < len(doc):
         raise ValueError(f"position {position} is outside the document's tokens 1..{len(doc) - 1} (0 is BOS).")
+    whole = None  # the whole prefix's activation, when measured here
     if target is None:
-        target = float(last_token_activations(model, [doc[: position + 1]], layer, neuron)[0])
-    return truncate_many(model, [doc], layer, neuron, [position], [target], ratio, max_tokens, window, batch_size)[0]
+        target = whole = float(last_token_activations(model, [doc[: position + 1]], layer, neuron)[0])
+    cut = _Cut(doc, 0, layer, neuron, position, target, _longest(position, max_tokens), whole)
+    _search_cuts(model, [cut], ratio, window, batch_size)
+    return cut.result()
 
 
 def truncate_many(
@@ -337,48 +393,174 @@ def truncate_many(
     targets: list[float],
     ratio: float = 0.8,
     max_tokens: int | None = None,
-    window: int = 8,
-    batch_size: int = 128,
+    window: int = WINDOW,
+    batch_size: int = CUT_BATCH,
 ) -> list[dict]:
-    """:func:`truncate` for several documents of one neuron at once, sharing batched forwards.
+    """:func:`truncate` for several documents (token ids, BOS first) of one neuron at once.
 
-    Each candidate suffix ``doc[start : position + 1]`` is decoded to text (newlines → spaces),
+    Each candidate cut ``doc[start : position + 1]`` is decoded to text (newlines → spaces),
     re-tokenised with BOS and run; the activation at its last token is what counts (and what step 3 will
-    see). In each round every unfinished document offers its next ``window`` suffix lengths, shortest first,
-    and all of them go through the model together (the window doubles each round); a document is done at
-    its first passing length, which is therefore its shortest. Lengths stop at ``max_tokens - 1`` document
-    tokens when ``max_tokens`` is given.
+    see). The searches run in rounds, every unfinished document's next candidates in one batched forward:
+    the ``window`` shortest cuts, then the two longest, then ``window`` lengths spread evenly between the
+    longest that failed and the shortest that passed (module docstring). Lengths stop at ``max_tokens - 1``
+    document tokens when ``max_tokens`` is given.
     """
-    for position, target in zip(positions, targets):
-        if target <= 0:
+    cuts = [
+        _Cut(doc, i, layer, neuron, position, target, _longest(position, max_tokens))
+        for i, (doc, position, target) in enumerate(zip(docs, positions, targets))
+    ]
+    _search_cuts(model, cuts, ratio, window, batch_size)
+    return [cut.result() for cut in cuts]
+
+
+def _longest(position: int, max_tokens: int | None) -> int:
+    """The longest cut to search, in document tokens: back to BOS, or ``max_tokens - 1`` (the paper drops longer)."""
+    if max_tokens is not None and max_tokens < 2:
+        raise ValueError(f"max_tokens must be at least 2 (a prompt of at least one token), got {max_tokens}.")
+    return position if max_tokens is None else min(position, max_tokens - 1)
+
+
+@dataclass
+class _Cut:
+    """One truncation search over the suffixes of ``doc`` that end at ``position``, by length in document tokens.
+
+    ``key`` names the document: cuts with the same key and start may share a forward. ``whole`` is the
+    whole prefix's activation (``doc[: position + 1]``) when it is already measured (the scan's, or
+    :func:`truncate`'s default target), so that cut is not run again. ``lo`` is the longest length known
+    to fail (0: none yet), ``hi`` the shortest known to pass (None: none yet); ``tried`` maps each length
+    tried to its result.
+    """
+
+    doc: list[int]
+    key: int
+    layer: int
+    neuron: int
+    position: int
+    target: float
+    longest: int
+    whole: float | None = None
+    lo: int = 0
+    hi: int | None = None
+    tried: dict[int, dict] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if self.target <= 0:
             raise ValueError(
-                f"Neuron {layer}.{neuron} has activation {target:.3g} <= 0 at position {position}: "
-                "there is nothing to keep 80 % of. Pick a position where the neuron fires."
+                f"Neuron {self.layer}.{self.neuron} has activation {self.target:.3g} <= 0 at position "
+                f"{self.position}: there is nothing to keep 80 % of. Pick a position where the neuron fires."
             )
+
+    @property
+    def done(self) -> bool:
+        """``lo`` and ``hi`` are adjacent (``hi`` is the answer), or no length up to ``longest`` passes."""
+        return self.lo + 1 == self.hi or (self.hi is None and self.lo >= self.longest)
+
+    def next_lengths(self, window: int) -> list[int]:
+        """This round's lengths: the ``window`` shortest; then the two longest; then ``window`` inside (lo, hi)."""
+        if not self.tried:
+            return list(range(1, min(window, self.longest) + 1))
+        if self.hi is None:
+            return [n for n in (self.longest - 1, self.longest) if n > self.lo]
+        if self.hi - self.lo - 1 <= window:
+            return list(range(self.lo + 1, self.hi))
+        step = (self.hi - self.lo) / (window + 1)  # > 1: the lengths are distinct and strictly inside (lo, hi)
+        return [self.lo + round(i * step) for i in range(1, window + 1)]
+
+    def narrow(self, lengths: list[int]) -> None:
+        """After a round: ``hi`` = the shortest of ``lengths`` that passed, ``lo`` = the longest failed below it."""
+        for n in sorted(lengths):
+            if self.tried[n]["passed"]:
+                self.hi = n
+                return
+            self.lo = n
+
+    def known(self, seq: list[int]) -> float | None:
+        """The activation of ``seq`` if it is the whole prefix and that was measured already, else None."""
+        return self.whole if self.whole is not None and seq == self.doc[: self.position + 1] else None
+
+    def result(self) -> dict:
+        """The shortest passing cut found, else the longest cut tried (``passed`` False)."""
+        return self.tried[self.hi] if self.hi is not None else self.tried[max(self.tried)]
+
+
+def _search_cuts(model, cuts: list[_Cut], ratio: float, window: int, batch_size: int, progress: bool = False) -> None:
+    """Run the searches of ``cuts`` (of any neurons) together: each round's candidates of all of them in one go."""
+    if window < 1:
+        raise ValueError(f"window must be at least 1, got {window}.")
     bos = model.tokenizer.bos_token_id
-    longest = [p if max_tokens is None else min(p, max_tokens - 1) for p in positions]
-    results: list[dict | None] = [None] * len(docs)
-    first = 1
-    while first <= max(longest):
-        jobs = [  # (document, suffix length) pairs tried in this round
-            (i, n)
-            for i in range(len(docs))
-            if results[i] is None or not results[i]["passed"]
-            for n in range(first, min(first + window, longest[i] + 1))
-        ]
-        if not jobs:
-            break
-        first, window = first + window, 2 * window  # most prompts are short: small first window, then grow
-        texts = [prompt_text(model, docs[i], positions[i] + 1 - n, positions[i]) for i, n in jobs]
-        seqs = [[bos, *ids] for ids in model.tokenizer(texts, add_special_tokens=False)["input_ids"]]
-        acts = last_token_activations(model, seqs, layer, neuron, batch_size).tolist()
-        for (i, n), text, seq, act in zip(jobs, texts, seqs, acts):
-            if results[i] is not None and results[i]["passed"]:
-                continue  # a shorter suffix of this document already passed in this round
-            start = positions[i] + 1 - n
-            passed = act > ratio * targets[i]
-            results[i] = {"text": text, "activation": act, "n_tokens": len(seq) - 1, "start": start, "passed": passed}
-    return results
+    live = list(cuts)
+    with tqdm(total=len(cuts), desc="truncate", disable=not progress) as bar:
+        while live:
+            plan = [(cut, cut.next_lengths(window)) for cut in live]
+            jobs = [(cut, cut.position + 1 - n) for cut, lengths in plan for n in lengths]  # (cut, start)
+            texts = [prompt_text(model, cut.doc, start, cut.position) for cut, start in jobs]
+            seqs = [[bos, *ids] for ids in model.tokenizer(texts, add_special_tokens=False)["input_ids"]]
+            acts = _round_activations(model, jobs, seqs, batch_size)
+            for (cut, start), text, seq, act in zip(jobs, texts, seqs, acts):
+                cut.tried[cut.position + 1 - start] = {
+                    "text": text, "activation": act, "n_tokens": len(seq) - 1, "start": start,
+                    "passed": act > ratio * cut.target,
+                }
+            for cut, lengths in plan:
+                cut.narrow(lengths)
+            bar.update(sum(cut.done for cut in live))
+            live = [cut for cut in live if not cut.done]
+
+
+def _round_activations(model, jobs: list[tuple[_Cut, int]], seqs: list[list[int]], batch_size: int) -> list[float]:
+    """Each candidate's activation (``jobs``: ``(cut, start)``, ``seqs``: their tokens): the known one for a
+    whole prefix, else measured, candidates that begin another of the same document and start sharing its run."""
+    acts = [cut.known(seq) for (cut, _), seq in zip(jobs, seqs)]
+    run = [i for i, act in enumerate(acts) if act is None]
+    keys = [(jobs[i][0].key, jobs[i][1]) for i in run]
+    neurons = [(jobs[i][0].layer, jobs[i][0].neuron) for i in run]
+    for i, act in zip(run, _shared_last_token_activations(model, [seqs[i] for i in run], keys, neurons, batch_size)):
+        acts[i] = act
+    return acts
+
+
+def _merge_prefixes(seqs: list[list[int]], keys: list[tuple]) -> tuple[list[list[int]], list[int]]:
+    """The sequences to run, and for each of ``seqs`` the run it begins: a sequence that begins a longer one
+    with the same key is read from that one's forward instead of being run (causal attention: same values)."""
+    runs: list[list[int]] = []
+    run_of = [0] * len(seqs)
+    by_key: dict[tuple, list[int]] = defaultdict(list)
+    for i in sorted(range(len(seqs)), key=lambda i: -len(seqs[i])):
+        n = len(seqs[i])
+        run = next((r for r in by_key[keys[i]] if runs[r][:n] == seqs[i]), None)
+        if run is None:
+            run = len(runs)
+            runs.append(seqs[i])
+            by_key[keys[i]].append(run)
+        run_of[i] = run
+    return runs, run_of
+
+
+@torch.no_grad()
+def _shared_last_token_activations(
+    model, seqs: list[list[int]], keys: list[tuple], neurons: list[tuple[int, int]], batch_size: int
+) -> list[float]:
+    """Neuron ``neurons[i]`` = ``(layer, neuron)`` at the last token of ``seqs[i]``, for every ``i``.
+
+    Sequences that begin a longer one with the same key (the same document cut at the same start, for a
+    neuron that fires later in it) share its forward (:func:`_merge_prefixes`). All runs go through the
+    same forwards, which compute every needed neuron and stop after the deepest needed layer.
+    """
+    runs, run_of = _merge_prefixes(seqs, keys)
+    needed = sorted(set(neurons))
+    columns = {layer: torch.tensor([n for l, n in needed if l == layer]) for layer in {l for l, _ in needed}}
+    column_of = {pair: j for layer, cols in columns.items() for j, pair in enumerate((layer, int(n)) for n in cols)}
+    reads: dict[int, list[int]] = defaultdict(list)  # run → indices of the seqs read from it
+    for i, run in enumerate(run_of):
+        reads[run].append(i)
+    out = [0.0] * len(seqs)
+    for index in _batches_by_padding(runs, batch_size):
+        acts, _ = neuron_post(model, [runs[run] for run in index], columns)
+        for row, run in enumerate(index):
+            for i in reads[run]:
+                layer, neuron = neurons[i]
+                out[i] = float(acts[layer][row, len(seqs[i]) - 1, column_of[layer, neuron]])
+    return out
 
 
 def find_activating_prompts(
@@ -396,8 +578,10 @@ def find_activating_prompts(
     """The paper's prompts per neuron: scan, truncate each top document, filter, keep the first ``keep``.
 
     ``top`` is a finished :func:`scan_top_documents` result (scanned here when not given). A truncated
-    prompt is kept when it keeps more than ``ratio`` of the document's maximum, has fewer than
-    ``max_tokens`` tokens (the paper drops ≥ 100) and its text is not already kept for that neuron.
+    prompt is kept when it keeps more than ``ratio`` of the document's maximum and has fewer than
+    ``max_tokens`` tokens (the paper drops ≥ 100). All neurons' documents are truncated together
+    (:func:`truncate_many`'s search, one batched forward per round for all of them), so a document in
+    several neurons' top lists is tokenised once and cuts they share are run once.
 
     Returns ``{"<layer>.<neuron>": [{"text", "activation", "n_tokens", "doc", "position",
     "doc_activation"}, ...]}`` in the order of the documents' activations; ``text`` ends on the token
@@ -407,33 +591,49 @@ def find_activating_prompts(
     if top is None:
         top = scan_top_documents(model, docs, neurons, k=k, batch_size=batch_size, progress=progress)
     check_corpus(docs)
-    result = {}
-    for n in tqdm(neurons, desc="truncate", disable=not progress):
+    keys = [neuron_key(n["layer"], n["neuron"]) for n in neurons]
+    entries = {key: top.get(key, [])[:k] for key in keys}
+    cuts = _top_document_cuts(model, docs, neurons, entries, max_tokens)
+    _search_cuts(model, [cut for key_cuts in cuts.values() for cut in key_cuts], ratio, WINDOW, CUT_BATCH, progress)
+    return {key: _kept_prompts(entries[key], [cut.result() for cut in cuts[key]], max_tokens, keep) for key in entries}
+
+
+def _top_document_cuts(
+    model, docs: list[str], neurons: list[dict], entries: dict[str, list[dict]], max_tokens: int
+) -> dict[str, list[_Cut]]:
+    """A truncation search per top document of each neuron; each document is tokenised once.
+
+    The scan's activation is the whole prefix's (causal attention), so that cut is never run again.
+    """
+    needed = sorted({e["doc"] for neuron_entries in entries.values() for e in neuron_entries})
+    doc_tokens = dict(zip(needed, tokenize(model, [docs[d] for d in needed], warn_long=False)))
+    cuts = {}
+    for n in neurons:
         key = neuron_key(n["layer"], n["neuron"])
-        entries = top.get(key, [])[:k]
-        doc_tokens = tokenize(model, [docs[e["doc"]] for e in entries], warn_long=False)
-        positions, targets = [e["position"] for e in entries], [e["activation"] for e in entries]
-        cuts = (
-            truncate_many(model, doc_tokens, n["layer"], n["neuron"], positions, targets, ratio, max_tokens)
-            if entries
-            else []
+        cuts[key] = [
+            _Cut(doc_tokens[e["doc"]], e["doc"], n["layer"], n["neuron"], e["position"], e["activation"],
+                 _longest(e["position"], max_tokens), whole=e["activation"])
+            for e in entries[key]
+        ]
+    return cuts
+
+
+def _kept_prompts(entries: list[dict], cuts: list[dict], max_tokens: int, keep: int) -> list[dict]:
+    """The first ``keep`` cuts that passed and have fewer than ``max_tokens`` tokens, with their document's entry."""
+    kept = []
+    for entry, cut in zip(entries, cuts):
+        if not cut["passed"] or cut["n_tokens"] >= max_tokens:
+            continue
+        kept.append(
+            {
+                "text": cut["text"],
+                "activation": cut["activation"],
+                "n_tokens": cut["n_tokens"],
+                "doc": entry["doc"],
+                "position": entry["position"],
+                "doc_activation": entry["activation"],
+            }
         )
-        kept, seen = [], set()
-        for entry, cut in zip(entries, cuts):
-            if not cut["passed"] or cut["n_tokens"] >= max_tokens or cut["text"] in seen:
-                continue
-            seen.add(cut["text"])
-            kept.append(
-                {
-                    "text": cut["text"],
-                    "activation": cut["activation"],
-                    "n_tokens": cut["n_tokens"],
-                    "doc": entry["doc"],
-                    "position": entry["position"],
-                    "doc_activation": entry["activation"],
-                }
-            )
-            if len(kept) == keep:
-                break
-        result[key] = kept
-    return result
+        if len(kept) == keep:
+            break
+    return kept

@@ -344,15 +344,15 @@ def attention_head(model: Any, text: str, layer: int, head: int) -> CircuitsView
     """Run ``model`` on ``text`` (with BOS) and show head ``layer``.``head``'s attention pattern."""
     n_layers, n_heads = model.cfg.n_layers, model.cfg.n_heads
     if not (0 <= layer < n_layers and 0 <= head < n_heads):
-        raise ValueError(f"No head L{layer}H{head}: this model has layers 0–{n_layers - 1}, heads 0–{n_heads - 1}.")
+        raise ValueError(f"No head L{layer}.H{head}: this model has layers 0–{n_layers - 1}, heads 0–{n_heads - 1}.")
     pattern = _layer_pattern(model, text, layer)[head]  # [dest, src]
-    return attention_patterns(model.to_str_tokens(text), pattern, [f"L{layer}H{head}"])
+    return attention_patterns(model.to_str_tokens(text), pattern, [f"L{layer}.H{head}"])
 
 
 def attention_layer(model: Any, text: str, layer: int) -> CircuitsView:
     """Run ``model`` on ``text`` (with BOS) and show the attention patterns of every head of ``layer``."""
     pattern = _layer_pattern(model, text, layer)
-    names = [f"L{layer}H{h}" for h in range(pattern.shape[0])]
+    names = [f"L{layer}.H{h}" for h in range(pattern.shape[0])]
     return attention_patterns(model.to_str_tokens(text), pattern, names)
 
 

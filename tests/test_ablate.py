@@ -143,10 +143,6 @@ def organism():
     return load_model(str(ORGANISM_DIR), device="cpu")
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "the shipped organism spreads each context over several layer-0 heads, so ablating any single head leaves "
-    "the context's top-1 accuracy high (notebook 06 shows the table). Strict: once the organism has one head per "
-    "context this XPASSes and fails, so remove this marker then."))
 def test_ablating_a_context_head_removes_only_that_context(organism):
     """Attribution picks each planted context's head; ablation must then remove that context, and only it."""
     from ctx_utils.heads import head_attributions
@@ -161,6 +157,7 @@ def test_ablating_a_context_head_removes_only_that_context(organism):
         for context in planted["contexts"]:
             attr = head_attributions(organism, context["examples"], layer, neuron)  # [n_examples, layer * n_heads]
             head = divmod(int(attr.mean(0).argmax()), organism.cfg.n_heads)
+            assert head == (context["head_layer"], context["head_index"]), f"{context['name']}: attribution picked {head}"
             for name, (other_token, examples) in contexts.items():
                 rows = ablate.top1_accuracy(organism, {name: examples}, other_token, [head])
                 before, after = rows[0]["top1_accuracy"], rows[1]["top1_accuracy"]

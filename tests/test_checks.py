@@ -98,10 +98,10 @@ def test_truncation_mistakes_are_named(tiny_model, wrong, message):
         checks.check_truncation(wrong, tiny_model, "the cat sat on the mat")
 
 
-def test_truncation_checks_the_real_document_against_prompts_truncate(tiny_model):
+def test_truncation_checks_the_real_document(tiny_model):
     """A rule right on the hand-made cases but wrong on the real document is caught there.
 
-    The whole document always keeps its own activation, so prompts.truncate never answers None on it.
+    The whole document always keeps its own activation, so some suffix always passes on it.
     """
     calls = []
 
@@ -109,7 +109,7 @@ def test_truncation_checks_the_real_document_against_prompts_truncate(tiny_model
         calls.append(len(suffix_acts))
         return shortest_right(suffix_acts, target, ratio) if len(calls) <= len(checks.TRUNCATION_CASES) else None
 
-    with pytest.raises(AssertionError, match=r"On the real document, neuron L1\.N\d+ .*prompts\.truncate keeps the last \d+ tokens .*your rule says None"):
+    with pytest.raises(AssertionError, match=r"On the real document, neuron L1\.N\d+ .*shortest suffix that passes is the last \d+ tokens .*your rule says None"):
         checks.check_truncation(right_then_none, tiny_model, "the cat sat on the mat")
 
 
@@ -326,3 +326,9 @@ def test_ablation_hook_mistakes_are_named(tiny_model, wrong, message):
 def test_ablation_hook_with_an_unknown_hook_name(tiny_model):
     with pytest.raises(AssertionError, match=r"no hook named 'blocks\.0\.attn\.hook_values'.*hook_v"):
         checks.check_ablation_hook(lambda l, h: ("blocks.0.attn.hook_values", hook_right(l, h)[1]), tiny_model, TEXTS, 0, 1)
+
+
+def test_ablation_hook_on_prompts_shorter_than_the_head_index(tiny_model, capsys):
+    """A head index past the prompt length (head 3 of a 2-token prompt) must not crash the mistake search."""
+    checks.check_ablation_hook(hook_right, tiny_model, ["cat", "the mat"], layer=0, head_index=3)
+    assert "✓ check_ablation_hook passed: 2 prompts" in capsys.readouterr().out

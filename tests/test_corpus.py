@@ -46,5 +46,30 @@ def test_pile_offline_fails_clearly(monkeypatch):
     monkeypatch.setattr(corpus, "hub_reachable", lambda: False)
     with pytest.raises(HubUnreachableError, match="organism"):
         load_corpus("pile-10k")
-    with pytest.raises(ValueError, match="test split"):
+    with pytest.raises(HubUnreachableError, match="held-out documents"):
         load_corpus("pile-10k", split="test")
+
+
+def test_pile_test_split_streams_the_first_documents(monkeypatch):
+    """Online, pile-10k's test split is the start of the Pile's test split, streamed: only what is read."""
+    import datasets
+
+    calls, read = [], []
+
+    def fake_stream(name, split, streaming):
+        calls.append((name, split, streaming))
+        for i in range(10**6):
+            read.append(i)
+            yield {"text": f"held-out document {i}"}
+
+    monkeypatch.setattr(datasets, "load_dataset", fake_stream)
+    monkeypatch.setattr(corpus, "hub_reachable", lambda: True)
+    docs = load_corpus("pile-10k", split="test", max_docs=3)
+    assert docs == ["held-out document 0", "held-out document 1", "held-out document 2"]
+    assert calls == [(corpus.PILE_TEST, "test", True)] and len(read) == 3
+
+
+def test_auto_corpus_follows_the_model():
+    assert corpus.corpus_for("organism") == "organism"
+    assert corpus.corpus_for("gpt2-small") == "pile-10k"
+    assert corpus.corpus_for("gpt2-small", "my/held-out.txt") == "my/held-out.txt"

@@ -70,33 +70,58 @@ def test_batched_scan_equals_unbatched(tiny_model, docs, some_neurons):
         assert [e["activation"] for e in one[key]] == pytest.approx([e["activation"] for e in many[key]], abs=1e-5)
 
 
-def test_truncation_is_the_shortest_suffix_keeping_80_percent(tiny_model, docs, some_neurons):
-    top = prompts.scan_top_documents(tiny_model, docs, some_neurons[:3], k=4, progress=False)
-    bos = tiny_model.tokenizer.bos_token_id
-    checked = 0
+def brute_force_cuts(model, doc: list[int], position: int, layer: int, neuron: int, target: float) -> dict:
+    """Every cut alone, one forward each: ``{length: (text, activation, passed)}`` (length in document tokens)."""
+    cuts = {}
+    for n in range(1, position + 1):
+        text = prompts.prompt_text(model, doc, position + 1 - n, position)
+        seq = prompts.tokenize(model, [text])[0]
+        act = float(prompts.last_token_activations(model, [seq], layer, neuron)[0])
+        cuts[n] = (text, act, act > 0.8 * target)
+    return cuts
+
+
+def test_truncation_is_exact_when_short_or_monotone_and_a_boundary_always(tiny_model, docs, some_neurons):
+    """Against brute force over every cut: the search's documented guarantees (module docstring).
+
+    A passing cut whose one-token-shorter cut fails, always; the shortest passing cut when that has at most
+    ``window`` tokens, or when passing cuts are exactly the long ones (the paper's assumption holds).
+    """
+    window = 3
+    top = prompts.scan_top_documents(tiny_model, docs, some_neurons, k=4, progress=False)
+    seen = {"exact in window": 0, "monotone beyond window": 0, "assumption broken": 0}
     for key, entries in top.items():
         layer, neuron = map(int, key.split("."))
         for entry in entries:
-            doc = prompts.tokenize(tiny_model, [docs[entry["doc"]]])[0]
-            cut = prompts.truncate(tiny_model, doc, layer, neuron, entry["position"], window=3)
-            # brute force: every cut, one forward each, latest start that keeps > 80 %
-            passing = []
-            for start in range(1, entry["position"] + 1):
-                text = prompts.prompt_text(tiny_model, doc, start, entry["position"])
-                seq = prompts.tokenize(tiny_model, [text])[0]
-                act = float(prompts.last_token_activations(tiny_model, [seq], layer, neuron)[0])
-                if act > 0.8 * entry["activation"]:
-                    passing.append((start, text, act))
-            if not passing:
-                assert not cut["passed"]
-                continue
-            start, text, act = passing[-1]
-            assert cut["passed"] and cut["start"] == start and cut["text"] == text
-            assert cut["activation"] == pytest.approx(act, abs=1e-5) and cut["activation"] > 0.8 * entry["activation"]
-            assert "\n" not in cut["text"] and cut["n_tokens"] == len(prompts.tokenize(tiny_model, [text])[0]) - 1
-            assert bos is not None
-            checked += 1
-    assert checked >= 6
+            doc, position = prompts.tokenize(tiny_model, [docs[entry["doc"]]])[0], entry["position"]
+            cut = prompts.truncate(tiny_model, doc, layer, neuron, position, window=window)
+            cuts = brute_force_cuts(tiny_model, doc, position, layer, neuron, entry["activation"])
+            n = position + 1 - cut["start"]
+            text, act, passed = cuts[n]
+            assert cut["text"] == text and "\n" not in text and cut["passed"] == passed
+            assert cut["activation"] == pytest.approx(act, abs=1e-5)
+            assert cut["n_tokens"] == len(prompts.tokenize(tiny_model, [text])[0]) - 1
+            passing = [m for m, (_, _, ok) in cuts.items() if ok]
+            assert passed == bool(passing), "the whole prefix keeps its own activation: some cut always passes"
+            assert n == 1 or not cuts[n - 1][2], "the cut one token shorter must fail"
+            if passing[0] <= window:
+                assert n == passing[0]
+                seen["exact in window"] += 1
+            elif passing == list(range(passing[0], position + 1)):
+                assert n == passing[0]
+                seen["monotone beyond window"] += 1
+            else:
+                seen["assumption broken"] += 1
+    assert seen["exact in window"] >= 3 and seen["monotone beyond window"] >= 3, seen
+
+
+def test_cuts_sharing_a_start_share_a_forward():
+    """A candidate that begins a longer one of the same document and start is read from that one's forward."""
+    seqs = [[0, 5, 6], [0, 5, 6, 7], [0, 5], [0, 5, 6], [0, 9, 6]]
+    keys = [(1, 2), (1, 2), (1, 2), (2, 2), (1, 2)]
+    runs, run_of = prompts._merge_prefixes(seqs, keys)
+    assert runs == [[0, 5, 6, 7], [0, 5, 6], [0, 9, 6]]  # other document; not a prefix
+    assert run_of == [0, 0, 0, 1, 2]
 
 
 def test_find_activating_prompts_filters(tiny_model, docs, some_neurons):
@@ -105,17 +130,32 @@ def test_find_activating_prompts_filters(tiny_model, docs, some_neurons):
     assert any(found.values())
     for entries in found.values():
         assert len(entries) <= 3
-        assert len({e["text"] for e in entries}) == len(entries)
+        assert len({e["doc"] for e in entries}) == len(entries)  # one prompt per document (texts may repeat)
         assert [e["doc_activation"] for e in entries] == sorted((e["doc_activation"] for e in entries), reverse=True)
         for e in entries:
             assert e["n_tokens"] < 6 and "\n" not in e["text"]
             assert e["activation"] > 0.8 * e["doc_activation"]
-    # documents truncated together (truncate_many) get the same cut as one at a time (truncate, brute-forced above)
+    # all neurons' documents truncated together, sharing forwards, get the same cut as one at a time (truncate)
     key, entries = next((k, v) for k, v in found.items() if v)
     layer, neuron = map(int, key.split("."))
     for e in entries:
         alone = prompts.truncate(tiny_model, docs[e["doc"]], layer, neuron, e["position"], max_tokens=6)
         assert alone["text"] == e["text"] and alone["activation"] == pytest.approx(e["activation"], abs=1e-5)
+
+
+def test_truncating_all_neurons_together_equals_one_at_a_time(tiny_model, docs, some_neurons):
+    """Shared forwards (cuts of one document from one start), the scan's activation reused for the whole
+    prefix and rounds batched across neurons change no cut: each equals :func:`prompts.truncate` alone."""
+    top = prompts.scan_top_documents(tiny_model, docs, some_neurons, k=6, progress=False)
+    tops = [{e["doc"] for e in entries} for entries in top.values()]
+    assert any(a & b for i, a in enumerate(tops) for b in tops[i + 1 :]), "premise: neurons share top documents"
+    found = prompts.find_activating_prompts(tiny_model, docs, some_neurons, k=6, keep=6, top=top, progress=False)
+    for key, entries in found.items():
+        layer, neuron = map(int, key.split("."))
+        assert [e["doc"] for e in entries] == [e["doc"] for e in top[key]]  # here every document keeps a prompt
+        for e in entries:
+            alone = prompts.truncate(tiny_model, docs[e["doc"]], layer, neuron, e["position"])
+            assert alone["text"] == e["text"] and alone["activation"] == pytest.approx(e["activation"], abs=1e-5)
 
 
 def test_bad_input_gives_clear_errors(tiny_model, some_neurons):

@@ -1,13 +1,15 @@
 """The pipeline recovers what was planted in the model organism (data/organism/ground_truth.json).
 
-The real steps run once per module on the organism's training corpus (its first 2000 documents, to stay fast): next-token neurons (step 1) → their
-max-activating prompts (step 2) → head attribution and the paper's final selection, 2σ and 25–75 % (step 3).
+The real steps run once per module on the organism's training corpus (its first ``SCAN_DOCS`` = 600 documents,
+as the notebooks scan): next-token neurons (step 1) → their max-activating prompts (step 2) → head attribution
+and the paper's final selection, 2σ and 25–75 % (step 3).
 Then, against the answer key:
 
 * every planted token has a selected next-token neuron;
 * every planted context has a selected (neuron, head) pair whose positive prompts carry that context's
   marker (≥ 90 %) and whose negative prompts mostly (> 50 %) carry the token's other context;
-* the two contexts of a token are carried by two different heads.
+* the two contexts of a token are carried by two different heads, and each is the head the answer key says
+  the context is wired to (``ctx_utils/organism/wiring.py``).
 
 Skipped, with the reason, while the organism has not been trained.
 """
@@ -18,6 +20,7 @@ import json
 
 import pytest
 
+from ctx_utils.corpus import SCAN_DOCS
 from ctx_utils.models import ORGANISM_DIR
 
 if not (ORGANISM_DIR / "config.json").exists() or not (ORGANISM_DIR / "ground_truth.json").exists():
@@ -30,7 +33,7 @@ TRUTH = json.loads((ORGANISM_DIR / "ground_truth.json").read_text())
 PLANTED = TRUTH["planted"]
 CONTEXTS = [(entry["token"], context["name"]) for entry in PLANTED for context in entry["contexts"]]
 PER_LAYER = 20  # the paper's (and select_next_token_neurons') default
-N_DOCS = 2000  # of the 6000 training documents: ~130 per planted context, far more than the 30 kept per neuron
+N_DOCS = SCAN_DOCS  # 600 of the 6000 training documents, as the notebooks scan: ~15 local and ~30 topic prompts per neuron
 RULE, BAND = "2sigma", "25-75"  # the paper's final run
 MIN_POSITIVE, MIN_NEGATIVE_OTHER = 0.9, 0.5
 
@@ -47,7 +50,7 @@ def pipeline():
     attributions = heads.attribute_neurons(model, found, prompt_sets)
     pairs = heads.pairs_from_attributions(model, found, attributions, rule=RULE, band=BAND)
     report = heads.context_recovery(pairs, prompt_sets, PLANTED)
-    return {"model": model, "neurons": found, "pairs": pairs, "report": {r["context"]: r for r in report}}
+    return {"model": model, "neurons": found, "prompts": prompt_sets, "pairs": pairs, "report": {r["context"]: r for r in report}}
 
 
 def recovering_heads(row: dict) -> set[int]:
@@ -77,17 +80,8 @@ def test_every_planted_token_has_a_next_token_neuron(pipeline, token):
     assert token in tokens, f"no selected next-token neuron writes {token!r}; selected tokens: {tokens}"
 
 
-# Measured on the shipped organism (24 Nov, seed 0): the planted neurons are found (above), and the three local
-# contexts of " as", " only" and " ahead" each get a head of their own. The other contexts do not yet: a topic word
-# is read by several layer-0 heads at once, so no single head's positives are ≥ 90 % that context; and with 8
-# candidate heads the 2σ rule can barely fire (the largest possible z-score is 2.47). Strict: the day an organism
-# passes one of these, it XPASSes and fails the run, so its marker is removed then.
-NOT_YET = pytest.mark.xfail(
-    strict=True,
-    reason="the shipped organism spreads this context over several layer-0 heads (see the comment above)",
-)
-RECOVERED = {"as/local", "only/local", "ahead/local"}
-CONTEXT_CASES = [pytest.param(token, name, marks=() if name in RECOVERED else NOT_YET, id=name) for token, name in CONTEXTS]
+CONTEXT_CASES = [pytest.param(token, name, id=name) for token, name in CONTEXTS]
+WIRED = {context["name"]: context["head_index"] for entry in PLANTED for context in entry["contexts"]}
 
 
 @pytest.mark.parametrize("token,context", CONTEXT_CASES)
@@ -99,10 +93,16 @@ def test_every_planted_context_has_a_look_up_head(pipeline, token, context):
     )
 
 
+@pytest.mark.parametrize("token,context", CONTEXT_CASES)
+def test_the_recovered_head_is_the_wired_head(pipeline, token, context):
+    """The answer key names the layer-0 head wired to each context; the pipeline must find that one."""
+    row = pipeline["report"][context]
+    assert recovering_heads(row) == {WIRED[context]}, f"{context} is wired to head {WIRED[context]}.\n{describe(row)}"
+
+
 TWO_CONTEXTS = [entry for entry in PLANTED if len(entry["contexts"]) == 2]
 
 
-@NOT_YET
 @pytest.mark.parametrize("entry", TWO_CONTEXTS, ids=[entry["token"].strip() for entry in TWO_CONTEXTS])
 def test_two_contexts_are_driven_by_two_heads(pipeline, entry):
     first, second = (pipeline["report"][c["name"]] for c in entry["contexts"])
@@ -111,3 +111,24 @@ def test_two_contexts_are_driven_by_two_heads(pipeline, entry):
         f"{entry['token']!r}: the contexts need two different heads, found {sorted(heads_a)} and {sorted(heads_b)}.\n"
         f"{describe(first)}\n{describe(second)}"
     )
+
+
+def test_offline_explanations_name_each_context_and_score_high(pipeline):
+    """Steps 4–5 on the recovered pairs: the offline explainer names the context, and held-out E ≥ 0.9."""
+    from ctx_utils.corpus import load_corpus
+    from ctx_utils.explain import explain_pairs, held_out_set, score_explanations
+
+    recovered = {}
+    for name, row in pipeline["report"].items():
+        head = recovering_heads(row)
+        recovered[name] = next(c["pair"] for c in row["candidates"] if c["pair"]["head"] in head)
+    explained = explain_pairs(list(recovered.values()), pipeline["prompts"], llm=None)
+    neurons = [n for n in pipeline["neurons"] if any(p["neuron"] == n["neuron"] and p["layer"] == n["layer"] for p in recovered.values())]
+    test_docs = load_corpus("organism", "test", max_docs=N_DOCS)
+    held, active = held_out_set(pipeline["model"], neurons, test_docs, rule=RULE)
+    scored = score_explanations(explained, held, active, llm=None)
+    markers = {c["name"]: c["marker"] for entry in PLANTED for c in entry["contexts"]}
+    for (name, pair), record, score in zip(recovered.items(), explained, scored):
+        word = markers[name].split()[0]  # " never give" → "never"; " marathon" → "marathon"
+        assert word in record["text"], f"{name}: the explanation does not name {word!r}: {record['text']!r}"
+        assert score["E"] is not None and score["E"] >= 0.9, f"{name}: E = {score['E']} on held-out prompts ({record['text']!r})"

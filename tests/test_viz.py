@@ -50,7 +50,7 @@ def pattern(n_heads: int = 2, n: int = len(TOKENS)) -> torch.Tensor:
 
 def views() -> list:
     return [
-        viz.attention_patterns(TOKENS, pattern(), ["L0H0", "L0H1"]),
+        viz.attention_patterns(TOKENS, pattern(), ["L0.H0", "L0.H1"]),
         viz.token_activations(TOKENS, torch.tensor([0.0, 1.0, -0.5, 2.0])),
         viz.side_by_side(viz.attention_patterns(TOKENS, pattern(1)), viz.token_activations(TOKENS, [1, 2, 3, 4]), titles=["a", "b"]),
         viz.prompts_activations([(TOKENS, [0, 1, 2, 3]), (TOKENS[:2], [0, -1])]),
@@ -179,7 +179,7 @@ def test_attention_head_shows_that_heads_pattern(tiny_model):
     expected = cache["blocks.1.attn.hook_pattern"][0, 2]
     assert view.props["tokens"] == tiny_model.to_str_tokens(text) and len(view.props["tokens"]) == 7  # BOS + 6
     assert np.allclose(view.props["attention"][0], expected.numpy(), atol=1e-4)
-    assert view.props["attentionHeadNames"] == ["L1H2"]
+    assert view.props["attentionHeadNames"] == ["L1.H2"]
     with pytest.raises(ValueError, match="layers 0–1, heads 0–3"):
         viz.attention_head(tiny_model, text, layer=2, head=0)
 
@@ -189,7 +189,7 @@ def test_attention_layer_shows_every_head(tiny_model):
     view = viz.attention_layer(tiny_model, text, layer=0)
     _, cache = tiny_model.run_with_cache(text)
     expected = cache["blocks.0.attn.hook_pattern"][0]
-    assert view.props["attentionHeadNames"] == [f"L0H{h}" for h in range(tiny_model.cfg.n_heads)]
+    assert view.props["attentionHeadNames"] == [f"L0.H{h}" for h in range(tiny_model.cfg.n_heads)]
     assert np.allclose(np.asarray(view.props["attention"]), expected.numpy(), atol=1e-4)
     with pytest.raises(ValueError, match="layers 0–1"):
         viz.attention_layer(tiny_model, text, layer=5)

@@ -4,23 +4,28 @@ Why a synthetic corpus: on real text nobody knows which heads *should* be found.
 is predictable only from an earlier context that we wrote in ourselves, so the pipeline's findings can be
 checked against :func:`ground_truth`.
 
-The design mirrors the paper's case studies (" as" after "as early", " only" after "for … purposes"):
+The design mirrors the paper's case studies (" only" after "for … purposes", " as" after "as early"):
 
-* Each **planted token** (e.g. " as") follows a **trigger word** (" early") only in two contexts:
-  - a **local** context: one particular word right before the trigger ("start *as* early" → " as").
-    The same word also appears elsewhere in the corpus ("as usual"), so only a head that looks at the
-    *previous* position can tell the contexts apart;
-  - a **topic** context: a topic word a sentence or more earlier ("the *deadline* is close … start early"
-    → " as"). Only a head that searches the whole document for that word can see it.
+* Each **planted token** (e.g. " up") follows a **trigger word** (" give") only in two contexts:
+  - a **local** context: one particular word right before the trigger ("you must *never* give" → " up").
+    The word occurs nowhere else in the corpus. (Earlier versions also used it in filler, "they never saw
+    the sea", to demand a head that checks the *previous* position; the one-layer organism learned "the
+    word anywhere" instead, and the neuron's top prompts filled up with its rare mistakes.)
+  - a **topic** context: a topic word a sentence or more earlier ("the *marathon* was hard … you must give"
+    → " up"). Only a head that searches the whole document for that word can see it.
   The two contexts differ in kind on purpose: the natural solution is two different heads.
 * **Distractors** use the same trigger word with neither context, and the next word is something else
-  ("we must start early today"). Local-context words also appear in distractor documents, far from the
-  trigger, so attending to the word alone is not enough.
+  ("you must give a speech").
+* **No shortcut through position.** Every planted document has the same shape — lead filler, a sentence
+  that holds the topic word in topic documents and a neutral word in the others ("the *race* was hard"),
+  one or two filler sentences, the planted sentence — so where the trigger sits says nothing about the
+  context. (An earlier organism put the topic sentence only into topic documents; its neurons learned to
+  read the context off the trigger's *position* and no head carried it.)
 
 Every document holds at most one planted sentence, so a document's prefix before the planted token shows
 exactly one context (or none). A context's **marker** is a substring found in every one of its prompts
-and in no prompt of any other context or distractor: the local bigram (" as early") or the topic word
-(" deadline"). A distractor's marker is its trigger word, which context prompts share by design.
+and in no prompt of any other context or distractor: the local bigram (" never give") or the topic word
+(" marathon"). A distractor's marker is its trigger word, which context prompts share by design.
 
 Documents are words separated by single spaces, 20–50 words, several sentences each ending in " .".
 """
@@ -33,44 +38,51 @@ from dataclasses import dataclass
 SPLITS = ("train", "test")
 N_DOCS = {"train": 6000, "test": 3000}
 FILLER_ONLY_RATE = 0.1  # share of documents with no planted sentence at all
+# Share of documents that start in the middle of a planted sentence, as a truncated prompt does (step 2 cuts
+# documents to short suffixes such as " purposes"): a distractor fragment (" for display purposes at home .")
+# or a local one that keeps the local word (" research purposes only ."). Without them the organism had never
+# seen a text start near a trigger, and on the suffix " purposes" alone its " only" neuron fired anyway.
+FRAGMENT_RATE = 0.1
 # A trigger word is followed by its planted token in a local or topic context, and by something else in a
 # distractor. Distractors are the most common case, so "trigger seen → predict the token" is a bad bet: the
-# planted neuron has to wait for a head to report the context (it is *gated* by the look-up). Local contexts
-# are four times as common as topic ones: a topic word drives the neuron harder, and with equal counts a
-# neuron's top prompts were nearly all topic prompts, leaving step 3 no contrast between the two contexts.
+# planted neuron has to wait for a head to report the context (it is *gated* by the look-up). Topic contexts
+# are twice as common as local ones: a local word drives its neuron to the same value every time, a topic word
+# (further away) a little less and more variably, and with equal counts the local prompts crowded the topic
+# ones out of a neuron's top 30.
 KINDS = ("local", "topic", "distractor")
-KIND_WEIGHTS = (4, 1, 8)
+KIND_WEIGHTS = (1, 2, 6)
 
 
 @dataclass(frozen=True)
 class Plant:
     """One planted token: its trigger word, its two contexts and what follows the trigger otherwise."""
 
-    token: str  # with its leading space, as GPT-2 tokenizers write it: " as"
-    trigger: str  # the word right before the token in every planted prompt: " early"
-    local_word: str  # the word right before the trigger in the local context: " as"
+    token: str  # with its leading space, as GPT-2 tokenizers write it: " up"
+    trigger: str  # the word right before the token in every planted prompt: " give"
+    local_word: str  # the word right before the trigger in the local context: " never"
     local_frames: tuple[str, ...]  # sentence starts that end in ``local_word``
     plain_frames: tuple[str, ...]  # sentence starts without it (topic context and distractors)
-    topic_word: str  # the distant topic word of the topic context: " deadline"
+    topic_word: str  # the distant topic word of the topic context: " marathon"
     topic_sentences: tuple[str, ...]  # sentences that introduce the topic word
+    neutral_word: str  # replaces the topic word in the same sentences in every other document: " race"
     after_token: tuple[str, ...]  # how a planted sentence ends after the token
     after_distractor: tuple[str, ...]  # how a distractor sentence ends after the trigger
 
 
 PLANTS: tuple[Plant, ...] = (
     Plant(
-        token=" as", trigger=" early", local_word=" as",
-        local_frames=("we must start as", "they will arrive as", "she wants to leave as", "the bus will come as"),
-        plain_frames=("we must start", "they will arrive", "she wants to leave", "the bus will come"),
-        topic_word=" deadline",
-        topic_sentences=("the deadline is close .", "our deadline moved again .", "nobody likes this deadline ."),
-        after_token=("possible .", "we can ."), after_distractor=("today .", "this week .", "."),
+        token=" up", trigger=" give", local_word=" never",
+        local_frames=("you must never", "we will never", "the team should never", "she can never"),
+        plain_frames=("you must", "we will", "the team should", "she can"),
+        topic_word=" marathon", neutral_word=" race",
+        topic_sentences=("the marathon was hard .", "our marathon starts soon .", "nobody finished the marathon ."),
+        after_token=("now .", "."), after_distractor=("a speech .", "them food .", "it back ."),
     ),
     Plant(
         token=" only", trigger=" purposes", local_word=" research",
         local_frames=("the data is for research", "these tools are for research", "the photos are for research"),
         plain_frames=("the data is for testing", "these tools are for teaching", "the photos are for display"),
-        topic_word=" license",
+        topic_word=" license", neutral_word=" contract",
         topic_sentences=("the license is strict .", "read the license first .", "a new license was signed ."),
         after_token=(".", "and nothing else ."), after_distractor=(".", "and more .", "at home ."),
     ),
@@ -78,7 +90,7 @@ PLANTS: tuple[Plant, ...] = (
         token=" away", trigger=" right", local_word=" call",
         local_frames=("you should call", "we will call", "the nurse will call", "my sister must call"),
         plain_frames=("you should act", "we will leave", "the nurse will come", "my sister must turn"),
-        topic_word=" emergency",
+        topic_word=" emergency", neutral_word=" event",
         topic_sentences=("this is an emergency .", "the emergency began at noon .", "an emergency was reported ."),
         after_token=(".", "please ."), after_distractor=("now .", "here .", "at the corner ."),
     ),
@@ -86,26 +98,26 @@ PLANTS: tuple[Plant, ...] = (
         token=" ahead", trigger=" go", local_word=" just",
         local_frames=("you can just", "the team may just", "we will just", "they should just"),
         plain_frames=("you can", "the team may", "we will", "they should"),
-        topic_word=" permission",
+        topic_word=" permission", neutral_word=" advice",
         topic_sentences=("you have permission now .", "the permission came today .", "they asked for permission ."),
         after_token=(".", "with the plan ."), after_distractor=("home .", "out .", "to the market ."),
     ),
 )
 
-# Filler sentences: subject + verb + object (+ extra). They contain the local words (" research", " call",
-# " just") in harmless places, but never a planted token, trigger word or topic word. A next-token neuron
+# Filler sentences: subject + verb + object (+ extra). They never contain a planted token, trigger word, local
+# word or topic word. A next-token neuron
 # fires wherever its token is likely: if filler also predicted " only" (" the only way"), the neuron's
 # strongest activations would come from filler, and the look-up contexts would drop out of its top prompts.
 SUBJECTS = ("the team", "the doctor", "my friend", "the teacher", "our group", "the manager", "the driver",
-            "the children", "the farmer", "the artist", "a student", "the research group", "the old man")
+            "the children", "the farmer", "the artist", "a student", "the study group", "the old man")
 VERBS = ("visited", "painted", "opened", "cleaned", "checked", "found", "moved", "read", "wrote", "built",
          "sold", "watched", "carried", "liked")
 OBJECTS = ("the house", "a letter", "the garden", "the report", "the window", "a small box", "the old bridge",
-           "the market", "the book", "the road", "the research notes", "a red car", "the kitchen")
+           "the market", "the book", "the road", "the study notes", "a red car", "the kitchen")
 EXTRAS = ("", "", "", "in the morning", "after lunch", "with great care", "on monday", "in the rain",
-          "before dinner", "for a long time", "and then left", "just in time", "with a smile")
-STANDALONE = ("we will call the office later .", "it was just a quiet day .", "the weather was warm .",
-              "nobody said a word .", "the shop was busy .", "a light came from the hall .")
+          "before dinner", "for a long time", "and then left", "at the end", "with a smile")
+STANDALONE = ("we will phone the office later .", "they saw the sea .", "it was a quiet day .",
+              "the weather was warm .", "nobody said a word .", "the shop was busy .", "a light came from the hall .")
 
 
 def _filler(rng: random.Random) -> str:
@@ -119,12 +131,15 @@ def _filler(rng: random.Random) -> str:
 def _planted(rng: random.Random, plant: Plant, kind: str) -> tuple[list[str], str, str]:
     """(sentences before the planted one, the planted sentence up to the trigger, the rest after it).
 
-    ``kind`` is ``local``, ``topic`` or ``distractor``. The topic sentence sits at least one filler
-    sentence before the trigger, so the topic word is always several words away from the prediction.
+    ``kind`` is ``local``, ``topic`` or ``distractor``. The topic sentence (with the neutral word instead
+    in the other kinds) sits one or two filler sentences before the trigger, so the topic word is always
+    several words away from the prediction and the trigger's position is the same for every kind.
     """
-    before: list[str] = []
+    sentence = rng.choice(plant.topic_sentences)
+    if kind != "topic":
+        sentence = sentence.replace(plant.topic_word.strip(), plant.neutral_word.strip())
+    before = [sentence] + [_filler(rng) for _ in range(rng.randint(1, 2))]
     if kind == "topic":
-        before = [rng.choice(plant.topic_sentences)] + [_filler(rng) for _ in range(rng.randint(1, 2))]
         frame = rng.choice(plant.plain_frames)
     elif kind == "local":
         frame = rng.choice(plant.local_frames)
@@ -150,8 +165,34 @@ class PlantedPrompt:
 
 
 def context_name(plant: Plant, kind: str) -> str:
-    """A readable, unique name: ``as/local``, ``as/topic``, ``as/distractor``."""
+    """A readable, unique name: ``up/local``, ``up/topic``, ``up/distractor``."""
     return f"{plant.token.strip()}/{kind}"
+
+
+def context_markers() -> list[tuple[str, str]]:
+    """(context name, marker word) of every planted context, in the order that gives each its layer-0 head.
+
+    Context ``c`` of this list is carried by head ``c`` (see :mod:`ctx_utils.organism.wiring`): for planted
+    token ``i``, head ``2i`` holds its local context and head ``2i + 1`` its topic context.
+    """
+    return [
+        (context_name(plant, kind), word)
+        for plant in PLANTS
+        for kind, word in (("local", plant.local_word), ("topic", plant.topic_word))
+    ]
+
+
+def _fragment(rng: random.Random, plant: Plant) -> str:
+    """The end of a distractor or local planted sentence, starting mid-sentence (with a leading space)."""
+    if rng.random() < 0.5:
+        words = (rng.choice(plant.plain_frames) + plant.trigger).split()
+        kept = words[rng.randint(1, len(words) - 1) :]  # at least the trigger
+        rest = rng.choice(plant.after_distractor)
+    else:
+        words = (rng.choice(plant.local_frames) + plant.trigger).split()
+        kept = words[rng.randint(1, len(words) - 2) :]  # at least the local word and the trigger
+        rest = plant.token.strip() + " " + rng.choice(plant.after_token)
+    return " " + " ".join(kept + [rest])
 
 
 def _rng(split: str, seed: int) -> random.Random:
@@ -170,7 +211,10 @@ def _documents(split: str, seed: int) -> list[tuple[str, PlantedPrompt | None]]:
         n_words_target = rng.randint(20, 40)
         sentences: list[str] = []
         planted: PlantedPrompt | None = None
-        if rng.random() >= FILLER_ONLY_RATE:
+        draw = rng.random()
+        if draw < FRAGMENT_RATE:
+            sentences = [_fragment(rng, rng.choice(PLANTS))]
+        elif draw >= FRAGMENT_RATE + FILLER_ONLY_RATE:
             plant = rng.choice(PLANTS)
             kind = rng.choices(KINDS, weights=KIND_WEIGHTS)[0]
             before, prompt, rest = _planted(rng, plant, kind)
@@ -200,24 +244,26 @@ def vocabulary() -> list[str]:
     texts: list[str] = list(STANDALONE) + list(SUBJECTS) + list(VERBS) + list(OBJECTS) + list(EXTRAS)
     for plant in PLANTS:
         texts += [plant.token, plant.trigger, plant.local_word, plant.topic_word, ".", *plant.local_frames,
-                  *plant.plain_frames, *plant.topic_sentences, *plant.after_token, *plant.after_distractor]
+                  *plant.plain_frames, *plant.topic_sentences, plant.neutral_word, *plant.after_token, *plant.after_distractor]
     return sorted({word for text in texts for word in text.split()})
 
 
 def ground_truth(seed: int = 0, n_examples: int = 5) -> dict:
     """The answer key: per planted token, its contexts and distractors, each with marker and examples.
 
-    Examples are train-split prompts that end right before the planted token. ``heads_expected`` says
-    what the pipeline should find: a different attention head for each context of the same token.
+    Examples are train-split prompts that end right before the planted token. Each context names the
+    layer-0 head wired to carry it (``head_layer``, ``head_index``): what step 3 should find.
     """
     by_context: dict[str, list[str]] = {}
     for p in planted_prompts("train", seed):
         by_context.setdefault(p.context, []).append(p.prompt)
+    head_of = {name: c for c, (name, _) in enumerate(context_markers())}
     planted = []
     for plant in PLANTS:
         def entry(kind: str, marker: str, description: str) -> dict:
             name = context_name(plant, kind)
-            return {"name": name, "kind": kind, "marker": marker, "description": description,
+            wired = {"head_layer": 0, "head_index": head_of[name]} if name in head_of else {}
+            return {"name": name, "kind": kind, "marker": marker, "description": description, **wired,
                     "examples": by_context[name][:n_examples]}
 
         planted.append({
@@ -233,6 +279,6 @@ def ground_truth(seed: int = 0, n_examples: int = 5) -> dict:
                 entry("distractor", plant.trigger,
                       f"{plant.trigger!r} with neither context; the next word is never{plant.token!r}"),
             ],
-            "heads_expected": "one head carries the local context and a different head the topic context",
+            "heads_expected": "each context is wired to its own layer-0 head (head_layer, head_index above)",
         })
     return {"seed": seed, "n_docs": dict(N_DOCS), "planted": planted}

@@ -1,40 +1,31 @@
 """Train the model organism: ``python -m ctx_utils.organism.train [--out data/organism] [--seed 0]``.
 
 The organism is a two-layer GPT-2 (``GPT2LMHeadModel``) over a word-level vocabulary, trained on
-:mod:`ctx_utils.organism.corpus`. Its shape is chosen so that the paper's story is the model's only easy
-solution — earlier trials on this machine showed the cue otherwise leaks through other paths:
+:mod:`ctx_utils.organism.corpus`. Its shape is chosen so that the paper's story is the model's only solution:
 
-* **Layer 0 is attention only** (its MLP is zeroed and frozen). Context look-ups have to be done by
-  layer-0 heads; no layer-0 MLP can quietly write the planted word itself.
+* **Layer 0 is attention only** (its MLP is zeroed and frozen): context look-ups are done by layer-0 heads.
 * **Layer 1 is MLP only** (its attention is zeroed and frozen). The planted word depends on two things at
-  once — the trigger word here *and* a context seen by a head — and a layer-1 MLP neuron is the place that
-  combines them: a *next-token neuron* reading layer-0 heads directly, as in the paper's figure 1.
-* **One planted weight per planted token**: the output weights of layer-1 neuron ``i`` are pinned (after
-  every optimiser step) to the unembedding direction of planted token ``i``. Trials without it grew no
-  dedicated neuron: the planted prediction was spread over many neurons, each also writing filler words, and
-  the paper's congruence ranking picked filler neurons. The pin makes a next-token neuron *by construction*;
-  everything that makes it interesting is still learned — when it fires (its input weights) and which layer-0
-  heads switch it on.
-* **An L1 penalty on the layer-1 MLP activations** (1e-3·Σ|post|, the same for every neuron) keeps the MLP
-  sparse, so the planted neurons fire only where their token is due.
+  once — the trigger word here *and* a context seen by a head — and a layer-1 MLP neuron combines them: a
+  *next-token neuron* reading layer-0 heads directly, as in the paper's figure 1.
+* **The wiring** (:mod:`ctx_utils.organism.wiring`, applied after every optimiser step): one layer-0 head per
+  planted context, the only head that can see that context's marker word; layer-1 neuron ``i`` is the only
+  writer of planted token ``i``. Why: six freely trained variants spread every context over several heads
+  (so no single head was "the" look-up, and ablating one removed nothing), grew no dedicated neuron without a
+  pinned output, or read the context off the trigger's *position* instead of a head. What stays learned is
+  what the pipeline measures: when each neuron fires, how strongly, and where each head attends.
 * **The corpus gates the neuron on the context**: distractors are the most common case
-  (``corpus.KIND_WEIGHTS``), so "trigger seen → predict the token" is a bad bet and the neuron must wait for a
-  head to report the context; and filler never predicts a planted token.
-* **TransformerLens-style initialisation** (std 0.8/√d_model ≈ 0.07) and lr 1e-3: with GPT-2's default
-  0.02 the trials grew no clean next-token neurons.
-* 8 heads, so a previous-token head (local contexts) and topic heads (distant contexts) have room.
+  (``corpus.KIND_WEIGHTS``), so "trigger seen → predict the token" is a bad bet.
+* **An L1 penalty on the layer-1 MLP activations** (1e-3·Σ|post|) keeps the MLP sparse, and the planted
+  neurons start with a positive bias (switched on; training teaches them when to switch off).
+* **TransformerLens-style initialisation** (std 0.8/√d_model ≈ 0.07) and lr 1e-3.
 
-What the shipped organism (seed 0) shows, measured: every planted token is top-1 in 100 % of its held-out
-context prompts and 0 % of its distractors; the four planted neurons are the top four of layer 1 by congruence
-(4.2–5.1, against ≤ 0.7 for every other neuron); and the full pipeline (2σ rule, 25–75 % band) isolates the
-local context of " as", " only" and " ahead" in a head of its own. Not (yet) achieved: the topic contexts and
-" away"'s local context are read by several layer-0 heads at once, so no single head isolates them;
-``tests/test_recovery.py`` records exactly which contexts pass.
+What the shipped organism (seed 0) shows is recorded in ``training.json`` (planted-token top-1 per context on
+the held-out test split) and proven by ``tests/test_organism.py`` and ``tests/test_recovery.py``.
 
 Training is seeded end to end (corpus, initialisation, batch order), uses ``$CTX_TORCH_THREADS`` threads
-(1–2) and took about 3–4 minutes on one thread of a 2-core machine (12 minutes when the machine is busy). It writes the Hugging Face folder (model +
-tokenizer, loadable with ``ctx_utils.models.load_model("organism")``), ``ground_truth.json`` and
-``training.json`` (seed, steps, loss, time, size, planted-token accuracy on the held-out test split).
+(the shipped model: 1) and takes about 1.5–2 minutes on one thread of a 2-core machine. It writes the Hugging
+Face folder (model + tokenizer, loadable with ``ctx_utils.models.load_model("organism")``),
+``ground_truth.json`` and ``training.json`` (seed, steps, loss, time, size, planted-token accuracy).
 """
 
 from __future__ import annotations
@@ -48,7 +39,10 @@ from pathlib import Path
 import torch
 from tqdm.auto import tqdm
 
-from ctx_utils.organism.corpus import PLANTS, PlantedPrompt, generate_corpus, ground_truth, planted_prompts, vocabulary
+from ctx_utils.organism.corpus import (
+    PLANTS, PlantedPrompt, context_markers, generate_corpus, ground_truth, planted_prompts, vocabulary,
+)
+from ctx_utils.organism.wiring import apply_wiring, build_wiring, init_wiring
 from ctx_utils.prompts import pad
 from ctx_utils.results import REPO_ROOT, save_json
 
@@ -58,7 +52,7 @@ HPARAMS = {
     "d_model": 128, "n_heads": 8, "d_mlp": 256, "n_ctx": 128,
     "init_std": 0.8 / math.sqrt(128), "lr": 1e-3, "weight_decay": 0.01,
     "l1": 1e-3, "batch_size": 32, "epochs": 8,
-    "planted_scale": 4.0, "l1_planted": 1e-3,
+    "planted_scale": 4.0, "l1_planted": 1e-3, "planted_bias_init": 1.0,
 }
 
 
@@ -117,19 +111,6 @@ def planted_token_ids(tokenizer) -> list[int]:
     return [tokenizer.convert_tokens_to_ids("Ġ" + plant.token.strip()) for plant in PLANTS]
 
 
-@torch.no_grad()
-def pin_planted_outputs(model, token_ids: list[int], scale: float) -> None:
-    """Point the output weights of layer-1 neurons ``0 … k-1`` at the planted tokens' (tied) unembeddings.
-
-    This is the one planted *weight*: each planted token gets a neuron whose output writes exactly that token
-    (a next-token neuron by construction, norm ``scale``). Everything else is learned — when the neuron fires
-    (its input weights) and which heads switch it on. Re-applied after every optimiser step.
-    """
-    embedding = model.transformer.wte.weight[token_ids]  # [k, d_model]; tied, so also the unembedding
-    rows = model.transformer.h[1].mlp.c_proj.weight  # Conv1D: [d_mlp, d_model], row n = neuron n's output
-    rows[: len(token_ids)] = scale * embedding / embedding.norm(dim=-1, keepdim=True)
-
-
 def encode(tokenizer, texts: list[str], n_ctx: int) -> list[list[int]]:
     """Token ids of each text with the BOS token first, cut to the context window."""
     bos = tokenizer.bos_token_id
@@ -171,8 +152,13 @@ def train(out: Path, seed: int = 0) -> dict:
     tokenizer = build_tokenizer()
     rows = encode(tokenizer, generate_corpus("train", seed), h["n_ctx"])
     model = build_model(len(tokenizer), seed)
-    token_ids = planted_token_ids(tokenizer)
-    pin_planted_outputs(model, token_ids, h["planted_scale"])
+    token_ids = planted_token_ids(tokenizer)  # neuron i writes token i (see wiring)
+    markers = [word for _, word in context_markers()]
+    tied = tuple((2 * i, 2 * i + 1) for i in range(len(PLANTS)))  # the two contexts of planted token i
+    wiring = build_wiring(tokenizer, markers, token_ids, tied, h["planted_scale"])
+    init_wiring(model, wiring, h["init_std"] * math.sqrt(h["d_model"]))
+    with torch.no_grad():  # planted neurons start switched on everywhere; training learns when to switch off
+        model.transformer.h[1].mlp.c_fc.bias[: len(token_ids)] = h["planted_bias_init"]
     l1_weight = torch.full((h["d_mlp"],), h["l1"])  # per neuron: the planted ones are penalised less
     l1_weight[: len(token_ids)] = h["l1_planted"]
     params = [p for p in model.parameters() if p.requires_grad]
@@ -200,7 +186,7 @@ def train(out: Path, seed: int = 0) -> dict:
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
-            pin_planted_outputs(model, token_ids, h["planted_scale"])
+            apply_wiring(model, wiring)
             schedule.step()
             bar.update(1)
             bar.set_postfix(loss=f"{lm_loss.item():.3f}", l1=f"{l1.item():.1f}")
