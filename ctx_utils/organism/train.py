@@ -215,7 +215,7 @@ def train(out: Path, seed: int = 0) -> dict:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description="Train the kit's model organism (about 4 minutes on one CPU thread).")
+    parser = argparse.ArgumentParser(description="Train the kit's model organism (about 2 minutes on one CPU thread).")
     parser.add_argument("--out", type=Path, default=REPO_ROOT / "data" / "organism", help="output folder")
     parser.add_argument("--seed", type=int, default=0, help="seed for corpus, initialisation and batch order")
     args = parser.parse_args()

@@ -92,6 +92,7 @@ def _columns(model, head: int, part: int) -> slice:
 
 
 def _value_columns(model, head: int) -> slice:
+    """Columns of ``c_attn`` holding head ``head``'s value weights."""
     return _columns(model, head, 2)
 
 
