@@ -94,7 +94,7 @@ def check_congruence(
     ``(scores [d_mlp], tokens [d_mlp])``: max and argmax over the vocabulary of ``W_out @ W_U``.
     """
     layer = model.cfg.n_layers - 1 if layer is None else layer
-    w_out, w_u = model.W_out[layer][:n_neurons].detach().cpu().clone(), model.W_U.detach().cpu().clone()
+    w_out, w_u = model.blocks[layer].mlp.W_out[:n_neurons].detach().cpu().clone(), model.W_U.detach().cpu().clone()
     expected_scores, expected_tokens = (values[:n_neurons] for values in neurons.congruence(model, layer))
     got = _call("congruence", fn, w_out, w_u)
     if not (isinstance(got, tuple) and len(got) == 2):
@@ -263,7 +263,7 @@ def check_head_attribution(
     def attribution(z_at: Tensor, direction: Tensor) -> Tensor:
         return torch.einsum("blhd,lhdm,m->blh", z_at.float(), w_o.float(), direction.detach().cpu().float()).flatten(1)
 
-    w_in, w_out_row = model.W_in[layer][:, neuron], model.W_out[layer][neuron]
+    w_in, w_out_row = model.blocks[layer].mlp.W_in[:, neuron], model.blocks[layer].mlp.W_out[neuron]
     mistakes = {
         "It matches z at the first position (BOS): read each prompt's last real token, z[rows, last].":
             attribution(z[:, 0], w_in),

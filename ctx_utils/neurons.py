@@ -64,7 +64,7 @@ def congruence(model, layer: int) -> tuple[Tensor, Tensor]:
     chunks of neurons so GPT-2's 3072 × 50257 matrix never sits in memory at once.
     """
     check_layer(model, layer)
-    w_out = model.W_out[layer]  # [d_mlp, d_model]
+    w_out = model.blocks[layer].mlp.W_out  # [d_mlp, d_model]; model.W_out would stack every layer's copy
     w_u = model.W_U  # [d_model, d_vocab]
     scores, tokens = [], []
     for start in range(0, w_out.shape[0], CHUNK):
@@ -184,9 +184,10 @@ def vocab_moments(model, layer: int, neurons: list[int] | Tensor | None = None) 
     for n in index.tolist():
         check_neuron(model, layer, n)
     w_u = model.W_U / model.W_U.norm(dim=0, keepdim=True)  # [d_model, d_vocab], unit columns
+    w_layer = model.blocks[layer].mlp.W_out  # [d_mlp, d_model]; model.W_out would stack every layer's copy
     skews, kurts = [], []
     for start in range(0, len(index), CHUNK):
-        w_out = model.W_out[layer][index[start : start + CHUNK]]  # [chunk, d_model]
+        w_out = w_layer[index[start : start + CHUNK]]  # [chunk, d_model]
         cos = (w_out / w_out.norm(dim=-1, keepdim=True)) @ w_u  # [chunk, d_vocab]
         z = (cos - cos.mean(-1, keepdim=True)) / cos.std(-1, unbiased=False, keepdim=True)
         skews.append((z**3).mean(-1))

@@ -271,13 +271,13 @@ def ground_truth(seed: int = 0, n_examples: int = 5) -> dict:
             "trigger": plant.trigger,
             "contexts": [
                 entry("local", plant.local_word + plant.trigger,
-                      f"the word{plant.local_word!r} right before{plant.trigger!r}: a previous-token look-up"),
+                      f"the word {plant.local_word.strip()!r} right before {plant.trigger.strip()!r}: a local look-up"),
                 entry("topic", plant.topic_word,
-                      f"the topic word{plant.topic_word!r} a sentence or more earlier: a distant look-up"),
+                      f"the topic word {plant.topic_word.strip()!r} a sentence or more earlier: a distant look-up"),
             ],
             "distractors": [
                 entry("distractor", plant.trigger,
-                      f"{plant.trigger!r} with neither context; the next word is never{plant.token!r}"),
+                      f"{plant.trigger.strip()!r} with neither context; the next word is never {plant.token.strip()!r}"),
             ],
             "heads_expected": "each context is wired to its own layer-0 head (head_layer, head_index above)",
         })
