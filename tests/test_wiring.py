@@ -15,17 +15,11 @@ import torch
 
 from ctx_utils.models import ORGANISM_DIR
 from ctx_utils.organism.corpus import PLANTS, context_markers, planted_prompts
-from ctx_utils.organism.wiring import apply_wiring, build_wiring, init_wiring, slot_dims
+from ctx_utils.organism.train import organism_wiring
+from ctx_utils.organism.wiring import apply_wiring, init_wiring, slot_dims
 
 if not (ORGANISM_DIR / "config.json").exists():
     pytest.skip(f"The organism is not in {ORGANISM_DIR} yet: train it with `python -m ctx_utils.organism.train`.", allow_module_level=True)
-
-
-def wiring_for(tokenizer):
-    from ctx_utils.organism.train import HPARAMS, planted_token_ids
-
-    tied = tuple((2 * i, 2 * i + 1) for i in range(len(PLANTS)))
-    return build_wiring(tokenizer, [w for _, w in context_markers()], planted_token_ids(tokenizer), tied, HPARAMS["planted_scale"])
 
 
 @pytest.fixture(scope="module")
@@ -38,7 +32,7 @@ def hf_organism():
 def test_shipped_weights_satisfy_the_wiring_exactly(hf_organism):
     model, tokenizer = hf_organism
     before = {k: v.clone() for k, v in model.state_dict().items()}
-    apply_wiring(model, wiring_for(tokenizer))
+    apply_wiring(model, organism_wiring(tokenizer))
     for name, value in model.state_dict().items():
         assert torch.allclose(value, before[name], atol=1e-6), f"{name} is off the wiring"
 
@@ -48,7 +42,7 @@ def test_projection_enforces_the_constraints_on_random_weights():
 
     tokenizer = build_tokenizer()
     model = build_model(len(tokenizer), seed=1)
-    wiring = wiring_for(tokenizer)
+    wiring = organism_wiring(tokenizer)
     init_wiring(model, wiring, 0.5)
     with torch.no_grad():
         for p in model.parameters():

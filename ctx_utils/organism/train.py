@@ -42,7 +42,7 @@ from tqdm.auto import tqdm
 from ctx_utils.organism.corpus import (
     PLANTS, PlantedPrompt, context_markers, generate_corpus, ground_truth, planted_prompts, vocabulary,
 )
-from ctx_utils.organism.wiring import apply_wiring, build_wiring, init_wiring
+from ctx_utils.organism.wiring import Wiring, apply_wiring, build_wiring, init_wiring
 from ctx_utils.prompts import pad
 from ctx_utils.results import REPO_ROOT, save_json
 
@@ -111,6 +111,17 @@ def planted_token_ids(tokenizer) -> list[int]:
     return [tokenizer.convert_tokens_to_ids("Ġ" + plant.token.strip()) for plant in PLANTS]
 
 
+def organism_wiring(tokenizer) -> Wiring:
+    """The organism's wiring: context ``c`` of :func:`context_markers` owns head ``c``; the two heads of one
+    planted token are tied; neuron ``i`` writes planted token ``i`` (see :mod:`ctx_utils.organism.wiring`)."""
+    names = [name for name, _ in context_markers()]
+    tied = tuple(
+        tuple(c for c, name in enumerate(names) if name.startswith(plant.token.strip() + "/")) for plant in PLANTS
+    )
+    markers = [word for _, word in context_markers()]
+    return build_wiring(tokenizer, markers, planted_token_ids(tokenizer), tied, HPARAMS["planted_scale"])
+
+
 def encode(tokenizer, texts: list[str], n_ctx: int) -> list[list[int]]:
     """Token ids of each text with the BOS token first, cut to the context window."""
     bos = tokenizer.bos_token_id
@@ -153,13 +164,11 @@ def train(out: Path, seed: int = 0) -> dict:
     rows = encode(tokenizer, generate_corpus("train", seed), h["n_ctx"])
     model = build_model(len(tokenizer), seed)
     token_ids = planted_token_ids(tokenizer)  # neuron i writes token i (see wiring)
-    markers = [word for _, word in context_markers()]
-    tied = tuple((2 * i, 2 * i + 1) for i in range(len(PLANTS)))  # the two contexts of planted token i
-    wiring = build_wiring(tokenizer, markers, token_ids, tied, h["planted_scale"])
+    wiring = organism_wiring(tokenizer)
     init_wiring(model, wiring, h["init_std"] * math.sqrt(h["d_model"]))
     with torch.no_grad():  # planted neurons start switched on everywhere; training learns when to switch off
         model.transformer.h[1].mlp.c_fc.bias[: len(token_ids)] = h["planted_bias_init"]
-    l1_weight = torch.full((h["d_mlp"],), h["l1"])  # per neuron: the planted ones are penalised less
+    l1_weight = torch.full((h["d_mlp"],), h["l1"])  # per neuron: the planted ones may get their own weight
     l1_weight[: len(token_ids)] = h["l1_planted"]
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(params, lr=h["lr"], weight_decay=h["weight_decay"])
