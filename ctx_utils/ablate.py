@@ -22,10 +22,13 @@ from collections.abc import Iterator, Mapping, Sequence
 import numpy as np
 import torch
 from scipy import stats
+from jaxtyping import Bool
 from torch import Tensor
 from tqdm.auto import tqdm
 
-from ctx_utils.heads import active_heads, head_attributions, tokenize_prompts
+from ctx_utils.heads import n_candidate_heads, tokenize_prompts
+from ctx_utils.settings import DEFAULTS
+from ctx_utils.tokens import neuron_key, parse_neuron_key
 
 PAPER_Y_RANGE = (-0.075, 0.075)  # the y-limits of the paper's box plot
 
@@ -106,7 +109,7 @@ def last_token_readout(
     ablate_heads: Sequence[tuple[int, int]] = (),
     neuron: tuple[int, int] | None = None,
     logits: bool = True,
-    batch_size: int = 16,
+    batch_size: int = DEFAULTS.batch_size,
 ) -> dict[str, Tensor]:
     """One batched run with ``ablate_heads`` zero-ablated, read at each prompt's last real token.
 
@@ -143,14 +146,14 @@ def last_token_readout(
 
 
 def next_token_probs(
-    model, texts: Sequence[str], ablate_heads: Sequence[tuple[int, int]] = (), batch_size: int = 16
+    model, texts: Sequence[str], ablate_heads: Sequence[tuple[int, int]] = (), batch_size: int = DEFAULTS.batch_size
 ) -> Tensor:
     """``softmax(logits)`` after each prompt's last token, with the given heads ablated: ``[n_prompts, d_vocab]``."""
     return last_token_readout(model, texts, ablate_heads, batch_size=batch_size)["probs"]
 
 
 def token_probabilities(
-    model, texts: Sequence[str], token: str, ablate_heads: Sequence[tuple[int, int]] = (), batch_size: int = 16
+    model, texts: Sequence[str], token: str, ablate_heads: Sequence[tuple[int, int]] = (), batch_size: int = DEFAULTS.batch_size
 ) -> Tensor:
     """Probability of ``token`` (its first token id) after each prompt, heads ablated: ``[n_prompts]``."""
     return next_token_probs(model, texts, ablate_heads, batch_size)[:, token_id(model, token)]
@@ -158,7 +161,7 @@ def token_probabilities(
 
 def neuron_activations(
     model, texts: Sequence[str], layer: int, neuron: int, ablate_heads: Sequence[tuple[int, int]] = (),
-    batch_size: int = 16,
+    batch_size: int = DEFAULTS.batch_size,
 ) -> Tensor:
     """The neuron's activation (``mlp.hook_post``) at each prompt's last token, heads ablated: ``[n_prompts]``."""
     readout = last_token_readout(model, texts, ablate_heads, (layer, neuron), logits=False, batch_size=batch_size)
@@ -170,22 +173,24 @@ def _texts(entries: Sequence[str | Mapping]) -> list[str]:
     return [entry if isinstance(entry, str) else entry["text"] for entry in entries]
 
 
-def held_out_activity(
-    model, test_prompts: Mapping[str, Sequence[str | Mapping]], rule: str = "top3", include_same_layer: bool = False
-) -> dict[str, Tensor]:
-    """Ground truth for :func:`ablation_effects`: which heads are active on each neuron's test prompts.
+def activity_matrix(
+    model, held: Mapping[str, Mapping], include_same_layer: bool = DEFAULTS.same_layer
+) -> dict[str, Bool[Tensor, "n_prompts n_candidate_heads"]]:
+    """Ground truth for :func:`ablation_effects` from held_out.json: which heads are active on each test prompt.
 
-    The same rule as on the training prompts (step 3): attribute every candidate head to the neuron at the
-    last token, then mark the active ones. Returns ``"<layer>.<neuron>"`` → ``[n_prompts, n_candidate_heads]``.
+    ``held["active"]["<layer>.<neuron>"][i]`` lists the flat heads active on test prompt ``i`` (the same
+    rule as on the training prompts, step 3); this turns each list into a ``[n_prompts, n_candidate_heads]``
+    boolean matrix.
     """
-    activity = {}
-    for key, entries in sorted(test_prompts.items()):
-        texts = _texts(entries)
-        if texts:
-            layer, neuron = (int(part) for part in key.split("."))
-            attr = head_attributions(model, texts, layer, neuron, include_same_layer=include_same_layer)
-            activity[key] = active_heads(attr, rule=rule)
-    return activity
+    matrices = {}
+    for key, rows in sorted(held["active"].items()):
+        if rows:
+            layer, _ = parse_neuron_key(key)
+            matrix = torch.zeros(len(rows), n_candidate_heads(model, layer, include_same_layer), dtype=torch.bool)
+            for i, active in enumerate(rows):
+                matrix[i, list(active)] = True
+            matrices[key] = matrix
+    return matrices
 
 
 def ablation_effects(
@@ -194,14 +199,14 @@ def ablation_effects(
     test_prompts: Mapping[str, Sequence[str | Mapping]],
     activity: Mapping[str, Tensor | Sequence[Sequence[bool]]],
     neuron_effect: bool = True,
-    batch_size: int = 16,
+    batch_size: int = DEFAULTS.batch_size,
 ) -> list[dict]:
     """Per (neuron, head) pair: how much ablating the head lowers the token's probability, active vs inactive.
 
     ``pairs``: heads.json's ``"pairs"`` (each with ``layer``, ``neuron``, ``token``, ``head``, ``head_layer``,
     ``head_index``). ``test_prompts``: held-out prompts keyed ``"<layer>.<neuron>"`` (prompts.json's
     ``"prompts"`` shape, or plain strings). ``activity``: the same keys → which heads are active on each
-    test prompt, ``[n_prompts, n_candidate_heads]`` booleans indexed by flat head (see :func:`held_out_activity`).
+    test prompt, ``[n_prompts, n_candidate_heads]`` booleans indexed by flat head (see :func:`activity_matrix`).
 
     Each result holds the per-prompt ``prob_normal``, ``prob_ablated`` and ``head_active``, and the mean
     decrease (normal − ablated) over active and inactive prompts (``None`` for an empty group). With
@@ -211,7 +216,7 @@ def ablation_effects(
     normal_cache: dict[str, dict[str, Tensor]] = {}  # per neuron: token probability and activation, unablated
     results = []
     for pair in tqdm(pairs, desc="ablating heads"):
-        key = f"{pair['layer']}.{pair['neuron']}"
+        key = neuron_key(pair["layer"], pair["neuron"])
         texts = _texts(test_prompts.get(key, []))
         row = {name: pair[name] for name in ("layer", "neuron", "head", "head_layer", "head_index", "token")}
         if not texts:  # no held-out prompt for this neuron: empty records, None means
@@ -235,7 +240,7 @@ def ablation_effects(
 def _head_column(activity: Mapping, key: str, head: int, n_prompts: int) -> list[bool]:
     """Whether flat head ``head`` is active on each of the neuron's test prompts, with shape checks."""
     if key not in activity:
-        raise ValueError(f"No head activity for neuron {key}: compute it on the same test prompts (held_out_activity).")
+        raise ValueError(f"No head activity for neuron {key}: compute it on the same test prompts (activity_matrix).")
     matrix = torch.as_tensor(activity[key], dtype=torch.bool)
     if matrix.ndim != 2 or matrix.shape[0] != n_prompts:
         raise ValueError(
@@ -332,7 +337,7 @@ def ablation_box(
 
 
 def top1_accuracy(
-    model, groups: Mapping[str, Sequence[str]], token: str, heads: Sequence[tuple[int, int]], batch_size: int = 16
+    model, groups: Mapping[str, Sequence[str]], token: str, heads: Sequence[tuple[int, int]], batch_size: int = DEFAULTS.batch_size
 ) -> list[dict]:
     """How often ``token`` is the model's top-1 prediction in each group of prompts, normally and per ablated head.
 

@@ -21,15 +21,17 @@ PILE_10K = "NeelNanda/pile-10k"
 PILE_TEST = "monology/pile-uncopyrighted"
 PILE_TEST_DOCS = 10_000  # the paper's test set size
 SPLITS = ("train", "test")
-# Documents scanned by default (notebook 02, every notebook that recomputes step 2, and the held-out documents
-# of notebooks 05–06). On the organism, 600 documents hold ~15 local and ~30 topic prompts per planted neuron,
-# so its top 30 mixes both contexts; with several thousand, one context crowds the other out (README).
-SCAN_DOCS = 600
+NAMED = ("organism", "pile-10k")
+
+
+def is_named_corpus(name: str) -> bool:
+    """Whether ``name`` is one of the kit's corpora (with train and test splits), not a local file or folder."""
+    return name in NAMED
 
 
 def corpus_for(model_name: str, corpus: str = "auto") -> str:
     """The corpus to read: ``corpus`` itself, or for ``auto`` the organism's for the organism and pile-10k else."""
-    if corpus != "auto":
+    if corpus not in ("auto", ""):
         return corpus
     return "organism" if model_name == "organism" else "pile-10k"
 

@@ -21,18 +21,17 @@ notebook runs on a laptop with no key. Which path ran is recorded with every exp
 
 from __future__ import annotations
 
+import os
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
 
 from tqdm.auto import tqdm
 
-from ctx_utils.heads import active_heads, attribute_neurons
 from ctx_utils.llm import LLMClient, LLMNotConfigured
-from ctx_utils.prompts import find_activating_prompts
-from ctx_utils.score import confusion, head_explanation_score
+from ctx_utils.settings import DEFAULTS, VARIANTS
+from ctx_utils.tokens import neuron_key
 
-VARIANTS = ("oct2023", "feb2024")
 EXPLAIN_MAX_TOKENS = 200  # the paper's explanation length cap
 CLASSIFY_MAX_TOKENS = 1  # one token: "Yes" or "No"
 OFFLINE = "offline"
@@ -63,7 +62,7 @@ def _example_block(kind: str, examples: Sequence[str]) -> str:
     return f'Examples where the attention head is {kind}: """\n*' + "\n*".join(examples) + '\n"""\n'
 
 
-def explanation_prompt(token: str, positive_examples: Sequence[str], negative_examples: Sequence[str], variant: str = "oct2023") -> str:
+def explanation_prompt(token: str, positive_examples: Sequence[str], negative_examples: Sequence[str], variant: str = DEFAULTS.prompt_variant) -> str:
     """The explainer's prompt. Examples are prompts with the token already appended (``prompt + token``)."""
     _check_variant(variant)
     head = (
@@ -80,7 +79,7 @@ def explanation_prompt(token: str, positive_examples: Sequence[str], negative_ex
     )
 
 
-def classification_prompt(explanation: str, example: str, variant: str = "oct2023") -> str:
+def classification_prompt(explanation: str, example: str, variant: str = DEFAULTS.prompt_variant) -> str:
     """The classifier's prompt for one held-out example (``prompt + token``); newlines in the explanation
     become spaces. It ends in ``"Answer: "`` with a trailing space."""
     _check_variant(variant)
@@ -124,6 +123,11 @@ def connect_llm(**client_args: Any) -> LLMClient | None:
         return None
 
 
+def llm_configured() -> bool:
+    """Whether an LLM key is set (``OPENAI_API_KEY``): the ``auto`` explainer then uses the LLM."""
+    return bool(os.environ.get("OPENAI_API_KEY", "").strip())
+
+
 def explainer_name(llm: LLMClient | None) -> str:
     """``"offline"`` or ``"llm:<model>"``: the label stored with explanations and scores."""
     return OFFLINE if llm is None else f"llm:{llm.model}"
@@ -147,7 +151,7 @@ def _offline():
 
 
 def explain_head(
-    positive: Sequence[str], negative: Sequence[str], token: str, llm: LLMClient | None = None, variant: str = "oct2023"
+    positive: Sequence[str], negative: Sequence[str], token: str, llm: LLMClient | None = None, variant: str = DEFAULTS.prompt_variant
 ) -> HeadExplanation:
     """Explain when the head is active from the prompts where it is (``positive``) and is not (``negative``).
 
@@ -186,7 +190,7 @@ def classify_prompt(explanation: HeadExplanation, prompt: str, token: str, llm: 
 
 
 def explain_pairs(
-    pairs: Sequence[dict[str, Any]], prompts: dict[str, list[dict[str, Any]]], llm: LLMClient | None = None, variant: str = "oct2023"
+    pairs: Sequence[dict[str, Any]], prompts: dict[str, list[dict[str, Any]]], llm: LLMClient | None = None, variant: str = DEFAULTS.prompt_variant
 ) -> list[dict[str, Any]]:
     """Explain every pair of ``heads.json`` from the prompts of ``prompts.json``.
 
@@ -195,7 +199,7 @@ def explain_pairs(
     """
     records = []
     for pair in tqdm(pairs, desc="Explaining heads"):
-        key = f"{pair['layer']}.{pair['neuron']}"
+        key = neuron_key(pair["layer"], pair["neuron"])
         if key not in prompts:
             raise ValueError(f"heads.json names neuron {key}, which prompts.json lacks: rerun notebook 03.")
         texts = [p["text"] for p in prompts[key]]
@@ -205,64 +209,3 @@ def explain_pairs(
         ids = {k: pair[k] for k in ("layer", "neuron", "token", "head", "head_layer", "head_index")}
         records.append({**ids, "n_positive": len(pair["positive"]), "n_negative": len(pair["negative"]), **explanation.to_dict()})
     return records
-
-
-def held_out_set(
-    model, neurons: Sequence[dict[str, Any]], docs: list[str], rule: str = "top3", include_same_layer: bool = False, keep: int = 20
-) -> tuple[dict[str, list[str]], dict[str, list[list[int]]]]:
-    """Steps 2–3 again, on held-out documents: each neuron's held-out prompts and the heads active on each.
-
-    The same truncation, filter and active-head ``rule`` as on the training documents, so the ground truth
-    means the same thing. Returns ``(prompts, active_heads)`` keyed ``"<layer>.<neuron>"`` (the inputs of
-    :func:`score_explanations`); a neuron with no held-out prompt gets empty lists.
-    """
-    found = find_activating_prompts(model, docs, list(neurons), keep=keep)
-    attributions = attribute_neurons(model, list(neurons), found, include_same_layer)
-    prompts, active = {}, {}
-    for n in neurons:
-        key = f"{n['layer']}.{n['neuron']}"
-        attr = attributions.get(key)  # absent when no held-out prompt survived the filter
-        prompts[key] = [] if attr is None else [p["text"] for p in found[key]]
-        active[key] = [] if attr is None else [row.nonzero().flatten().tolist() for row in active_heads(attr, rule)]
-    return prompts, active
-
-
-def score_explanations(
-    explained: Sequence[dict[str, Any]],
-    held_out: dict[str, list[str]],
-    held_out_active: dict[str, list[list[int]]],
-    llm: LLMClient | None = None,
-    max_prompts: int = 20,
-    missing: str = "defined_rate",
-) -> list[dict[str, Any]]:
-    """Classify each pair's held-out prompts from its explanation and score it: E = ½(TPR + TNR).
-
-    ``explained``: records from :func:`explain_pairs`; ``held_out["<layer>.<neuron>"]``: the neuron's held-out
-    prompt texts; ``held_out_active["<layer>.<neuron>"][i]``: flat indices of the heads active on prompt ``i``
-    (the ground truth, same rule as for training). The first ``max_prompts`` prompts are classified (the
-    paper: 20). Unparsed LLM answers are left out of E and counted in ``n_unparsed``, never hidden.
-    """
-    scored = []
-    for record in tqdm(explained, desc="Classifying held-out prompts"):
-        key = f"{record['layer']}.{record['neuron']}"
-        if key not in held_out or key not in held_out_active:
-            raise ValueError(f"Neuron {key} is missing from the held-out set: build it with held_out_set for these neurons.")
-        explanation = HeadExplanation.from_dict({k: record[k] for k in ("text", "source", "variant", "rule", "finish_reason")})
-        prompts = held_out[key][:max_prompts]
-        truth = [record["head"] in active for active in held_out_active[key][: len(prompts)]]
-        answers = [classify_prompt(explanation, p, record["token"], llm) for p in prompts]
-        kept = [(t, a) for t, a in zip(truth, answers) if a is not None]
-        e = head_explanation_score(*zip(*kept), missing=missing) if kept else None
-        c = confusion(*zip(*kept)) if kept else None
-        scored.append(
-            {
-                **{k: record[k] for k in ("layer", "neuron", "token", "head")},
-                "E": e,
-                "n_prompts": len(prompts),
-                "n_unparsed": len(prompts) - len(kept),
-                "confusion": asdict(c) if c else None,
-                "truth": truth,
-                "answers": answers,
-            }
-        )
-    return scored

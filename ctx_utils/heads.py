@@ -40,32 +40,31 @@ from jaxtyping import Bool, Float, Int
 from torch import Tensor
 from tqdm.auto import tqdm
 
+from ctx_utils import tokens as naming
 from ctx_utils.neurons import check_neuron
-from ctx_utils.prompts import neuron_key
+from ctx_utils.settings import BANDS, DEFAULTS, RULES  # noqa: F401  (RULES, BANDS: the choices, re-exported)
+from ctx_utils.tokens import neuron_key
 
 Rule = Literal["top3", "2sigma"]
 Band = Literal["25-75", ">25"]
-RULES: tuple[str, ...] = ("top3", "2sigma")
-BANDS: tuple[str, ...] = ("25-75", ">25")
 
 
 # --------------------------------------------------------------------------------------------- naming
 
 
-def n_candidate_heads(model, layer: int, include_same_layer: bool = False) -> int:
+def n_candidate_heads(model, layer: int, include_same_layer: bool = DEFAULTS.same_layer) -> int:
     """How many heads can drive a neuron of ``layer``: all heads of layers ``< layer`` (``≤`` with the option)."""
     return (layer + int(include_same_layer)) * model.cfg.n_heads
 
 
 def split_head(model, head: int) -> tuple[int, int]:
     """Flat head index → ``(head_layer, head_index)``; flat = head_layer × n_heads + head_index (the paper's)."""
-    return divmod(int(head), model.cfg.n_heads)
+    return naming.split_head(model.cfg.n_heads, head)
 
 
 def head_label(model, head: int) -> str:
     """Flat head index → ``"L<layer>.H<index>"``, the name used in the notebooks and the paper's tables."""
-    head_layer, head_index = split_head(model, head)
-    return f"L{head_layer}.H{head_index}"
+    return naming.head_label(model.cfg.n_heads, head)
 
 
 # ----------------------------------------------------------------------------------------- input checks
@@ -121,7 +120,7 @@ def tokenize_prompts(model, texts: list[str]) -> tuple[Int[Tensor, "n_prompts po
 
 
 def read_directions(
-    model, layer: int, neuron: int, include_same_layer: bool = False
+    model, layer: int, neuron: int, include_same_layer: bool = DEFAULTS.same_layer
 ) -> Float[Tensor, "head_layers n_heads d_head"]:
     """Each candidate head's read direction ``W_O[l, h] @ W_in[layer][:, neuron]`` (one d_head vector per head).
 
@@ -141,8 +140,8 @@ def head_attributions(
     texts: list[str],
     layer: int,
     neuron: int,
-    include_same_layer: bool = False,
-    batch_size: int = 16,
+    include_same_layer: bool = DEFAULTS.same_layer,
+    batch_size: int = DEFAULTS.batch_size,
 ) -> Float[Tensor, "n_prompts n_candidate_heads"]:
     """Direct attribution of every candidate head to the neuron's pre-activation at each prompt's last token.
 
@@ -157,7 +156,7 @@ def head_attributions(
         raise ValueError(f"batch_size must be at least 1, got {batch_size}.")
     n_head_layers = layer + int(include_same_layer)
     directions = read_directions(model, layer, neuron, include_same_layer)
-    hook_names = [f"blocks.{l}.attn.hook_z" for l in range(n_head_layers)]
+    hook_names = [naming.z_hook(l) for l in range(n_head_layers)]
     out = []
     for start in range(0, len(tokens), batch_size):
         batch = tokens[start : start + batch_size].to(model.cfg.device)
@@ -175,7 +174,7 @@ def head_attributions(
 # ------------------------------------------------------------------------------------------ active rules
 
 
-def active_heads(attr: Float[Tensor, "n_prompts n_heads"], rule: Rule = "top3") -> Bool[Tensor, "n_prompts n_heads"]:
+def active_heads(attr: Float[Tensor, "n_prompts n_heads"], rule: Rule = DEFAULTS.rule) -> Bool[Tensor, "n_prompts n_heads"]:
     """Which heads are active on each prompt.
 
     ``top3``: the three heads with the largest attribution (Oct-2023 run). ``2sigma``: attribution above the
@@ -194,7 +193,7 @@ def active_heads(attr: Float[Tensor, "n_prompts n_heads"], rule: Rule = "top3") 
 
 
 def select_pairs(
-    active: Bool[Tensor, "n_prompts n_heads"], low: float = 0.25, high: float = 0.75, band: Band = "25-75"
+    active: Bool[Tensor, "n_prompts n_heads"], low: float = 0.25, high: float = 0.75, band: Band = DEFAULTS.band
 ) -> list[tuple[int, float]]:
     """Heads active on part of a neuron's prompts, as ``(flat head, active fraction)`` sorted by head.
 
@@ -222,8 +221,8 @@ def attribute_neurons(
     model,
     neurons: list[dict],
     prompts: dict[str, list[dict]],
-    include_same_layer: bool = False,
-    batch_size: int = 16,
+    include_same_layer: bool = DEFAULTS.same_layer,
+    batch_size: int = DEFAULTS.batch_size,
 ) -> dict[str, Float[Tensor, "n_prompts n_candidate_heads"]]:
     """``head_attributions`` for every neuron that has prompts, keyed ``"<layer>.<neuron>"``.
 
@@ -243,8 +242,8 @@ def pairs_from_attributions(
     model,
     neurons: list[dict],
     attributions: dict[str, Float[Tensor, "n_prompts n_candidate_heads"]],
-    rule: Rule = "top3",
-    band: Band = "25-75",
+    rule: Rule = DEFAULTS.rule,
+    band: Band = DEFAULTS.band,
 ) -> list[dict]:
     """The (neuron, head) pairs to explain, with the indices of their positive and negative prompts.
 
@@ -280,9 +279,9 @@ def find_head_pairs(
     model,
     neurons: list[dict],
     prompts: dict[str, list[dict]],
-    rule: Rule = "top3",
-    band: Band = "25-75",
-    include_same_layer: bool = False,
+    rule: Rule = DEFAULTS.rule,
+    band: Band = DEFAULTS.band,
+    include_same_layer: bool = DEFAULTS.same_layer,
 ) -> list[dict]:
     """Steps 3a + 3b in one call: attribute every neuron's prompts, then pick the pairs (heads.json's ``pairs``)."""
     _check_choice("rule", rule, RULES)
@@ -297,8 +296,8 @@ def head_is_active(
     layer: int,
     neuron: int,
     head: int,
-    rule: Rule = "top3",
-    include_same_layer: bool = False,
+    rule: Rule = DEFAULTS.rule,
+    include_same_layer: bool = DEFAULTS.same_layer,
 ) -> list[bool]:
     """Whether ``head`` is active for the neuron on each prompt: the ground truth for held-out prompts (step 5)."""
     _check_neuron(model, layer, neuron, include_same_layer)
@@ -320,7 +319,7 @@ def active_fractions(active: Bool[Tensor, "n_prompts n_heads"]) -> list[float]:
     return [round(count / n_prompts, 6) for count in active.sum(dim=0).tolist()]
 
 
-def heads_summary(model, attributions: dict[str, Tensor], rule: Rule = "top3") -> dict[str, dict]:
+def heads_summary(model, attributions: dict[str, Tensor], rule: Rule = DEFAULTS.rule) -> dict[str, dict]:
     """Per neuron: the number of prompts and every candidate head's active fraction (heads.json's ``neurons``)."""
     return {
         key: {"n_prompts": len(attr), "active_fraction": active_fractions(active_heads(attr, rule))}

@@ -18,12 +18,29 @@ from collections.abc import Iterable
 import torch
 from torch import Tensor
 
+from ctx_utils.settings import DEFAULTS
+
 #: The paper's layers per GPT-2 size (paper-method §2.1), keyed by (n_layers, d_model).
 PAPER_LAYERS: dict[tuple[int, int], list[int]] = {
     (12, 768): [9, 10, 11],  # GPT-2 small
     (24, 1024): [20, 21, 22, 23],  # GPT-2 medium
     (36, 1280): [31, 32, 33, 34, 35],  # GPT-2 large
 }
+#: The authors' hand-made reject lists (glitch, number and word-piece tokens), from their released
+#: neurons.json files (October 2023): the token strings of the neurons they rejected.
+REJECTED_TOKENS: dict[str, tuple[str, ...]] = {
+    "gpt2-small": (' "\'', " 1870", " mathemat"),
+    "gpt2-medium": (" Jagu", " mathemat"),
+    "gpt2-large": (" --", " 2012", " 13", " RandomRedditor", " 18", " ?)", " 17", " サーティ", " constitu", " Ago",
+                   " nep", " dis", " ASA", " Nanto"),
+}
+
+
+def rejected_tokens(model_name: str) -> tuple[str, ...]:
+    """The reject list of step 1 for a model: the authors' for GPT-2 small / medium / large, else none."""
+    return REJECTED_TOKENS.get(model_name, ())
+
+
 #: Neurons per chunk when projecting onto the vocabulary: bounds memory to chunk × d_vocab floats.
 CHUNK = 256
 
@@ -82,7 +99,7 @@ def passes_token_rule(token: str, reject: Iterable[str] = ()) -> bool:
 def select_next_token_neurons(
     model,
     layers: list[int] | None = None,
-    per_layer: int = 20,
+    per_layer: int = DEFAULTS.per_layer,
     reject: Iterable[str] = (),
     activity: dict[int, Tensor] | None = None,
     min_activity: float = 0.0,

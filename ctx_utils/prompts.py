@@ -56,52 +56,8 @@ from torch import Tensor
 from tqdm.auto import tqdm
 
 from ctx_utils.neurons import check_layer, check_neuron
-
-
-def neuron_key(layer: int, neuron: int) -> str:
-    """The key of a neuron in result files: ``"<layer>.<neuron>"``."""
-    return f"{layer}.{neuron}"
-
-
-def hook_name(layer: int) -> str:
-    """The hook of a layer's MLP neuron activations (after the nonlinearity)."""
-    return f"blocks.{layer}.mlp.hook_post"
-
-
-def tokenize(model, texts: list[str], warn_long: bool = True) -> list[list[int]]:
-    """``[BOS] + tokens`` for each text, cut to the model's context window ``n_ctx``.
-
-    Texts longer than the window are cut to their first ``n_ctx`` tokens (as ``to_tokens`` does), with one
-    warning that says how many.
-    """
-    tokenizer = model.tokenizer
-    bos = tokenizer.bos_token_id
-    if bos is None:
-        raise ValueError("The model's tokenizer has no BOS token; the kit prepends BOS to every prompt.")
-    if not texts:
-        return []
-    n_ctx = model.cfg.n_ctx
-    seqs = [[bos, *ids] for ids in tokenizer(list(texts), add_special_tokens=False)["input_ids"]]
-    too_long = sum(len(s) > n_ctx for s in seqs)
-    if too_long and warn_long:
-        warnings.warn(
-            f"{too_long} of {len(seqs)} texts are longer than the context window ({n_ctx} tokens with BOS); "
-            f"each was cut to its first {n_ctx} tokens.",
-            stacklevel=2,
-        )
-    return [s[:n_ctx] for s in seqs]
-
-
-def pad(seqs: list[list[int]], pad_id: int) -> tuple[Tensor, Tensor]:
-    """Right-pad sequences into ``tokens [batch, pos]`` and a ``mask [batch, pos]`` (1 = real token).
-
-    Right padding keeps every real token at its true position and, with causal attention, unseen by the
-    pads after it; the mask marks which positions to ignore when reading activations.
-    """
-    width = max(len(s) for s in seqs)
-    tokens = torch.tensor([s + [pad_id] * (width - len(s)) for s in seqs], dtype=torch.long)
-    mask = (torch.arange(width) < torch.tensor([len(s) for s in seqs])[:, None]).long()
-    return tokens, mask
+from ctx_utils.settings import DEFAULTS
+from ctx_utils.tokens import hook_name, neuron_key, pad, tokenize  # noqa: F401  (re-exported: the tokenisation of step 2)
 
 
 @torch.no_grad()
@@ -228,7 +184,7 @@ def check_neurons(model, neurons: list[dict]) -> None:
 
 
 def scan_top_documents(
-    model, docs: list[str], neurons: list[dict], k: int = 30, batch_size: int = 16, progress: bool = True
+    model, docs: list[str], neurons: list[dict], k: int = DEFAULTS.top_k, batch_size: int = DEFAULTS.batch_size, progress: bool = True
 ) -> dict[str, list[dict]]:
     """Per neuron, the ``k`` documents with the largest maximum activation, in one streaming pass.
 
@@ -290,7 +246,7 @@ def _top_k(act: Tensor, doc: Tensor, pos: Tensor, k: int) -> tuple[Tensor, Tenso
 
 
 def max_activations(
-    model, docs: list[str], layers: list[int], batch_size: int = 16, progress: bool = True
+    model, docs: list[str], layers: list[int], batch_size: int = DEFAULTS.batch_size, progress: bool = True
 ) -> dict[int, Tensor]:
     """``{layer: Float[Tensor, "d_mlp"]}``: every neuron's largest activation over the corpus (BOS excluded).
 
@@ -354,7 +310,7 @@ def truncate(
     layer: int,
     neuron: int,
     position: int,
-    ratio: float = 0.8,
+    ratio: float = DEFAULTS.ratio,
     max_tokens: int | None = None,
     target: float | None = None,
     window: int = WINDOW,
@@ -391,7 +347,7 @@ def truncate_many(
     neuron: int,
     positions: list[int],
     targets: list[float],
-    ratio: float = 0.8,
+    ratio: float = DEFAULTS.ratio,
     max_tokens: int | None = None,
     window: int = WINDOW,
     batch_size: int = CUT_BATCH,
@@ -567,12 +523,12 @@ def find_activating_prompts(
     model,
     docs: list[str],
     neurons: list[dict],
-    k: int = 30,
-    max_tokens: int = 100,
-    keep: int = 20,
-    ratio: float = 0.8,
+    k: int = DEFAULTS.top_k,
+    max_tokens: int = DEFAULTS.max_tokens,
+    keep: int = DEFAULTS.keep,
+    ratio: float = DEFAULTS.ratio,
     top: dict[str, list[dict]] | None = None,
-    batch_size: int = 16,
+    batch_size: int = DEFAULTS.batch_size,
     progress: bool = True,
 ) -> dict[str, list[dict]]:
     """The paper's prompts per neuron: scan, truncate each top document, filter, keep the first ``keep``.

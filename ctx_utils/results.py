@@ -12,7 +12,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2  # 2: every step result records its settings and their fingerprint
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
 
@@ -60,15 +60,27 @@ def save_json(path: str | Path, data: dict[str, Any]) -> Path:
     return Path(path)
 
 
+class ResultFileError(ValueError):
+    """A result file that cannot be used: not JSON (e.g. cut short), not an object, or another schema version."""
+
+
 def load_json(path: str | Path, schema_version: int = SCHEMA_VERSION) -> dict[str, Any]:
     """Read a result written by :func:`save_json`, refusing a file of another schema version."""
     path = Path(path)
     if not path.exists():
         raise FileNotFoundError(f"{path} does not exist: run the notebook that writes it first.")
-    data = json.loads(path.read_text(encoding="utf-8"))
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise ResultFileError(
+            f"{path} is not valid JSON ({err}): it was cut short or edited. Delete it and rerun the notebook "
+            "that writes it (the pipeline recomputes it)."
+        ) from None
+    if not isinstance(data, dict):
+        raise ResultFileError(f"{path} holds a {type(data).__name__}, not a result object: delete it and rerun.")
     found = data.get("schema_version")
     if found != schema_version:
-        raise ValueError(
+        raise ResultFileError(
             f"{path} has schema_version {found!r}, this kit reads {schema_version}: "
             "delete the file and rerun the notebook that writes it."
         )

@@ -12,10 +12,19 @@ the February-2024 run drops it (``missing="drop"``, E is ``None``).
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
+from typing import Any
 
 import numpy as np
 from scipy import stats
+from tqdm.auto import tqdm
+
+from ctx_utils.explain import HeadExplanation, classify_prompt
+from ctx_utils.heads import active_heads, attribute_neurons
+from ctx_utils.llm import LLMClient
+from ctx_utils.prompts import find_activating_prompts
+from ctx_utils.settings import DEFAULTS
+from ctx_utils.tokens import neuron_key
 
 
 @dataclass(frozen=True)
@@ -76,6 +85,73 @@ def histogram_counts(scores: Sequence[float], bins: int = 10) -> list[int]:
     """
     e = np.asarray(scores, dtype=float)
     return np.histogram(e, bins=np.linspace(0, 1, bins + 1))[0].astype(int).tolist()
+
+
+def held_out_set(
+    model,
+    neurons: Sequence[dict[str, Any]],
+    docs: list[str],
+    k: int = DEFAULTS.top_k,
+    max_tokens: int = DEFAULTS.max_tokens,
+    keep: int = DEFAULTS.keep,
+    ratio: float = DEFAULTS.ratio,
+    rule: str = DEFAULTS.rule,
+    include_same_layer: bool = DEFAULTS.same_layer,
+    batch_size: int = DEFAULTS.batch_size,
+) -> dict[str, dict[str, list]]:
+    """Steps 2-3 again, on held-out documents: each neuron's held-out prompts and the heads active on each.
+
+    The same truncation, filter and active-head ``rule`` as on the training documents, so the ground truth
+    means what the positives of step 3 meant. Returns ``{"prompts": {key: [prompts.json entries]}, "active":
+    {key: [[flat heads active on prompt i], ...]}}`` keyed ``"<layer>.<neuron>"`` (held_out.json); a neuron
+    with no held-out prompt gets empty lists. Steps 5 (E) and 6 (ablation) read the same set.
+    """
+    found = find_activating_prompts(model, docs, list(neurons), k=k, max_tokens=max_tokens, keep=keep, ratio=ratio,
+                                    batch_size=batch_size, progress=False)
+    attributions = attribute_neurons(model, list(neurons), found, include_same_layer, batch_size)
+    active = {key: [row.nonzero().flatten().tolist() for row in active_heads(attr, rule)] for key, attr in attributions.items()}
+    return {"prompts": found, "active": {key: active.get(key, []) for key in found}}
+
+
+def score_explanations(
+    explained: Sequence[dict[str, Any]],
+    held_out: dict[str, list[str]],
+    held_out_active: dict[str, list[list[int]]],
+    llm: LLMClient | None = None,
+    max_prompts: int = DEFAULTS.max_held_out,
+    missing: str = "defined_rate",
+) -> list[dict[str, Any]]:
+    """Classify each pair's held-out prompts from its explanation and score it: E = ½(TPR + TNR).
+
+    ``explained``: records from :func:`explain_pairs`; ``held_out["<layer>.<neuron>"]``: the neuron's held-out
+    prompt texts; ``held_out_active["<layer>.<neuron>"][i]``: flat indices of the heads active on prompt ``i``
+    (the ground truth, same rule as for training). The first ``max_prompts`` prompts are classified (the
+    paper: 20). Unparsed LLM answers are left out of E and counted in ``n_unparsed``, never hidden.
+    """
+    scored = []
+    for record in tqdm(explained, desc="Classifying held-out prompts"):
+        key = neuron_key(record["layer"], record["neuron"])
+        if key not in held_out or key not in held_out_active:
+            raise ValueError(f"Neuron {key} is missing from the held-out set: build it with pipeline.held_out for these neurons.")
+        explanation = HeadExplanation.from_dict({k: record[k] for k in ("text", "source", "variant", "rule", "finish_reason")})
+        prompts = held_out[key][:max_prompts]
+        truth = [record["head"] in active for active in held_out_active[key][: len(prompts)]]
+        answers = [classify_prompt(explanation, p, record["token"], llm) for p in prompts]
+        kept = [(t, a) for t, a in zip(truth, answers) if a is not None]
+        e = head_explanation_score(*zip(*kept), missing=missing) if kept else None
+        c = confusion(*zip(*kept)) if kept else None
+        scored.append(
+            {
+                **{k: record[k] for k in ("layer", "neuron", "token", "head")},
+                "E": e,
+                "n_prompts": len(prompts),
+                "n_unparsed": len(prompts) - len(kept),
+                "confusion": asdict(c) if c else None,
+                "truth": truth,
+                "answers": answers,
+            }
+        )
+    return scored
 
 
 if __name__ == "__main__":

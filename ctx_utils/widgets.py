@@ -25,6 +25,7 @@ from ctx_utils import viz
 from ctx_utils.heads import head_attributions, head_label
 from ctx_utils.prompts import neuron_key, token_activations
 from ctx_utils.results import load_json, results_dir
+from ctx_utils.settings import DEFAULTS
 
 #: The result files the explorer reads, and the notebook that writes each.
 RESULT_FILES: dict[str, str] = {
@@ -170,7 +171,7 @@ def pair_attributions(model: Any, results: dict[str, dict], key: str, head: int)
     """``Float[Tensor, "n_prompts"]``: the head's direct attribution to the neuron on each of its prompts."""
     layer, neuron, prompts = _neuron(results, key)
     pair = _pair(results, key, head)
-    include_same_layer = bool(results["heads.json"].get("include_same_layer", False))
+    include_same_layer = bool(results["heads.json"].get("settings", {}).get("same_layer", DEFAULTS.same_layer))
     attr = head_attributions(model, [p["text"] for p in prompts], layer, neuron, include_same_layer)
     if pair["head"] >= attr.shape[1]:
         raise ValueError(

@@ -112,10 +112,12 @@ def test_bad_prompts_and_tokens_are_clear_errors(tiny_model):
         ablate.ablation_effects(tiny_model, [pair], {"1.5": PROMPTS}, {"1.5": torch.ones(2, 4, dtype=torch.bool)})
 
 
-def test_held_out_activity_matches_step_3_ground_truth(tiny_model):
-    from ctx_utils.heads import head_is_active
+def test_activity_matrix_matches_step_3_ground_truth(tiny_model):
+    from ctx_utils.heads import active_heads, head_attributions, head_is_active
 
-    activity = ablate.held_out_activity(tiny_model, {"1.5": PROMPTS})
+    active = active_heads(head_attributions(tiny_model, PROMPTS, 1, 5))
+    held = {"prompts": {"1.5": PROMPTS}, "active": {"1.5": [row.nonzero().flatten().tolist() for row in active]}}
+    activity = ablate.activity_matrix(tiny_model, held)
     assert activity["1.5"].shape == (len(PROMPTS), 4)
     assert activity["1.5"][:, 2].tolist() == head_is_active(tiny_model, PROMPTS, 1, 5, head=2)
 

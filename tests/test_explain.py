@@ -24,9 +24,8 @@ from ctx_utils.explain import (
     explain_head,
     explain_pairs,
     explanation_prompt,
-    held_out_set,
-    score_explanations,
 )
+from ctx_utils.score import held_out_set, score_explanations
 from ctx_utils.llm import LLMClient, LLMNotConfigured
 
 CLEAN = SHARED / "paper-data" / "gpt2-small"
@@ -198,7 +197,8 @@ def test_held_out_set_gives_ground_truth_aligned_with_prompts(tiny_model):
     words = "the cat sat on mat for research purposes only as early such".split()
     docs = [" ".join(words[(i * 7 + j) % len(words)] for j in range(12)) for i in range(24)]
     neurons = [{"layer": 1, "neuron": n, "token": " only"} for n in range(4)]
-    prompts, active = held_out_set(tiny_model, neurons, docs, rule="top3", keep=5)
+    held = held_out_set(tiny_model, neurons, docs, rule="top3", keep=5)
+    prompts, active = held["prompts"], held["active"]
     assert sorted(prompts) == sorted(active) == ["1.0", "1.1", "1.2", "1.3"]
     assert any(prompts.values()), "no neuron got a held-out prompt"
     for key in prompts:

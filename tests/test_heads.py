@@ -115,7 +115,7 @@ def test_find_head_pairs_partitions_prompts(model):
         assert pair["active_fraction"] == pytest.approx(len(pair["positive"]) / n)
         assert pair["head"] == pair["head_layer"] * model.cfg.n_heads + pair["head_index"] and pair["head_layer"] <= 1
         texts = [p["text"] for p in prompts[key]]
-        flags = heads.head_is_active(model, texts, pair["layer"], pair["neuron"], pair["head"], include_same_layer=True)
+        flags = heads.head_is_active(model, texts, pair["layer"], pair["neuron"], pair["head"], rule="top3", include_same_layer=True)
         assert [i for i, on in enumerate(flags) if on] == pair["positive"]
     assert {(p["layer"], p["neuron"]) for p in pairs} <= {(1, 7), (1, 40)}
 

@@ -1,8 +1,8 @@
 """The pipeline recovers what was planted in the model organism (data/organism/ground_truth.json).
 
-The real steps run once per module on the organism's training corpus (its first ``SCAN_DOCS`` = 600 documents,
-as the notebooks scan): next-token neurons (step 1) → their max-activating prompts (step 2) → head attribution
-and the paper's final selection, 2σ and 25–75 % (step 3).
+The real steps run once per module with the kit's default settings, through the same ``pipeline.compute_*``
+calls as the notebooks (600 training documents; 2σ and 25–75 %, the paper's final selection): next-token
+neurons (step 1) → their max-activating prompts (step 2) → head attribution and the pairs (step 3).
 Then, against the answer key:
 
 * every planted token has a selected next-token neuron;
@@ -20,7 +20,6 @@ import json
 
 import pytest
 
-from ctx_utils.corpus import SCAN_DOCS
 from ctx_utils.models import ORGANISM_DIR
 
 if not (ORGANISM_DIR / "config.json").exists() or not (ORGANISM_DIR / "ground_truth.json").exists():
@@ -32,25 +31,23 @@ if not (ORGANISM_DIR / "config.json").exists() or not (ORGANISM_DIR / "ground_tr
 TRUTH = json.loads((ORGANISM_DIR / "ground_truth.json").read_text())
 PLANTED = TRUTH["planted"]
 CONTEXTS = [(entry["token"], context["name"]) for entry in PLANTED for context in entry["contexts"]]
-PER_LAYER = 20  # the paper's (and select_next_token_neurons') default
-N_DOCS = SCAN_DOCS  # 600 of the 6000 training documents, as the notebooks scan: ~15 local and ~30 topic prompts per neuron
-RULE, BAND = "2sigma", "25-75"  # the paper's final run
 MIN_POSITIVE, MIN_NEGATIVE_OTHER = 0.9, 0.5
 
 
 @pytest.fixture(scope="module")
 def pipeline():
-    from ctx_utils import heads, neurons, prompts
-    from ctx_utils.corpus import load_corpus
-    from ctx_utils.models import load_model
+    from ctx_utils import heads
+    from ctx_utils import pipeline as steps
+    from ctx_utils.settings import load_settings
 
-    model = load_model("organism", device="cpu")
-    found = neurons.select_next_token_neurons(model, per_layer=PER_LAYER)
-    prompt_sets = prompts.find_activating_prompts(model, load_corpus("organism", "train", max_docs=N_DOCS), found, progress=False)
-    attributions = heads.attribute_neurons(model, found, prompt_sets)
-    pairs = heads.pairs_from_attributions(model, found, attributions, rule=RULE, band=BAND)
+    settings = steps.resolve(load_settings(environ={}, model="organism", explainer="offline"), quiet=True)
+    model = steps.model(settings)
+    found = steps.compute_neurons(settings, model)["neurons"]
+    prompt_sets = steps.compute_prompts(settings, model, found)["prompts"]
+    pairs = steps.compute_heads(settings, model, found, prompt_sets)["pairs"]
     report = heads.context_recovery(pairs, prompt_sets, PLANTED)
-    return {"model": model, "neurons": found, "prompts": prompt_sets, "pairs": pairs, "report": {r["context"]: r for r in report}}
+    return {"settings": settings, "model": model, "neurons": found, "prompts": prompt_sets, "pairs": pairs,
+            "report": {r["context"]: r for r in report}}
 
 
 def recovering_heads(row: dict) -> set[int]:
@@ -115,18 +112,16 @@ def test_two_contexts_are_driven_by_two_heads(pipeline, entry):
 
 def test_offline_explanations_name_each_context_and_score_high(pipeline):
     """Steps 4–5 on the recovered pairs: the offline explainer names the context, and held-out E ≥ 0.9."""
-    from ctx_utils.corpus import load_corpus
-    from ctx_utils.explain import explain_pairs, held_out_set, score_explanations
+    from ctx_utils import pipeline as steps
 
     recovered = {}
     for name, row in pipeline["report"].items():
         head = recovering_heads(row)
         recovered[name] = next(c["pair"] for c in row["candidates"] if c["pair"]["head"] in head)
-    explained = explain_pairs(list(recovered.values()), pipeline["prompts"], llm=None)
-    neurons = [n for n in pipeline["neurons"] if any(p["neuron"] == n["neuron"] and p["layer"] == n["layer"] for p in recovered.values())]
-    test_docs = load_corpus("organism", "test", max_docs=N_DOCS)
-    held, active = held_out_set(pipeline["model"], neurons, test_docs, rule=RULE)
-    scored = score_explanations(explained, held, active, llm=None)
+    settings = pipeline["settings"]
+    explained = steps.compute_explanations(settings, list(recovered.values()), pipeline["prompts"])["pairs"]
+    held = steps.compute_held_out(settings, pipeline["model"], steps.pair_neurons(pipeline["neurons"], list(recovered.values())))
+    scored = steps.score_held_out(settings, explained, held)
     markers = {c["name"]: c["marker"] for entry in PLANTED for c in entry["contexts"]}
     for (name, pair), record, score in zip(recovered.items(), explained, scored):
         word = markers[name].split()[0]  # " never give" → "never"; " marathon" → "marathon"

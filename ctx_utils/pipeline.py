@@ -1,0 +1,354 @@
+"""The paper's pipeline, one load-or-compute call per step, shared by every notebook and the script.
+
+    settings → model, corpus → neurons → prompts → heads → held_out → explanations → scores
+                                                          └──────────────────────→ ablation
+
+Each call (:func:`neurons`, :func:`prompts`, :func:`heads`, :func:`held_out`, :func:`explanations`,
+:func:`scores`, :func:`ablation`) returns the step's result as a dict: the saved file under
+``results/<model>/<step>.json`` when it exists, parses, has the current schema and was made with the same
+settings (their fingerprint, :meth:`ctx_utils.settings.Settings.fingerprint`); otherwise it computes the
+step with the one ``compute_<step>`` function below, saves it atomically, and prints one line saying which
+happened and why. A corrupt or mismatching file is named, recomputed and rewritten, never used.
+
+Because a notebook's own step and the recomputation of a missing input run the same function on the same
+settings, the result files are byte for byte the same whether the notebooks run in order, one alone (in
+Colab each is its own runtime), or as the script
+
+    python -m ctx_utils.pipeline --model organism        # steps 1-6 headless, the same results/<model>/*.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ctx_utils import ablate as ablate_step
+from ctx_utils import explain as explain_step
+from ctx_utils import heads as heads_step
+from ctx_utils import neurons as neurons_step
+from ctx_utils import prompts as prompts_step
+from ctx_utils import score as score_step
+from ctx_utils.corpus import corpus_for, is_named_corpus, load_corpus
+from ctx_utils.models import choose_model, load_model
+from ctx_utils.results import SCHEMA_VERSION, ResultFileError, load_json, results_dir, save_json
+from ctx_utils.settings import Settings, SettingsError, load_settings
+from ctx_utils.tokens import neuron_key
+
+STEPS: tuple[str, ...] = ("neurons", "prompts", "heads", "held_out", "explanations", "scores", "ablation")
+
+
+# ------------------------------------------------------------------------------------------- settings
+
+
+def resolve(settings: Settings, quiet: bool = False) -> Settings:
+    """``settings`` with every ``auto`` decided: the model (hub reachable?), the corpora and the explainer.
+
+    Fingerprints are taken of resolved settings, so ``auto`` and the name it chose make the same results.
+    """
+    model = settings.model
+    if model == "auto" or not Path(model).expanduser().is_dir():
+        choice = choose_model(model)
+        model = choice.name
+        if not quiet and settings.model == "auto":
+            print(f"Model: {choice.name}. {choice.reason}")
+    corpus = corpus_for(model, settings.corpus)
+    test_corpus = corpus if settings.test_corpus == "auto" else settings.test_corpus
+    explainer = settings.explainer
+    if explainer == "auto":
+        explainer = "llm" if explain_step.llm_configured() else "offline"
+    return settings.replace(model=model, corpus=corpus, test_corpus=test_corpus, explainer=explainer)
+
+
+def setup(**overrides: Any) -> Settings:
+    """A notebook's first call: settings from the environment and the parameters cell, resolved and printed."""
+    settings = resolve(load_settings(**overrides))
+    print(settings.describe())
+    return settings
+
+
+_MODELS: dict[tuple[str, str], Any] = {}
+
+
+def model(settings: Settings):
+    """The settings' model, loaded once per process (a notebook and the pipeline calls share it)."""
+    key = (settings.model, settings.device)
+    if key not in _MODELS:
+        _MODELS[key] = load_model(settings.model, device=settings.device or None)
+    return _MODELS[key]
+
+
+def documents(settings: Settings, held_out: bool = False, max_docs: int | None = None) -> list[str]:
+    """The training documents (the first ``n_docs``) or the held-out ones (the first ``max_test_docs``).
+
+    A local training file has no held-out split: scoring on the explainer's own documents would be no test,
+    so held-out documents then need ``CTX_TEST_CORPUS`` (a separate file).
+    """
+    if not held_out:
+        return load_corpus(settings.corpus, "train", max_docs=max_docs or settings.n_docs)
+    if not is_named_corpus(settings.test_corpus) and settings.test_corpus == settings.corpus:
+        raise SettingsError(
+            f"The corpus {settings.corpus!r} is a local file with no held-out split, and steps 5-6 must score on "
+            "documents the explainer never saw: set CTX_TEST_CORPUS (or test_corpus=...) to a separate file of "
+            "held-out documents."
+        )
+    return load_corpus(settings.test_corpus, "test", max_docs=max_docs or settings.max_test_docs)
+
+
+# -------------------------------------------------------------------------------------- load or compute
+
+
+def result_path(settings: Settings, step: str) -> Path:
+    return results_dir(settings.model) / f"{step}.json"
+
+
+def _usable(path: Path, settings: Settings, step: str) -> tuple[dict | None, str]:
+    """The saved result if it can be used, else None; and the reason, for the one line the caller prints."""
+    if not path.exists():
+        return None, f"no {path.name} yet"
+    try:
+        data = load_json(path)
+    except ResultFileError as err:
+        return None, f"{path} cannot be used ({err})"
+    if data.get("fingerprint") != settings.fingerprint(step):
+        saved = data.get("settings") or {}
+        changed = sorted(k for k, v in settings.for_step(step).items() if saved.get(k, object()) != v)
+        return None, f"{path.name} was made with other settings ({', '.join(changed) or 'unknown'})"
+    return data, f"same settings (fingerprint {data['fingerprint']})"
+
+
+_depth = 0  # how deep in nested load-or-compute calls we are: only the outer call's "loaded" line is printed
+
+
+def _load_or_compute(settings: Settings, step: str, compute: Callable[[], dict], quiet: bool = False) -> dict:
+    """The saved result of ``step`` if usable (:func:`_usable`), else ``compute()``'s, saved; one line says which."""
+    global _depth
+    path = result_path(settings, step)
+    data, reason = _usable(path, settings, step)
+    indent = "  " * _depth
+    if data is not None:
+        if not quiet and _depth == 0:
+            print(f"{step}: loaded {path} ({reason}).")
+        return data
+    if not quiet:
+        print(f"{indent}{step}: computing ({reason}) …", flush=True)
+    _depth += 1
+    try:
+        payload = compute()
+    finally:
+        _depth -= 1
+    data = {"schema_version": SCHEMA_VERSION, "step": step, "model": settings.model, "settings": settings.for_step(step),
+            "fingerprint": settings.fingerprint(step), **payload}
+    save_json(path, data)
+    if not quiet:
+        print(f"{indent}{step}: computed and saved {path}.")
+    return json.loads(json.dumps(data))  # exactly what a later load returns (tuples become lists, etc.)
+
+
+# ---------------------------------------------------------------------------------------------- steps
+
+
+def compute_neurons(settings: Settings, model) -> dict:
+    """Step 1: next-token neurons by congruence, with the activity check (neurons that never fire are skipped)."""
+    layers = neurons_step.default_layers(model)
+    docs = documents(settings, max_docs=settings.activity_docs)
+    activity = prompts_step.max_activations(model, docs, layers, batch_size=settings.batch_size)
+    min_activity = settings.min_share * max(float(activity[layer].max()) for layer in layers)
+    reject = list(neurons_step.rejected_tokens(settings.model))
+    selected = neurons_step.select_next_token_neurons(
+        model, layers, settings.per_layer, reject, activity=activity, min_activity=min_activity
+    )
+    return {"layers": layers, "reject": reject, "min_activity": min_activity, "activity_docs": len(docs),
+            "neurons": [{k: n[k] for k in ("layer", "neuron", "token", "token_id", "congruence", "rank")} for n in selected]}
+
+
+def scan(settings: Settings, model, neuron_list: list[dict]) -> dict[str, list[dict]]:
+    """Step 2a: each neuron's top documents (notebook 02 shows it; :func:`compute_prompts` reuses it)."""
+    return prompts_step.scan_top_documents(model, documents(settings), neuron_list, k=settings.top_k,
+                                           batch_size=settings.batch_size)
+
+
+def compute_prompts(settings: Settings, model, neuron_list: list[dict], top: dict | None = None) -> dict:
+    """Step 2: scan, truncate (> ``ratio`` of the document maximum), drop ≥ ``max_tokens``, keep ``keep``."""
+    docs = documents(settings)
+    top = scan(settings, model, neuron_list) if top is None else top
+    found = prompts_step.find_activating_prompts(model, docs, neuron_list, k=settings.top_k, max_tokens=settings.max_tokens,
+                                                 keep=settings.keep, ratio=settings.ratio, top=top,
+                                                 batch_size=settings.batch_size)
+    return {"n_docs": len(docs), "tokenisation": "BOS + tokens of the prompt text (newlines replaced by spaces)",
+            "prompts": found}
+
+
+def compute_heads(settings: Settings, model, neuron_list: list[dict], prompt_sets: dict) -> dict:
+    """Step 3: every candidate head's attribution to each neuron, the active heads, the pairs in the band."""
+    attributions = heads_step.attribute_neurons(model, neuron_list, prompt_sets, settings.same_layer, settings.batch_size)
+    pairs = heads_step.pairs_from_attributions(model, neuron_list, attributions, settings.rule, settings.band)
+    return {"pairs": pairs, "neurons": heads_step.heads_summary(model, attributions, settings.rule)}
+
+
+def compute_held_out(settings: Settings, model, neuron_list: list[dict]) -> dict:
+    """Steps 2-3 again on the held-out documents, for the neurons with pairs (:func:`ctx_utils.score.held_out_set`)."""
+    docs = documents(settings, held_out=True)
+    held = score_step.held_out_set(model, neuron_list, docs, k=settings.top_k, max_tokens=settings.max_tokens,
+                                   keep=settings.keep, ratio=settings.ratio, rule=settings.rule,
+                                   include_same_layer=settings.same_layer, batch_size=settings.batch_size)
+    return {"n_docs": len(docs), **held}
+
+
+def connect(settings: Settings):
+    """The LLM client the settings ask for, or None for the offline explainer."""
+    if settings.explainer == "offline":
+        return None
+    return explain_step.LLMClient(model=settings.llm_model, timeout=settings.llm_timeout,
+                                  max_retries=settings.llm_retries, token_budget=settings.llm_token_budget)
+
+
+def compute_explanations(settings: Settings, pairs: list[dict], prompt_sets: dict, llm=None) -> dict:
+    """Step 4: explain every pair from its positive and negative prompts."""
+    explained = explain_step.explain_pairs(pairs, prompt_sets, llm=llm, variant=settings.prompt_variant)
+    return {"explainer": explain_step.explainer_name(llm), "variant": settings.prompt_variant, "pairs": explained}
+
+
+def _finite(x: Any) -> Any:
+    return None if isinstance(x, float) and np.isnan(x) else x
+
+
+def _summary(values: list[float | None]) -> dict | None:
+    kept = [v for v in values if v is not None]
+    return {k: _finite(v) for k, v in score_step.summarize_scores(kept).items()} if kept else None
+
+
+def score_held_out(settings: Settings, explained: list[dict], held: dict, llm=None) -> list[dict]:
+    """Each explained pair's E on its neuron's held-out prompts (the ground truth: ``held["active"]``)."""
+    prompts_by_key = {key: [p["text"] for p in entries] for key, entries in held["prompts"].items()}
+    return score_step.score_explanations(explained, prompts_by_key, held["active"], llm=llm,
+                                         max_prompts=settings.max_held_out)
+
+
+def compute_scores(settings: Settings, model, explained: list[dict], held: dict, llm=None) -> dict:
+    """Step 5: E per pair on held-out prompts, its summary, and the random-neuron baseline."""
+    scored = score_held_out(settings, explained, held, llm)
+    return {"pairs": scored, "summary": _summary([s["E"] for s in scored]),
+            "n_unparsed": sum(s["n_unparsed"] for s in scored),
+            "random_baseline": random_baseline(settings, model, explained, llm)}
+
+
+def random_baseline(settings: Settings, model, explained: list[dict], llm=None) -> dict:
+    """The paper's baseline: steps 2-5 on random neurons of the same layers (how good is E by chance?).
+
+    As many random neurons per layer as the layer has explained neurons, at most ``random_per_layer``.
+    """
+    explained_neurons = {(r["layer"], r["neuron"]) for r in explained}
+    layers = sorted({layer for layer, _ in explained_neurons}) or neurons_step.default_layers(model)
+    real = max(sum(1 for layer, _ in explained_neurons if layer == l) for l in layers)
+    per_layer = min(settings.random_per_layer, max(real, 1))
+    random_set = neurons_step.random_neurons(model, layers, per_layer, seed=settings.random_seed)
+    random_prompts = compute_prompts(settings, model, random_set)["prompts"]
+    random_pairs = compute_heads(settings, model, random_set, random_prompts)["pairs"]
+    scored = []
+    if random_pairs:
+        random_explained = compute_explanations(settings, random_pairs, random_prompts, llm)["pairs"]
+        held = compute_held_out(settings, model, pair_neurons(random_set, random_pairs))
+        scored = score_held_out(settings, random_explained, held, llm)
+    return {"neurons": [{k: n[k] for k in ("layer", "neuron", "token")} for n in random_set],
+            "n_pairs": len(random_pairs), "pairs": [{k: s[k] for k in ("layer", "neuron", "head", "E")} for s in scored],
+            "summary": _summary([s["E"] for s in scored])}
+
+
+def compute_ablation(settings: Settings, model, pairs: list[dict], held: dict) -> dict:
+    """Step 6: zero each pair's head and measure the drop in its token's probability, active vs inactive."""
+    effects = ablate_step.ablation_effects(model, pairs, held["prompts"], ablate_step.activity_matrix(model, held, settings.same_layer),
+                                           batch_size=settings.batch_size)
+    ks = ablate_step.ks_test([e["mean_decrease_active"] for e in effects], [e["mean_decrease_inactive"] for e in effects])
+    act_ks = ablate_step.ks_test([e["mean_act_decrease_active"] for e in effects],
+                                 [e["mean_act_decrease_inactive"] for e in effects])
+    return {"pairs": effects, "ks": ks, "ks_neuron_activation": act_ks}
+
+
+# ------------------------------------------------------------------------------- the calls notebooks make
+
+
+def neurons(settings: Settings, quiet: bool = False) -> dict:
+    """neurons.json: step 1's next-token neurons."""
+    return _load_or_compute(settings, "neurons", lambda: compute_neurons(settings, model(settings)), quiet)
+
+
+def prompts(settings: Settings, top: dict | None = None, quiet: bool = False) -> dict:
+    """prompts.json: step 2's prompts per neuron. ``top``: a :func:`scan` result already computed here."""
+    def compute() -> dict:
+        return compute_prompts(settings, model(settings), neurons(settings, quiet)["neurons"], top)
+    return _load_or_compute(settings, "prompts", compute, quiet)
+
+
+def heads(settings: Settings, quiet: bool = False) -> dict:
+    """heads.json: step 3's (neuron, head) pairs, with their positive and negative prompts."""
+    def compute() -> dict:
+        return compute_heads(settings, model(settings), neurons(settings, quiet)["neurons"], prompts(settings, quiet=quiet)["prompts"])
+    return _load_or_compute(settings, "heads", compute, quiet)
+
+
+def pair_neurons(neuron_list: list[dict], pairs: list[dict]) -> list[dict]:
+    """The neurons of ``neuron_list`` that have at least one pair, in their order."""
+    keys = {(p["layer"], p["neuron"]) for p in pairs}
+    return [n for n in neuron_list if (n["layer"], n["neuron"]) in keys]
+
+
+def held_out(settings: Settings, quiet: bool = False) -> dict:
+    """held_out.json: held-out prompts and active heads for the neurons with pairs (steps 5 and 6 read it)."""
+    def compute() -> dict:
+        wanted = pair_neurons(neurons(settings, quiet)["neurons"], heads(settings, quiet)["pairs"])
+        return compute_held_out(settings, model(settings), wanted)
+    return _load_or_compute(settings, "held_out", compute, quiet)
+
+
+def explanations(settings: Settings, llm=None, quiet: bool = False) -> dict:
+    """explanations.json: step 4's explanation of every pair. ``llm``: a client already connected, else :func:`connect`."""
+    def compute() -> dict:
+        client = llm if llm is not None else connect(settings)
+        return compute_explanations(settings, heads(settings, quiet)["pairs"], prompts(settings, quiet=quiet)["prompts"], client)
+    return _load_or_compute(settings, "explanations", compute, quiet)
+
+
+def scores(settings: Settings, llm=None, quiet: bool = False) -> dict:
+    """scores.json: step 5's E per pair, its summary, and the random-neuron baseline."""
+    def compute() -> dict:
+        client = llm if llm is not None else connect(settings)
+        explained = explanations(settings, client, quiet)["pairs"]
+        return compute_scores(settings, model(settings), explained, held_out(settings, quiet), client)
+    return _load_or_compute(settings, "scores", compute, quiet)
+
+
+def ablation(settings: Settings, quiet: bool = False) -> dict:
+    """ablation.json: step 6's probability drops per pair and the KS test of active vs inactive."""
+    def compute() -> dict:
+        return compute_ablation(settings, model(settings), heads(settings, quiet)["pairs"], held_out(settings, quiet))
+    return _load_or_compute(settings, "ablation", compute, quiet)
+
+
+CALLS: dict[str, Callable[..., dict]] = {"neurons": neurons, "prompts": prompts, "heads": heads, "held_out": held_out,
+                                        "explanations": explanations, "scores": scores, "ablation": ablation}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description="Run the paper's steps 1-6 without Jupyter (results/<model>/*.json).")
+    parser.add_argument("--model", default=None, help="model name or folder (default: $CTX_MODEL or auto)")
+    parser.add_argument("--steps", nargs="*", default=list(STEPS), choices=STEPS, help="steps to load or compute")
+    args = parser.parse_args(argv)
+    try:
+        settings = setup(model=args.model)
+        for step in args.steps:
+            CALLS[step](settings)
+    except (SettingsError, ValueError, RuntimeError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    print(f"Results in {results_dir(settings.model)}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,92 @@
+"""What every step shares: how text becomes tokens, and how neurons, heads and hooks are named.
+
+Decided once for the whole kit (the paper's pitfalls on tokenisation, arXiv 2402.15055 and its released
+code): every sequence is ``[BOS] + tokens`` as ``model.to_tokens`` makes it, batches are right-padded (causal
+attention never lets a real token see the pads after it), a neuron is ``"<layer>.<neuron>"`` in every
+result file, a head is ``"L<layer>.H<index>"`` or its flat number ``layer × n_heads + index`` (the paper's),
+and activations are read at TransformerLens hook names.
+"""
+
+from __future__ import annotations
+
+import warnings
+
+import torch
+from jaxtyping import Int
+from torch import Tensor
+
+
+def neuron_key(layer: int, neuron: int) -> str:
+    """The key of a neuron in result files: ``"<layer>.<neuron>"``."""
+    return f"{layer}.{neuron}"
+
+
+def hook_name(layer: int) -> str:
+    """The hook of a layer's MLP neuron activations (after the nonlinearity)."""
+    return f"blocks.{layer}.mlp.hook_post"
+
+
+def tokenize(model, texts: list[str], warn_long: bool = True) -> list[list[int]]:
+    """``[BOS] + tokens`` for each text, cut to the model's context window ``n_ctx``.
+
+    Texts longer than the window are cut to their first ``n_ctx`` tokens (as ``to_tokens`` does), with one
+    warning that says how many.
+    """
+    tokenizer = model.tokenizer
+    bos = tokenizer.bos_token_id
+    if bos is None:
+        raise ValueError("The model's tokenizer has no BOS token; the kit prepends BOS to every prompt.")
+    if not texts:
+        return []
+    n_ctx = model.cfg.n_ctx
+    seqs = [[bos, *ids] for ids in tokenizer(list(texts), add_special_tokens=False)["input_ids"]]
+    too_long = sum(len(s) > n_ctx for s in seqs)
+    if too_long and warn_long:
+        warnings.warn(
+            f"{too_long} of {len(seqs)} texts are longer than the context window ({n_ctx} tokens with BOS); "
+            f"each was cut to its first {n_ctx} tokens.",
+            stacklevel=2,
+        )
+    return [s[:n_ctx] for s in seqs]
+
+
+def pad(seqs: list[list[int]], pad_id: int) -> tuple[Int[Tensor, "batch pos"], Int[Tensor, "batch pos"]]:
+    """Right-pad sequences into ``tokens [batch, pos]`` and a ``mask [batch, pos]`` (1 = real token).
+
+    Right padding keeps every real token at its true position and, with causal attention, unseen by the
+    pads after it; the mask marks which positions to ignore when reading activations.
+    """
+    width = max(len(s) for s in seqs)
+    tokens = torch.tensor([s + [pad_id] * (width - len(s)) for s in seqs], dtype=torch.long)
+    mask = (torch.arange(width) < torch.tensor([len(s) for s in seqs])[:, None]).long()
+    return tokens, mask
+
+
+def parse_neuron_key(key: str) -> tuple[int, int]:
+    """``"<layer>.<neuron>"`` → ``(layer, neuron)``; the inverse of :func:`neuron_key`."""
+    try:
+        layer, neuron = (int(part) for part in key.split("."))
+    except ValueError:
+        raise ValueError(f"{key!r} is not a neuron key: neuron keys look like '1.42' (layer 1, neuron 42).") from None
+    return layer, neuron
+
+
+def split_head(n_heads: int, head: int) -> tuple[int, int]:
+    """Flat head index → ``(head_layer, head_index)``; flat = head_layer × n_heads + head_index."""
+    return divmod(int(head), n_heads)
+
+
+def head_label(n_heads: int, head: int) -> str:
+    """Flat head index → ``"L<layer>.H<index>"``, the name used in the notebooks and the paper's tables."""
+    head_layer, head_index = split_head(n_heads, head)
+    return f"L{head_layer}.H{head_index}"
+
+
+def z_hook(layer: int) -> str:
+    """The hook of a layer's per-head attention outputs before ``W_O`` (``[batch, pos, n_heads, d_head]``)."""
+    return f"blocks.{layer}.attn.hook_z"
+
+
+def v_hook(layer: int) -> str:
+    """The hook of a layer's per-head value vectors (zeroing head ``h`` there ablates it)."""
+    return f"blocks.{layer}.attn.hook_v"
