@@ -173,6 +173,20 @@ def _key(row: dict[str, Any]) -> PairKey:
     return int(row["layer"]), int(row["neuron"]), int(row["head"])
 
 
+def _rows_by_pair(data: ModelData, max_prompts: int) -> dict[PairKey, list[dict[str, Any]]]:
+    """Each pair's classification rows with ``test_prompt_idx < max_prompts``, in prompt order."""
+    rows: dict[PairKey, list[dict[str, Any]]] = defaultdict(list)
+    for row in data.classifications:
+        if row["test_prompt_idx"] < max_prompts:
+            rows[_key(row)].append(row)
+    for key in rows:
+        rows[key].sort(key=lambda r: r["test_prompt_idx"])
+    for pair in data.explanations:
+        if not rows.get(_key(pair)):
+            raise PaperDataError(f"{data.name}: pair {_key(pair)} has no classified test prompt in classifications.jsonl.")
+    return rows
+
+
 def pair_scores(data: ModelData, max_prompts: int = MAX_TEST_PROMPTS, missing: str = "defined_rate") -> list[dict[str, Any]]:
     """E for every explained pair, over its test prompts with ``test_prompt_idx < max_prompts``.
 
@@ -180,21 +194,64 @@ def pair_scores(data: ModelData, max_prompts: int = MAX_TEST_PROMPTS, missing: s
     Returns ``{layer, neuron, head, token, E, n_test}`` per pair, in the authors' order; E is None only
     with ``missing="drop"``.
     """
-    rows: dict[PairKey, list[dict[str, Any]]] = defaultdict(list)
-    for row in data.classifications:
-        if row["test_prompt_idx"] < max_prompts:
-            rows[_key(row)].append(row)
+    rows = _rows_by_pair(data, max_prompts)
     scores = []
     for pair in data.explanations:
-        mine = rows.get(_key(pair))
-        if not mine:
-            raise PaperDataError(f"{data.name}: pair {_key(pair)} has no classified test prompt in classifications.jsonl.")
+        mine = rows[_key(pair)]
         truth = [r["head_active"] for r in mine]
         said_yes = [r["answer"] == "Yes" for r in mine]
         e = head_explanation_score(truth, said_yes, missing=missing)
         scores.append({"layer": pair["layer"], "neuron": pair["neuron"], "head": pair["head"],
                        "token": pair["token"], "E": e, "n_test": len(mine)})
     return scores
+
+
+def held_out_pairs(data: ModelData, max_prompts: int = MAX_TEST_PROMPTS) -> list[dict[str, Any]]:
+    """Every explained pair with what an explainer needs and what scoring needs, kept apart.
+
+    Per pair, in the authors' order: ``pair`` (the ``explanations.jsonl`` record: train examples, token,
+    GPT-4's explanation), ``test_prompts`` (the held-out texts, from ``test_prompts.json``, without the
+    token), ``truth`` (head active on each) and ``gpt4_yes`` (GPT-4's answer on each, read with its own
+    explanation). Only the first ``max_prompts`` held-out prompts (the Oct-2023 statistics: 20).
+    """
+    rows = _rows_by_pair(data, max_prompts)
+    try:
+        texts = {(n["layer"], n["neuron"]): n["prompts"] for n in data.read("test_prompts.json")["neurons"]}
+        out = []
+        for pair in data.explanations:
+            mine = rows[_key(pair)]
+            out.append({"pair": pair,
+                        "test_prompts": [texts[(pair["layer"], pair["neuron"])][r["test_prompt_idx"]] for r in mine],
+                        "truth": [bool(r["head_active"]) for r in mine],
+                        "gpt4_yes": [r["answer"] == "Yes" for r in mine]})
+    except (KeyError, IndexError, TypeError) as err:
+        raise PaperDataError(f"{data.folder / 'test_prompts.json'} does not match classifications.jsonl "
+                             f"({type(err).__name__}: {err}); see paper-data/README.md §3.") from None
+    return out
+
+
+def offline_beside_gpt4(data: ModelData, n: int = 12, max_prompts: int = MAX_TEST_PROMPTS) -> list[dict[str, Any]]:
+    """``n`` pairs spread evenly over the model's pairs: GPT-4's explanation beside the offline one, with both E.
+
+    The offline explanation is written from the pair's train examples only and scored by the offline reader
+    from its text only (:mod:`ctx_utils.offline_reader`), on the same held-out prompts as GPT-4's.
+    """
+    from ctx_utils.offline_explainer import explain_offline
+    from ctx_utils.offline_reader import OfflineReader
+
+    pairs = held_out_pairs(data, max_prompts)
+    picked = [pairs[i] for i in sorted({round(i * (len(pairs) - 1) / max(n - 1, 1)) for i in range(min(n, len(pairs)))})]
+    out = []
+    for item in picked:
+        pair = item["pair"]
+        offline = explain_offline(pair["positive_examples"], pair["negative_examples"], pair["token"])
+        read = OfflineReader(offline.text)
+        out.append({"head": f"L{pair['head_layer']}.H{pair['head_index']}", "neuron": f"{pair['layer']}.{pair['neuron']}",
+                    "token": pair["token"], "gpt4_explanation": "Active when the document " + pair["explanation"].strip(),
+                    "E_gpt4": head_explanation_score(item["truth"], item["gpt4_yes"]),
+                    "offline_explanation": offline.text,
+                    "E_offline": head_explanation_score(item["truth"], [read(t) for t in item["test_prompts"]])})
+    return out
 
 
 def ablation_stats(pairs: Sequence[dict[str, Any]] | None) -> dict[str, Any]:
@@ -323,20 +380,6 @@ ARCHITECTURES = {  # standard GPT-2 configuration values (not in the authors' fi
     "gpt2-small": {"n_layers": 12, "n_heads": 12, "d_model": 768, "d_mlp": 3072},
     "gpt2-medium": {"n_layers": 24, "n_heads": 16, "d_model": 1024, "d_mlp": 4096},
 }
-EXPLAIN_TEMPLATE = (
-    "We are studying attention heads in a transformer architecture neural network. Each attention head looks "
-    "for some particular thing in a short document.\nThis attention head in particular helps to predict that "
-    "the next token is \"{token}\", but it is only active in some documents and not others. Look at the "
-    "documents and explain what makes the attention head active, taking into consideration the inactive "
-    "examples.\nExamples where the attention head is active: \"\"\"\n{positive}\n\"\"\"\nExamples where the "
-    "attention head is inactive: \"\"\"\n{negative}\n\"\"\"\nExplanation: This attention head is active when "
-    "the document"
-)
-CLASSIFY_TEMPLATE = (
-    "Is the given example an active example? (Yes/No)\nThe example is active when the example {explanation}\n"
-    "Example: \"\"\"\n{example}\n\"\"\"\nAnswer: "
-)
-
 Reader = Callable[[str], bytes]  # path relative to neuron_groups/ -> file content
 
 
@@ -461,6 +504,7 @@ def _responses(jsonl: bytes) -> list[tuple[str, dict[str, Any]]]:
 def _convert_explanations(prompts: dict[str, str], results: bytes, train_heads: dict, tokens: dict,
                           n_heads: int) -> list[dict[str, Any]]:
     """One record per pair: the > 25 % rule, examples, and GPT-4's explanation (the last of duplicates)."""
+    from ctx_utils.explain import explanation_prompt  # imported here: loading the data needs no torch
     answers: dict[str, list[dict[str, Any]]] = defaultdict(list)
     for text, response in _responses(results):
         answers[text].append(response)
@@ -477,8 +521,7 @@ def _convert_explanations(prompts: dict[str, str], results: bytes, train_heads: 
         pos = [i for i, h in enumerate(top3) if head in h]
         neg = [i for i, h in enumerate(top3) if head not in h]
         pos_ex, neg_ex = [texts[i] + token for i in pos], [texts[i] + token for i in neg]
-        # The authors' list format: "*" + "\n*".join(examples), so an empty list still shows one "*".
-        rebuilt = EXPLAIN_TEMPLATE.format(token=token, positive="*" + "\n*".join(pos_ex), negative="*" + "\n*".join(neg_ex))
+        rebuilt = explanation_prompt(token, pos_ex, neg_ex, variant="oct2023")  # the kit's own prompt, byte-exact
         if rebuilt != stored_prompt or not answers.get(stored_prompt):
             raise PaperDataError(f"Pair {key}: the explanation prompt or its response does not match the raw files.")
         *discarded, chosen = answers[stored_prompt]
@@ -497,9 +540,16 @@ def _convert_explanations(prompts: dict[str, str], results: bytes, train_heads: 
 
 
 def _selected_heads(top3: list[list[int]]) -> list[int]:
-    """Heads in the top 3 of more than 25 % of the prompts, in first-appearance order (Oct-2023 rule)."""
-    counts = Counter(h for heads in top3 for h in heads)
-    return [h for h in dict.fromkeys(h for heads in top3 for h in heads) if counts[h] > 0.25 * len(top3)]
+    """Heads in the top 3 of more than 25 % of the prompts: the kit's Oct-2023 rule (``select_pairs``, band ">25")."""
+    import torch
+
+    from ctx_utils.heads import select_pairs
+
+    n_heads = 1 + max((h for heads in top3 for h in heads), default=0)
+    active = torch.zeros(len(top3), n_heads, dtype=torch.bool)
+    for i, heads in enumerate(top3):
+        active[i, heads] = True
+    return [head for head, _ in select_pairs(active, band=">25")]
 
 
 def _convert_classifications(explanations: list[dict[str, Any]], test_heads: dict, runs: list[bytes]) -> list[dict[str, Any]]:
@@ -509,6 +559,7 @@ def _convert_classifications(explanations: list[dict[str, Any]], test_heads: dic
     explanation) the last answer wins, run 2 overriding run 1. Every request must be used exactly as often
     as it was sent.
     """
+    from ctx_utils.explain import classification_prompt
     answers: dict[str, list[tuple[int, str]]] = defaultdict(list)
     for batch, run in enumerate(runs, start=1):
         for text, response in _responses(run):
@@ -517,7 +568,7 @@ def _convert_classifications(explanations: list[dict[str, Any]], test_heads: dic
     for pair in explanations:
         prompts = test_heads[(pair["layer"], pair["neuron"])]
         for idx, (text, top3) in enumerate(list(prompts.items())[:MAX_TEST_PROMPTS]):
-            request = CLASSIFY_TEMPLATE.format(explanation=pair["explanation"].replace("\n", " "), example=text + pair["token"])
+            request = classification_prompt(pair["explanation"], text + pair["token"], variant="oct2023")
             if request not in answers:
                 raise PaperDataError(f"No classification answer for pair {_key(pair)}, test prompt {idx}.")
             used[request] += 1
