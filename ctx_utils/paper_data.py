@@ -380,6 +380,20 @@ ARCHITECTURES = {  # standard GPT-2 configuration values (not in the authors' fi
     "gpt2-small": {"n_layers": 12, "n_heads": 12, "d_model": 768, "d_mlp": 3072},
     "gpt2-medium": {"n_layers": 24, "n_heads": 16, "d_model": 1024, "d_mlp": 4096},
 }
+EXPLAIN_TEMPLATE = (
+    "We are studying attention heads in a transformer architecture neural network. Each attention head looks "
+    "for some particular thing in a short document.\nThis attention head in particular helps to predict that "
+    "the next token is \"{token}\", but it is only active in some documents and not others. Look at the "
+    "documents and explain what makes the attention head active, taking into consideration the inactive "
+    "examples.\nExamples where the attention head is active: \"\"\"\n{positive}\n\"\"\"\nExamples where the "
+    "attention head is inactive: \"\"\"\n{negative}\n\"\"\"\nExplanation: This attention head is active when "
+    "the document"
+)
+CLASSIFY_TEMPLATE = (
+    "Is the given example an active example? (Yes/No)\nThe example is active when the example {explanation}\n"
+    "Example: \"\"\"\n{example}\n\"\"\"\nAnswer: "
+)
+
 Reader = Callable[[str], bytes]  # path relative to neuron_groups/ -> file content
 
 
@@ -504,7 +518,6 @@ def _responses(jsonl: bytes) -> list[tuple[str, dict[str, Any]]]:
 def _convert_explanations(prompts: dict[str, str], results: bytes, train_heads: dict, tokens: dict,
                           n_heads: int) -> list[dict[str, Any]]:
     """One record per pair: the > 25 % rule, examples, and GPT-4's explanation (the last of duplicates)."""
-    from ctx_utils.explain import explanation_prompt  # imported here: loading the data needs no torch
     answers: dict[str, list[dict[str, Any]]] = defaultdict(list)
     for text, response in _responses(results):
         answers[text].append(response)
@@ -521,7 +534,8 @@ def _convert_explanations(prompts: dict[str, str], results: bytes, train_heads: 
         pos = [i for i, h in enumerate(top3) if head in h]
         neg = [i for i, h in enumerate(top3) if head not in h]
         pos_ex, neg_ex = [texts[i] + token for i in pos], [texts[i] + token for i in neg]
-        rebuilt = explanation_prompt(token, pos_ex, neg_ex, variant="oct2023")  # the kit's own prompt, byte-exact
+        # The authors' list format: "*" + "\n*".join(examples), so an empty list still shows one "*".
+        rebuilt = EXPLAIN_TEMPLATE.format(token=token, positive="*" + "\n*".join(pos_ex), negative="*" + "\n*".join(neg_ex))
         if rebuilt != stored_prompt or not answers.get(stored_prompt):
             raise PaperDataError(f"Pair {key}: the explanation prompt or its response does not match the raw files.")
         *discarded, chosen = answers[stored_prompt]
@@ -540,16 +554,9 @@ def _convert_explanations(prompts: dict[str, str], results: bytes, train_heads: 
 
 
 def _selected_heads(top3: list[list[int]]) -> list[int]:
-    """Heads in the top 3 of more than 25 % of the prompts: the kit's Oct-2023 rule (``select_pairs``, band ">25")."""
-    import torch
-
-    from ctx_utils.heads import select_pairs
-
-    n_heads = 1 + max((h for heads in top3 for h in heads), default=0)
-    active = torch.zeros(len(top3), n_heads, dtype=torch.bool)
-    for i, heads in enumerate(top3):
-        active[i, heads] = True
-    return [head for head, _ in select_pairs(active, band=">25")]
+    """Heads in the top 3 of more than 25 % of the prompts, in first-appearance order (Oct-2023 rule)."""
+    counts = Counter(h for heads in top3 for h in heads)
+    return [h for h in dict.fromkeys(h for heads in top3 for h in heads) if counts[h] > 0.25 * len(top3)]
 
 
 def _convert_classifications(explanations: list[dict[str, Any]], test_heads: dict, runs: list[bytes]) -> list[dict[str, Any]]:
@@ -559,7 +566,6 @@ def _convert_classifications(explanations: list[dict[str, Any]], test_heads: dic
     explanation) the last answer wins, run 2 overriding run 1. Every request must be used exactly as often
     as it was sent.
     """
-    from ctx_utils.explain import classification_prompt
     answers: dict[str, list[tuple[int, str]]] = defaultdict(list)
     for batch, run in enumerate(runs, start=1):
         for text, response in _responses(run):
@@ -568,7 +574,7 @@ def _convert_classifications(explanations: list[dict[str, Any]], test_heads: dic
     for pair in explanations:
         prompts = test_heads[(pair["layer"], pair["neuron"])]
         for idx, (text, top3) in enumerate(list(prompts.items())[:MAX_TEST_PROMPTS]):
-            request = classification_prompt(pair["explanation"], text + pair["token"], variant="oct2023")
+            request = CLASSIFY_TEMPLATE.format(explanation=pair["explanation"].replace("\n", " "), example=text + pair["token"])
             if request not in answers:
                 raise PaperDataError(f"No classification answer for pair {_key(pair)}, test prompt {idx}.")
             used[request] += 1
