@@ -15,8 +15,10 @@ Two prompt variants are reproduced exactly (``variant=``):
   sentences, suggest when the attention head is active."; the classification prompt puts the explanation first.
 
 Without an LLM (no ``OPENAI_API_KEY``), the same calls run the offline explainer of
-:mod:`ctx_utils.offline_explainer` (a phrase rule learnt from the positive vs negative prompts), so every
-notebook runs on a laptop with no key. Which path ran is recorded with every explanation.
+:mod:`ctx_utils.offline_explainer` (a few word cues a person can check, learnt from the positive vs negative
+prompts) and the offline reader of :mod:`ctx_utils.offline_reader`, which classifies from the explanation's
+text alone, as GPT-4 does. So every notebook runs on a laptop with no key. Which path ran is recorded with
+every explanation.
 """
 
 from __future__ import annotations
@@ -97,8 +99,8 @@ def classification_prompt(explanation: str, example: str, variant: str = DEFAULT
 class HeadExplanation:
     """An explanation of one head's activity and where it came from.
 
-    ``source`` is ``"offline"`` or ``"llm:<model>"``; ``rule`` is the offline explainer's rule (its
-    ``to_dict()``), needed to classify offline; ``finish_reason`` is ``"length"`` when the LLM was cut off.
+    ``source`` is ``"offline"`` or ``"llm:<model>"``; ``rule`` is the machine-readable form of an offline
+    explanation's text (its ``to_dict()``: cues and points), kept for people and tests; the reader uses the text; ``finish_reason`` is ``"length"`` when the LLM was cut off.
     """
 
     text: str
@@ -138,7 +140,7 @@ def describe_explainer(llm: LLMClient | None) -> str:
     if llm is None:
         return (
             "No LLM is configured (OPENAI_API_KEY is not set): the OFFLINE explainer and classifier run "
-            "(a phrase rule learnt from the active vs inactive prompts, no network)."
+            "(a few word cues learnt from the active vs inactive prompts, read back from the explanation text; no network)."
         )
     return f"LLM configured: {llm!r}. Answers are cached on disk, so a rerun costs nothing."
 
@@ -173,9 +175,9 @@ def explain_head(
 def classify_prompt(explanation: HeadExplanation, prompt: str, token: str, llm: LLMClient | None = None) -> bool | None:
     """Would the explanation call the head active on ``prompt``? True / False, or None for an unparsed LLM answer.
 
-    An offline explanation is classified by its own rule; an LLM explanation needs the LLM.
+    An offline explanation is read from its text by the offline reader; an LLM explanation needs the LLM.
     """
-    if explanation.source == OFFLINE:
+    if explanation.source == OFFLINE:  # classify_offline reads the explanation's text, nothing else
         offline = _offline()
         return bool(offline.classify_offline(offline.OfflineExplanation.from_dict(explanation.rule), prompt))
     if llm is None:

@@ -1,91 +1,91 @@
-"""Step 4 without an LLM: explain a (neuron, head) pair from its active / inactive prompts with word cues.
+"""Step 4 without an LLM: explain a (neuron, head) pair in a few plain-words cues a person can check.
 
 The paper asks GPT-4 what separates the prompts on which a head is active from those on which it is not
-(paper-method §2.6). This module answers the same question offline, with a small, readable model:
+(arXiv 2402.15055, §3.3), then scores the explanation by letting a reader that sees only the explanation
+classify held-out prompts. This module is the offline explainer; :mod:`ctx_utils.offline_reader` is the
+offline reader, and it reads nothing but the sentence written here. So the sentence is the whole rule:
 
-1. **Features.** Each prompt becomes a set of interpretable yes/no features (lower-cased words, see
-   :func:`prompt_features`): the words it *ends* with (last 1, 2, 3 words), the words *near the end*
-   (last 4), the words and word pairs it *contains*, the words it *starts* with (first 3) and how *long* it
-   is. The start and the length matter because every prompt was truncated to the shortest suffix that
-   keeps 80 % of the neuron's activation (paper-method §2.3): a head that looks far back needs a long
-   prompt, and the earliest words kept are often the context it looks up.
-2. **Weights.** A Bernoulli naive-Bayes scorer with add-½ smoothing, fitted on the ~25 training prompts
-   of one pair. Each feature seen in at least two prompts gets the log-ratio of its smoothed frequency
-   among active vs inactive prompts. The classes are weighted equally, as the balanced-accuracy score E
-   does, so the decision threshold is 0. The result is a linear rule:
-   ``score(prompt) = bias + Σ weight[f] over the features f of the prompt``, active when ``score ≥ 0``.
-   One exception: when a feature is in *every* active prompt and *no* inactive one (≥ 5 of each), it is
-   the whole rule. Noise features would only blur it; this is what finds a planted marker in the organism.
-3. **Sentence.** The cues that most raise the active rate over the inactive rate are stated in words,
-   with their counts, e.g. "active when the text ends with 'research purposes' (9/12 active vs 0/14
-   inactive examples)". The sentence is for people; the weights in the rule do the classifying.
+1. **Cues.** Every statement the reader's language allows about a training prompt (token removed): how the
+   text ends (last 1-3 words or marks), which words and word pairs it contains, which words are among its last
+   4, and whether it has at least N words. Length matters because every prompt was cut to the shortest suffix
+   that keeps 80 % of the neuron's activation (§3.1): a head that looks far back comes with a long prompt.
+2. **One decisive cue**, when a cue holds in every active training prompt and in no inactive one (at least 5
+   of each): "Active (next token ' only') exactly when the text contains 'license' (12/12 active, 0/14
+   inactive)." This is what names a planted marker in the organism.
+3. **Otherwise points.** The ``max_cues`` cues whose active rate differs most from their inactive rate, each
+   worth its naive-Bayes log-odds (add-½ smoothing, equal class weights as in E) rounded to whole points at
+   ``points_per_unit`` points per unit of log-odds, and a start that is the rounded sum of the "cue absent"
+   log-odds: "Active (...) when the points reach 0. Start at -3. +4 if the text contains 'not only' (12/15
+   active, 1/15 inactive). -2 if ...". A person can add the points by hand.
 
-Prompts may be given **with or without the neuron's token appended** (the paper's examples are
-``prompt + token``): a text that ends with ``token`` is read as an example and the token is removed
-before the features are taken. (A bare prompt that happens to end with the token's text is read the same
-way; the token is the same for every prompt of a pair, so this costs nothing in practice.)
+The settings (``max_cues=6``, ``points_per_unit=2``, smoothing ½, lengths) were chosen on the released data of
+GPT-2 small and medium only; GPT-2 large was not used to choose them.
+
+:func:`fit_word_classifier` keeps the earlier naive-Bayes rule over *every* cue (80 or so weights per pair):
+it classifies well, but no reader sees its weights, so it is a classifier, not an explanation, and is reported
+only as such. :func:`best_single_word` is the one-word baseline, written in the same language.
+
+Training prompts may be given **with or without the neuron's token appended** (the paper's examples are
+``prompt + token``): a text that ends with ``token`` has it removed before the cues are taken.
 """
 
 from __future__ import annotations
 
 import math
-import re
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 
-# Words (with an optional apostrophe suffix, "don't") or single punctuation marks.
-_WORD = re.compile(r"[A-Za-z0-9]+(?:'[A-Za-z]+)?|[^\sA-Za-z0-9]")
-NEAR_END = 4  # "near the end" = among the last 4 words
-NEAR_START = 3  # "at the start" = among the first 3 words
-LENGTH_STEPS = (3, 7, 15, 31, 63)  # "at least N words" thresholds (doubling)
-SMOOTHING = 0.5  # add-½ (Jeffreys) smoothing of the per-class feature frequencies
-MIN_PROMPTS = 2  # a feature seen in a single training prompt is noise, not a cue
-MAX_CUES = 3  # cues named in the sentence
+from ctx_utils.offline_reader import Cue, classify, tokens, words
+
+LENGTHS = (5, 8, 10, 12, 15, 20, 25, 30, 40, 50, 60, 70)  # "at least N words" cues
+NEAR_END = 4  # "among the last 4 words"
 MIN_CLEAN = 5  # a perfect separator is trusted only with at least 5 active and 5 inactive prompts
 
 
 @dataclass
-class Cue:
-    """One feature named in the sentence, with how many active / inactive training prompts have it."""
+class StatedCue:
+    """One cue as the explanation states it: its points and how many active / inactive training prompts have it."""
 
-    feature: str
+    kind: str
+    value: str
+    points: int
     n_active: int
     n_inactive: int
+
+    @property
+    def cue(self) -> Cue:
+        return Cue(self.kind, self.value)
 
 
 @dataclass
 class OfflineExplanation:
-    """A readable sentence plus the linear rule behind it (see module docstring).
+    """The sentence (``text``) and exactly what it says, machine-readable: active when
+    ``start + Σ points of the cues that hold ≥ 0``. ``form``: ``"exact"``, ``"points"`` or ``"constant"``.
 
-    ``weights[f]`` is added to ``bias`` for every feature ``f`` (a :func:`prompt_features` key) the prompt
-    has; the prompt is classified active when the total is at least ``threshold``.
+    The reader (:mod:`ctx_utils.offline_reader`) uses only ``text``; the other fields restate it, and a test
+    checks that reading the text gives back ``start`` and the cues' points.
     """
 
     text: str
     token: str
-    bias: float
-    weights: dict[str, float]
-    cues: list[Cue] = field(default_factory=list)
+    form: str
+    start: int
+    cues: list[StatedCue] = field(default_factory=list)
     n_positive: int = 0
     n_negative: int = 0
-    threshold: float = 0.0
 
     def to_dict(self) -> dict:
-        """A JSON-serialisable dict (weights sorted by feature, so the output is deterministic)."""
-        data = asdict(self)
-        data["weights"] = dict(sorted(self.weights.items()))
-        return data
+        """A JSON-serialisable dict."""
+        return asdict(self)
 
     @classmethod
     def from_dict(cls, data: dict) -> OfflineExplanation:
         """Rebuild an explanation written by :meth:`to_dict`."""
-        missing = {"text", "token", "bias", "weights"} - set(data)
+        missing = {"text", "token", "form", "start"} - set(data)
         if missing:
             raise ValueError(f"Not an offline explanation: keys {sorted(missing)} are missing; pass a dict from to_dict().")
-        fields = dict(data)
-        fields["cues"] = [Cue(**c) for c in data.get("cues", [])]
-        return cls(**fields)
+        return cls(**{**data, "cues": [StatedCue(**c) for c in data.get("cues", [])]})
 
 
 def _strip_token(text: str, token: str) -> str:
@@ -93,147 +93,197 @@ def _strip_token(text: str, token: str) -> str:
     return text[: -len(token)] if token and text.endswith(token) else text
 
 
-def _words(prompt: str) -> list[str]:
-    """The lower-cased words and punctuation marks that features are made of."""
-    return [w.lower() for w in _WORD.findall(prompt)]
-
-
-def prompt_features(prompt: str) -> set[str]:
-    """The interpretable yes/no features of one prompt (token already removed).
-
-    Keys: ``ends:<last 1-3 words>``, ``near_end:<word>``, ``has:<word>``, ``has:<word pair>``,
-    ``starts:<word>`` and ``long:<N>`` (at least N words).
-    """
-    words = _words(prompt)
-    feats = {f"ends:{' '.join(words[-k:])}" for k in (1, 2, 3) if len(words) >= k}
-    feats |= {f"near_end:{w}" for w in words[-NEAR_END:]}
-    feats |= {f"has:{w}" for w in words}
-    feats |= {f"has:{a} {b}" for a, b in zip(words, words[1:])}
-    feats |= {f"starts:{w}" for w in words[:NEAR_START]}
-    feats |= {f"long:{n}" for n in LENGTH_STEPS if len(words) >= n}
-    return feats
-
-
-def describe_feature(feature: str) -> str:
-    """A feature key in words, e.g. ``ends:research purposes`` → "the text ends with 'research purposes'"."""
-    kind, value = feature.split(":", 1)
-    return {
-        "ends": f"the text ends with '{value}'",
-        "near_end": f"'{value}' is among the last {NEAR_END} words",
-        "has": f"the text contains '{value}'",
-        "starts": f"'{value}' is among the first {NEAR_START} words (the earliest context the neuron needed)",
-        "long": f"the prompt is long (at least {value} words: the neuron needed a long context)",
-    }[kind]
+def prompt_cues(prompt: str, lengths: Sequence[int] = LENGTHS, near_end: int = NEAR_END) -> set[Cue]:
+    """Every cue of the reader's language that holds for one prompt (token already removed)."""
+    t, w = tokens(prompt), words(prompt)
+    cues = {Cue("ends", " ".join(t[-k:])) for k in (1, 2, 3) if len(t) >= k}
+    cues |= {Cue("has", x) for x in t} | {Cue("has", f"{a} {b}") for a, b in zip(t, t[1:])}
+    cues |= {Cue("near_end", f"{x} {near_end}") for x in w[-near_end:]}
+    cues |= {Cue("long", str(n)) for n in lengths if len(w) >= n}
+    return cues
 
 
 def _check_examples(name: str, texts: Sequence[str]) -> None:
     if isinstance(texts, str) or not all(isinstance(t, str) for t in texts):
         raise TypeError(f"{name} must be a list of prompt strings, e.g. ['... for research purposes only'].")
-    if len(texts) == 0:
-        raise ValueError(
-            f"{name} is empty: the offline explainer needs at least one active and one inactive prompt to "
-            "contrast. Skip pairs whose head is active on all (or none) of the training prompts."
-        )
 
 
-def _clean_separator(pos: list[set[str]], neg: list[set[str]], pos_words: list[list[str]]) -> str | None:
-    """A feature found in every active prompt and in no inactive one, if there are enough of both to trust it.
+def _counts(pos: list[set[Cue]], neg: list[set[Cue]], min_prompts: int) -> dict[Cue, tuple[int, int]]:
+    """(active, inactive) training prompts holding each cue seen in at least ``min_prompts`` prompts, sorted."""
+    c_pos, c_neg = Counter(c for s in pos for c in s), Counter(c for s in neg for c in s)
+    both = sorted(c_pos | c_neg, key=lambda c: (c.kind, c.value))
+    return {c: (c_pos[c], c_neg[c]) for c in both if c_pos[c] + c_neg[c] >= min_prompts}
 
-    Such a feature is the whole story (a planted marker in the organism, a fixed phrase in real text), and
-    the weak cues would only add noise, so the rule becomes that feature alone. Of several, the one with
-    the most words is kept ("ends with 'as early'" rather than "'as' is among the last 4 words"): a longer
-    phrase that fits every training prompt is the more telling statement. Punctuation does not count as a
-    word and loses ties ("contains 'emergency'" rather than "contains '. the'"). Among the rest, "contains"
-    beats the position-bound kinds (it carries over to held-out prompts cut a little differently), and the
-    word found furthest from the end wins: truncation keeps the shortest suffix the neuron needs, so its
-    earliest words are the context looked up ("contains 'license'" rather than "contains 'for'", when the
-    active prompts are also the long ones). ``pos_words``: each active prompt's words, as features see them.
+
+def _constant(token: str, active: bool, n_pos: int, n_neg: int, why: str) -> OfflineExplanation:
+    text = f"{'Always' if active else 'Never'} active (next token {token!r}): {why}"
+    return OfflineExplanation(text, token, "constant", 0 if active else -1, [], n_pos, n_neg)
+
+
+def _exact(token: str, cue: Cue, n: tuple[int, int], n_pos: int, n_neg: int, unless: bool = False) -> OfflineExplanation:
+    how = "unless" if unless else "exactly when"
+    text = f"Active (next token {token!r}) {how} {cue.describe()} ({n[0]}/{n_pos} active, {n[1]}/{n_neg} inactive)."
+    stated = StatedCue(cue.kind, cue.value, -1 if unless else 1, *n)
+    return OfflineExplanation(text, token, "exact", 0 if unless else -1, [stated], n_pos, n_neg)
+
+
+def _separator_rank(cue: Cue, pos_tokens: list[list[str]]) -> tuple:
+    """Sort key among perfect separators, best first.
+
+    The most words wins ("ends with 'as early'" over "'as' is among the last 4 words": the longer phrase that
+    fits every training prompt says more); punctuation does not count as a word and loses ties ("contains
+    'emergency'" over "contains '. the'"); "contains" beats the position-bound kinds (it carries over to
+    held-out prompts cut a little differently); then the phrase furthest from the end: truncation keeps the
+    shortest suffix the neuron needs, so its earliest words are the context looked up.
     """
-    if len(pos) < MIN_CLEAN or len(neg) < MIN_CLEAN:
-        return None
-    found = set.intersection(*pos) - set.union(*neg)
-    return min(found, key=lambda f: _separator_rank(f, pos_words)) if found else None
+    parts = cue.value.split(" ") if cue.kind in ("ends", "has") else [cue.value.rsplit(" ", 1)[0]] if cue.kind == "near_end" else []
+    n_words = sum(any(ch.isalnum() for ch in p) for p in parts)
+    distance = 0.0  # mean number of tokens from the phrase's first occurrence to the end of the prompt
+    if cue.kind == "has":
+        for t in pos_tokens:
+            first = next(i for i in range(len(t) - len(parts) + 1) if t[i : i + len(parts)] == parts)
+            distance += (len(t) - first) / len(pos_tokens)
+    return (-n_words, n_words < len(parts), cue.kind != "has", -distance, cue.kind, cue.value)
 
 
-def _separator_rank(feature: str, pos_words: list[list[str]]) -> tuple:
-    """Sort key of a perfect separator, best first (see :func:`_clean_separator`)."""
-    kind, value = feature.split(":", 1)
-    tokens = value.split()
-    n_words = sum(any(c.isalnum() for c in t) for t in tokens)
-    distance = 0.0  # mean number of words from the phrase's first occurrence to the end of the prompt
-    if kind == "has":
-        for words in pos_words:
-            starts = [i for i in range(len(words) - len(tokens) + 1) if words[i : i + len(tokens)] == tokens]
-            distance += (len(words) - starts[0]) / len(pos_words)
-    return (-n_words, n_words < len(tokens), kind != "has", -distance, feature)
+def _overlaps(a: Cue, b: Cue) -> bool:
+    """Do two cues restate each other (one's words inside the other's: "as" and "as too")?"""
+    def parts(c: Cue) -> list[str]:
+        return c.value.rsplit(" ", 1)[:1] if c.kind == "near_end" else c.value.split(" ")
+    x, y = parts(a), parts(b)
+    short, long_ = (x, y) if len(x) <= len(y) else (y, x)
+    return any(long_[i : i + len(short)] == short for i in range(len(long_) - len(short) + 1))
 
 
-def _choose_cues(rates: dict[str, tuple[int, int]], n_pos: int, n_neg: int) -> list[Cue]:
-    """The features whose active rate most exceeds their inactive rate, skipping restatements of a chosen one."""
-    gain = {f: cp / n_pos - cn / n_neg for f, (cp, cn) in rates.items()}
-    # Ties go to the more specific feature (more words), then alphabetically, so the choice is deterministic.
-    order = sorted((f for f in gain if gain[f] > 0), key=lambda f: (-gain[f], -len(f.split()), f))
-    cues: list[Cue] = []
-    for f in order:
-        value = f.split(":", 1)[1]
-        if any(value in c.feature.split(":", 1)[1] or c.feature.split(":", 1)[1] in value for c in cues):
-            continue
-        cues.append(Cue(f, *rates[f]))
-        if len(cues) == MAX_CUES:
-            break
-    return cues
+def _log_odds(n_with: tuple[int, int], n_pos: int, n_neg: int, smoothing: float) -> tuple[float, float]:
+    """Naive-Bayes log-odds of "active" when the cue holds and when it does not (equal class weights)."""
+    a = smoothing
+    p_pos, p_neg = (n_with[0] + a) / (n_pos + 2 * a), (n_with[1] + a) / (n_neg + 2 * a)
+    return math.log(p_pos / p_neg), math.log((1 - p_pos) / (1 - p_neg))
 
 
-def _sentence(cues: list[Cue], n_pos: int, n_neg: int, token: str, n_cues: int) -> str:
-    """The cues as one sentence, with their counts so a reader can judge how strong each is."""
-    if not cues:
-        return f"No word cue separates the {n_pos} active from the {n_neg} inactive prompts for {token!r}."
-    parts = [f"{describe_feature(c.feature)} ({c.n_active}/{n_pos} active vs {c.n_inactive}/{n_neg} inactive)" for c in cues]
-    return f"Active (before {token!r}) mainly when " + "; or when ".join(parts) + f". The rule weighs {n_cues} word, position and length cues."
+def explain_offline(
+    positive: Sequence[str],
+    negative: Sequence[str],
+    token: str,
+    max_cues: int = 6,
+    points_per_unit: float = 2.0,
+    smoothing: float = 0.5,
+    min_prompts: int = 2,
+) -> OfflineExplanation:
+    """Write the explanation of one pair from its active (``positive``) and inactive training prompts.
 
-
-def explain_offline(positive: Sequence[str], negative: Sequence[str], token: str) -> OfflineExplanation:
-    """Fit the offline explanation of one pair from its active (``positive``) and inactive prompts.
-
-    Deterministic: the same inputs always give the same weights and sentence. Prompts may carry the token
-    appended or not (module docstring). Raises ``ValueError`` when either list is empty.
+    Deterministic. With no inactive (or no active) prompt there is nothing to contrast: the explanation says
+    the head is always (never) active. Raises ``ValueError`` when both lists are empty.
     """
     _check_examples("positive", positive)
     _check_examples("negative", negative)
-    pos = [prompt_features(_strip_token(p, token)) for p in positive]
-    neg = [prompt_features(_strip_token(p, token)) for p in negative]
-    n_pos, n_neg = len(pos), len(neg)
-    c_pos, c_neg = Counter(f for s in pos for f in s), Counter(f for s in neg for f in s)
-    rates = {f: (c_pos[f], c_neg[f]) for f in sorted(c_pos | c_neg) if c_pos[f] + c_neg[f] >= MIN_PROMPTS}
+    n_pos, n_neg = len(positive), len(negative)
+    if not n_pos and not n_neg:
+        raise ValueError("The offline explainer needs at least one active or inactive training prompt.")
+    if not n_pos or not n_neg:
+        return _constant(token, bool(n_pos), n_pos, n_neg,
+                         f"the head was {'active' if n_pos else 'inactive'} on all {n_pos + n_neg} training prompts, so there is nothing to contrast.")
+    pos_texts = [_strip_token(p, token) for p in positive]
+    pos = [prompt_cues(p) for p in pos_texts]
+    neg = [prompt_cues(_strip_token(p, token)) for p in negative]
+    counts = _counts(pos, neg, min_prompts)
 
-    separator = _clean_separator(pos, neg, [_words(_strip_token(p, token)) for p in positive])
-    if separator:  # score +1 with the feature, -1 without it
-        text = f"Active (before {token!r}) exactly when {describe_feature(separator)} ({n_pos}/{n_pos} active vs 0/{n_neg} inactive)."
-        return OfflineExplanation(text, token, bias=-1.0, weights={separator: 2.0}, cues=[Cue(separator, n_pos, 0)],
-                                  n_positive=n_pos, n_negative=n_neg)
-    a = SMOOTHING
-    bias, weights = 0.0, {}
-    for f, (cp, cn) in rates.items():
-        p_pos, p_neg = (cp + a) / (n_pos + 2 * a), (cn + a) / (n_neg + 2 * a)
-        w_absent = math.log((1 - p_pos) / (1 - p_neg))
-        bias += w_absent  # every prompt starts from "no feature present" ...
-        weights[f] = math.log(p_pos / p_neg) - w_absent  # ... and a present feature swaps its term
-    cues = _choose_cues(rates, n_pos, n_neg)
-    return OfflineExplanation(
-        text=_sentence(cues, n_pos, n_neg, token, len(weights)), token=token, bias=bias, weights=weights,
-        cues=cues, n_positive=n_pos, n_negative=n_neg,
+    if n_pos >= MIN_CLEAN and n_neg >= MIN_CLEAN:
+        perfect = [c for c, (cp, cn) in counts.items() if cp == n_pos and cn == 0]
+        if perfect:
+            pos_tokens = [tokens(p) for p in pos_texts]
+            best = min(perfect, key=lambda c: _separator_rank(c, pos_tokens))
+            return _exact(token, best, counts[best], n_pos, n_neg)
+
+    gain = {c: abs(cp / n_pos - cn / n_neg) for c, (cp, cn) in counts.items()}
+    order = sorted((c for c in gain if gain[c] > 0), key=lambda c: (-gain[c], c.kind, c.value))
+    chosen: list[Cue] = []
+    for cue in order:
+        if len(chosen) == max_cues:
+            break
+        if not any(_overlaps(cue, c) for c in chosen):
+            chosen.append(cue)
+    start, stated = 0.0, []
+    for cue in chosen:
+        w_with, w_without = _log_odds(counts[cue], n_pos, n_neg, smoothing)
+        start += w_without  # every prompt starts from "no cue holds" ...
+        points = round(points_per_unit * (w_with - w_without))  # ... and a cue that holds swaps its term
+        if points:
+            stated.append(StatedCue(cue.kind, cue.value, points, *counts[cue]))
+    start_points = round(points_per_unit * start)
+    if not stated:
+        return _constant(token, start_points >= 0, n_pos, n_neg,
+                         f"no word cue separates the {n_pos} active from the {n_neg} inactive training prompts.")
+    stated.sort(key=lambda s: (-abs(s.points), s.kind, s.value))
+    text = f"Active (next token {token!r}) when the points reach 0. Start at {start_points}." + "".join(
+        f" {s.points:+d} if {s.cue.describe()} ({s.n_active}/{n_pos} active, {s.n_inactive}/{n_neg} inactive)." for s in stated
     )
+    return OfflineExplanation(text, token, "points", start_points, stated, n_pos, n_neg)
 
 
-def offline_score(explanation: OfflineExplanation, prompt: str) -> float:
-    """The rule's score of one prompt (log-odds of "active" with equal class weights)."""
-    feats = prompt_features(_strip_token(prompt, explanation.token))
-    # Summed in sorted order: a set's order changes between Python runs and float addition is not associative.
-    return explanation.bias + sum(explanation.weights.get(f, 0.0) for f in sorted(feats))
+def best_single_word(positive: Sequence[str], negative: Sequence[str], token: str) -> OfflineExplanation:
+    """Baseline: the one word whose presence (or absence) best separates the training prompts.
+
+    "Best" is the training balanced accuracy; ties go to the word in more prompts, then alphabetical order.
+    Written in the reader's language ("exactly when / unless the text contains 'x'").
+    """
+    _check_examples("positive", positive)
+    _check_examples("negative", negative)
+    n_pos, n_neg = len(positive), len(negative)
+    if not n_pos or not n_neg:
+        return explain_offline(positive, negative, token)
+    pos = [{Cue("has", w) for w in words(_strip_token(p, token))} for p in positive]
+    neg = [{Cue("has", w) for w in words(_strip_token(p, token))} for p in negative]
+    best: tuple | None = None
+    for cue, (cp, cn) in _counts(pos, neg, 1).items():
+        accuracy = 0.5 * (cp / n_pos + 1 - cn / n_neg)
+        for unless, acc in ((False, accuracy), (True, 1 - accuracy)):
+            key = (-acc, -(cp + cn), cue.value, unless)
+            if acc > 0.5 and (best is None or key < best[0]):
+                best = (key, cue, (cp, cn), unless)
+    if best is None:
+        return _constant(token, n_pos >= n_neg, n_pos, n_neg, "no single word separates the training prompts.")
+    return _exact(token, best[1], best[2], n_pos, n_neg, unless=best[3])
+
+
+@dataclass
+class WordClassifier:
+    """A naive-Bayes rule over every cue seen in two or more training prompts (see module docstring).
+
+    Not an explanation: its ~80 weights are not in any sentence. Reported only as "classifier, not an
+    explanation", to show how much a fitted classifier gains over what a short explanation can say.
+    """
+
+    token: str
+    bias: float
+    weights: dict[Cue, float]
+
+    def __call__(self, prompt: str) -> bool:
+        cues = prompt_cues(prompt)
+        # Summed in a fixed order: float addition is not associative, and a set's order varies between runs.
+        return self.bias + sum(self.weights.get(c, 0.0) for c in sorted(cues, key=lambda c: (c.kind, c.value))) >= 0
+
+
+def fit_word_classifier(positive: Sequence[str], negative: Sequence[str], token: str, smoothing: float = 0.5) -> WordClassifier:
+    """Fit the naive-Bayes :class:`WordClassifier` (both lists must be non-empty)."""
+    _check_examples("positive", positive)
+    _check_examples("negative", negative)
+    if not positive or not negative:
+        raise ValueError("A word classifier needs at least one active and one inactive training prompt.")
+    pos = [prompt_cues(_strip_token(p, token)) for p in positive]
+    neg = [prompt_cues(_strip_token(p, token)) for p in negative]
+    bias, weights = 0.0, {}
+    for cue, n in _counts(pos, neg, 2).items():
+        w_with, w_without = _log_odds(n, len(pos), len(neg), smoothing)
+        bias += w_without
+        weights[cue] = w_with - w_without
+    return WordClassifier(token, bias, weights)
 
 
 def classify_offline(explanation: OfflineExplanation, prompt: str) -> bool:
-    """Apply the explanation's rule to a held-out prompt (token appended or not): True = head active."""
-    if not isinstance(prompt, str):
-        raise TypeError(f"prompt must be a string, not {type(prompt).__name__}.")
-    return offline_score(explanation, prompt) >= explanation.threshold
+    """Read the explanation's *text* against a held-out prompt (without the token): True = head active.
+
+    Only ``explanation.text`` is used (see :class:`ctx_utils.offline_reader.OfflineReader`).
+    """
+    return classify(explanation.text, prompt)

@@ -173,6 +173,20 @@ def _key(row: dict[str, Any]) -> PairKey:
     return int(row["layer"]), int(row["neuron"]), int(row["head"])
 
 
+def _rows_by_pair(data: ModelData, max_prompts: int) -> dict[PairKey, list[dict[str, Any]]]:
+    """Each pair's classification rows with ``test_prompt_idx < max_prompts``, in prompt order."""
+    rows: dict[PairKey, list[dict[str, Any]]] = defaultdict(list)
+    for row in data.classifications:
+        if row["test_prompt_idx"] < max_prompts:
+            rows[_key(row)].append(row)
+    for key in rows:
+        rows[key].sort(key=lambda r: r["test_prompt_idx"])
+    for pair in data.explanations:
+        if not rows.get(_key(pair)):
+            raise PaperDataError(f"{data.name}: pair {_key(pair)} has no classified test prompt in classifications.jsonl.")
+    return rows
+
+
 def pair_scores(data: ModelData, max_prompts: int = MAX_TEST_PROMPTS, missing: str = "defined_rate") -> list[dict[str, Any]]:
     """E for every explained pair, over its test prompts with ``test_prompt_idx < max_prompts``.
 
@@ -180,21 +194,64 @@ def pair_scores(data: ModelData, max_prompts: int = MAX_TEST_PROMPTS, missing: s
     Returns ``{layer, neuron, head, token, E, n_test}`` per pair, in the authors' order; E is None only
     with ``missing="drop"``.
     """
-    rows: dict[PairKey, list[dict[str, Any]]] = defaultdict(list)
-    for row in data.classifications:
-        if row["test_prompt_idx"] < max_prompts:
-            rows[_key(row)].append(row)
+    rows = _rows_by_pair(data, max_prompts)
     scores = []
     for pair in data.explanations:
-        mine = rows.get(_key(pair))
-        if not mine:
-            raise PaperDataError(f"{data.name}: pair {_key(pair)} has no classified test prompt in classifications.jsonl.")
+        mine = rows[_key(pair)]
         truth = [r["head_active"] for r in mine]
         said_yes = [r["answer"] == "Yes" for r in mine]
         e = head_explanation_score(truth, said_yes, missing=missing)
         scores.append({"layer": pair["layer"], "neuron": pair["neuron"], "head": pair["head"],
                        "token": pair["token"], "E": e, "n_test": len(mine)})
     return scores
+
+
+def held_out_pairs(data: ModelData, max_prompts: int = MAX_TEST_PROMPTS) -> list[dict[str, Any]]:
+    """Every explained pair with what an explainer needs and what scoring needs, kept apart.
+
+    Per pair, in the authors' order: ``pair`` (the ``explanations.jsonl`` record: train examples, token,
+    GPT-4's explanation), ``test_prompts`` (the held-out texts, from ``test_prompts.json``, without the
+    token), ``truth`` (head active on each) and ``gpt4_yes`` (GPT-4's answer on each, read with its own
+    explanation). Only the first ``max_prompts`` held-out prompts (the Oct-2023 statistics: 20).
+    """
+    rows = _rows_by_pair(data, max_prompts)
+    try:
+        texts = {(n["layer"], n["neuron"]): n["prompts"] for n in data.read("test_prompts.json")["neurons"]}
+        out = []
+        for pair in data.explanations:
+            mine = rows[_key(pair)]
+            out.append({"pair": pair,
+                        "test_prompts": [texts[(pair["layer"], pair["neuron"])][r["test_prompt_idx"]] for r in mine],
+                        "truth": [bool(r["head_active"]) for r in mine],
+                        "gpt4_yes": [r["answer"] == "Yes" for r in mine]})
+    except (KeyError, IndexError, TypeError) as err:
+        raise PaperDataError(f"{data.folder / 'test_prompts.json'} does not match classifications.jsonl "
+                             f"({type(err).__name__}: {err}); see paper-data/README.md §3.") from None
+    return out
+
+
+def offline_beside_gpt4(data: ModelData, n: int = 12, max_prompts: int = MAX_TEST_PROMPTS) -> list[dict[str, Any]]:
+    """``n`` pairs spread evenly over the model's pairs: GPT-4's explanation beside the offline one, with both E.
+
+    The offline explanation is written from the pair's train examples only and scored by the offline reader
+    from its text only (:mod:`ctx_utils.offline_reader`), on the same held-out prompts as GPT-4's.
+    """
+    from ctx_utils.offline_explainer import explain_offline
+    from ctx_utils.offline_reader import OfflineReader
+
+    pairs = held_out_pairs(data, max_prompts)
+    picked = [pairs[i] for i in sorted({round(i * (len(pairs) - 1) / max(n - 1, 1)) for i in range(min(n, len(pairs)))})]
+    out = []
+    for item in picked:
+        pair = item["pair"]
+        offline = explain_offline(pair["positive_examples"], pair["negative_examples"], pair["token"])
+        read = OfflineReader(offline.text)
+        out.append({"head": f"L{pair['head_layer']}.H{pair['head_index']}", "neuron": f"{pair['layer']}.{pair['neuron']}",
+                    "token": pair["token"], "gpt4_explanation": "Active when the document " + pair["explanation"].strip(),
+                    "E_gpt4": head_explanation_score(item["truth"], item["gpt4_yes"]),
+                    "offline_explanation": offline.text,
+                    "E_offline": head_explanation_score(item["truth"], [read(t) for t in item["test_prompts"]])})
+    return out
 
 
 def ablation_stats(pairs: Sequence[dict[str, Any]] | None) -> dict[str, Any]:

@@ -154,6 +154,37 @@ def score_explanations(
     return scored
 
 
+def paired_difference(
+    a: Sequence[float], b: Sequence[float], confidence: float = 0.95, n_resamples: int = 10_000, seed: int = 0
+) -> dict[str, float | int | str]:
+    """Mean of ``a - b`` over paired scores (same pairs, same held-out prompts) with a bootstrap CI.
+
+    The interval is the percentile bootstrap of the mean difference: ``n_resamples`` resamples of the pairs
+    with replacement, drawn by ``numpy.random.default_rng(seed)``, so the same inputs give the same interval.
+    """
+    x, y = np.asarray(a, dtype=float), np.asarray(b, dtype=float)
+    if x.shape != y.shape or x.ndim != 1 or x.size == 0:
+        raise ValueError(f"Paired scores must be two non-empty lists of equal length, got {x.shape} and {y.shape}.")
+    if not 0 < confidence < 1:
+        raise ValueError(f"confidence must be between 0 and 1 (e.g. 0.95), not {confidence}.")
+    diff = x - y
+    rng = np.random.default_rng(seed)
+    means = diff[rng.integers(0, diff.size, size=(n_resamples, diff.size))].mean(axis=1)
+    tail = 100 * (1 - confidence) / 2
+    low, high = np.percentile(means, [tail, 100 - tail])
+    return {"n_pairs": int(diff.size), "mean_a": float(x.mean()), "mean_b": float(y.mean()),
+            "mean_difference": float(diff.mean()), "ci_low": float(low), "ci_high": float(high),
+            "confidence": confidence, "method": f"percentile bootstrap over pairs, {n_resamples} resamples, seed {seed}"}
+
+
+def wins_ties_losses(a: Sequence[float], b: Sequence[float]) -> dict[str, int]:
+    """How many pairs ``a`` scores higher than, equal to, or lower than ``b`` (equal within 1e-9)."""
+    if len(a) != len(b):
+        raise ValueError(f"{len(a)} scores against {len(b)}: compare the same pairs.")
+    d = np.asarray(a, dtype=float) - np.asarray(b, dtype=float)
+    return {"wins": int((d > 1e-9).sum()), "ties": int((np.abs(d) <= 1e-9).sum()), "losses": int((d < -1e-9).sum())}
+
+
 if __name__ == "__main__":
     from ctx_utils.score_cli import main
 

@@ -1,22 +1,22 @@
-"""``python -m ctx_utils.score``: score an explainer on the authors' released data, next to GPT-4.
+"""``python -m ctx_utils.score``: score the offline explanations on the authors' released data, beside GPT-4's.
 
-For every model folder of a paper-data folder (layout: paper-data/README.md §3), and every explained
-(neuron, head) pair in its ``explanations.jsonl``:
+For every model folder of a paper-data folder (read by :mod:`ctx_utils.paper_data`) and every explained
+(neuron, head) pair:
 
-1. train the explainer on the pair's positive / negative train examples only;
-2. classify the pair's held-out test prompts listed in ``classifications.jsonl`` (texts from
-   ``test_prompts.json``, at most ``--max-test`` per pair);
-3. score both this explainer and the authors' stored GPT-4 answers on the same prompts with
-   :func:`ctx_utils.score.head_explanation_score` (Oct-2023 convention, ``missing="defined_rate"``).
-
-A pair whose head is active on every training prompt (no negative examples) leaves nothing to contrast;
-there the offline explainer predicts "active" for every test prompt, the only class it has seen.
+1. the offline explainer writes the pair's explanation from its positive / negative train examples only;
+2. the offline reader classifies the pair's held-out prompts (at most ``--max-test``) from that explanation's
+   *text* only, as GPT-4 did with its own explanation in the paper (arXiv 2402.15055, §3.3);
+3. E (Oct-2023 convention, ``missing="defined_rate"``) of both, on the same prompts; the paired difference
+   offline − GPT-4 with a 95 % percentile-bootstrap interval over pairs (10 000 resamples, seed 0) and the
+   wins / ties / losses;
+4. baselines on the same prompts: always "active", the training majority class, and the best one-word rule
+   (read by the same reader); and, in a separate row labelled so, the fitted naive-Bayes word classifier,
+   which is a classifier, not an explanation (no reader sees its weights).
 
 Examples::
 
     python -m ctx_utils.score --paper-data ../shared/paper-data --explainer offline
-    python -m ctx_utils.score --paper-data ../shared/paper-data --explainer offline --json \\
-        --out results/paper-data/offline_explainer.json
+    python -m ctx_utils.score --paper-data ../shared/paper-data --json --out results/paper-data/offline_explainer.json
 """
 
 from __future__ import annotations
@@ -26,90 +26,87 @@ import json
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
-import numpy as np
-from tqdm.auto import tqdm
-
-from ctx_utils.offline_explainer import classify_offline, explain_offline
+from ctx_utils.offline_explainer import best_single_word, explain_offline, fit_word_classifier
+from ctx_utils.offline_reader import OfflineReader
+from ctx_utils.paper_data import PaperDataError, held_out_pairs, load_model_data, load_paper_data
 from ctx_utils.results import SCHEMA_VERSION, save_json
-from ctx_utils.score import head_explanation_score
+from ctx_utils.score import head_explanation_score, paired_difference, wins_ties_losses
 
-MODEL_FILES = ("explanations.jsonl", "classifications.jsonl", "test_prompts.json")
 EXPLAINERS = ("offline",)
+ROWS = {  # result key -> label in the table
+    "explanation": "offline explanation (read from its text)",
+    "gpt4": "GPT-4 explanation (authors' Oct-2023 answers)",
+    "always_active": "baseline: always active",
+    "majority": "baseline: training majority class",
+    "single_word": "baseline: best single word",
+    "word_classifier": "classifier, not an explanation (naive Bayes, every cue)",
+}
 
 
-class PaperDataError(ValueError):
-    """The paper-data folder is missing a file or holds something this command cannot read."""
+def score_model(data, max_test: int = 20, **explainer_args: Any) -> dict[str, Any]:
+    """Per-pair E of every row of :data:`ROWS` for one model's released data, and their comparison.
 
-
-def _read_jsonl(path: Path) -> list[dict]:
-    try:
-        return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
-    except (OSError, json.JSONDecodeError) as err:
-        raise PaperDataError(f"Cannot read {path}: {err}. Use the JSONL files of paper-data (README §3.5-3.6).") from err
-
-
-def model_folders(paper_data: Path, models: Sequence[str] | None = None) -> list[Path]:
-    """The model subfolders to score: those named in ``models``, else every one holding the three files."""
-    if not paper_data.is_dir():
-        raise PaperDataError(f"{paper_data} is not a folder: pass --paper-data the folder that holds gpt2-small/ etc.")
-    if models:
-        folders = [paper_data / m for m in models]
-        for folder in folders:
-            absent = [f for f in MODEL_FILES if not (folder / f).is_file()]
-            if absent:
-                raise PaperDataError(f"{folder} lacks {', '.join(absent)}: check the --models names against {paper_data}.")
-        return folders
-    folders = sorted(d for d in paper_data.iterdir() if d.is_dir() and all((d / f).is_file() for f in MODEL_FILES))
-    if not folders:
-        raise PaperDataError(f"No model folder in {paper_data} has {', '.join(MODEL_FILES)}: is this a paper-data folder?")
-    return folders
-
-
-def score_model(folder: Path, max_test: int = 20) -> dict[str, float | int]:
-    """n_pairs, mean E of the offline explainer and mean E of GPT-4's stored answers, for one model folder."""
-    pairs = _read_jsonl(folder / "explanations.jsonl")
-    rows: dict[tuple[int, int, int], list[dict]] = {}
-    try:
-        for r in _read_jsonl(folder / "classifications.jsonl"):
-            if r["test_prompt_idx"] < max_test:
-                rows.setdefault((r["layer"], r["neuron"], r["head"]), []).append(r)
-        test = json.loads((folder / "test_prompts.json").read_text(encoding="utf-8"))
-        prompts = {(n["layer"], n["neuron"]): n["prompts"] for n in test["neurons"]}
-        e_offline, e_gpt4, n_single_class = [], [], 0
-        for pair in tqdm(pairs, desc=folder.name, unit="pair", file=sys.stderr):
-            key = (pair["layer"], pair["neuron"], pair["head"])
-            if key not in rows:
-                raise PaperDataError(f"{folder.name}: pair {key} has no rows in classifications.jsonl.")
-            pair_rows = sorted(rows[key], key=lambda r: r["test_prompt_idx"])
-            texts = [prompts[key[:2]][r["test_prompt_idx"]] for r in pair_rows]
-            truth = [bool(r["head_active"]) for r in pair_rows]
-            if pair["positive_examples"] and pair["negative_examples"]:
-                expl = explain_offline(pair["positive_examples"], pair["negative_examples"], pair["token"])
-                predicted = [classify_offline(expl, t) for t in texts]
-            else:  # one class only in training: predict it (see module docstring)
-                n_single_class += 1
-                predicted = [bool(pair["positive_examples"])] * len(texts)
-            e_offline.append(head_explanation_score(truth, predicted, missing="defined_rate"))
-            e_gpt4.append(head_explanation_score(truth, [r["answer"] == "Yes" for r in pair_rows], missing="defined_rate"))
-    except (KeyError, IndexError, TypeError, json.JSONDecodeError) as err:
-        raise PaperDataError(
-            f"{folder} does not have the paper-data layout ({type(err).__name__}: {err}); see paper-data/README.md §3."
-        ) from err
+    ``explainer_args`` go to :func:`ctx_utils.offline_explainer.explain_offline` (e.g. ``max_cues``).
+    Returns ``n_pairs``, ``mean_E`` (per row), ``paired_difference`` and ``wins_ties_losses`` (offline
+    explanation vs GPT-4), ``n_single_class_pairs`` (no inactive or no active train example: the explanation
+    says "always" / "never" active) and ``pairs`` (identifiers, the offline text and each row's E, per pair;
+    left out of the JSON output).
+    """
+    scores: dict[str, list[float]] = {k: [] for k in ROWS}
+    pairs, n_single_class = [], 0
+    for item in held_out_pairs(data, max_test):
+        pair, texts, truth = item["pair"], item["test_prompts"], item["truth"]
+        pos, neg, token = pair["positive_examples"], pair["negative_examples"], pair["token"]
+        n_single_class += not (pos and neg)
+        explanation = explain_offline(pos, neg, token, **explainer_args)
+        read = OfflineReader(explanation.text)  # the reader gets the text, nothing else
+        single = OfflineReader(best_single_word(pos, neg, token).text)
+        classifier = fit_word_classifier(pos, neg, token) if pos and neg else read  # one class: same constant answer
+        predicted = {
+            "explanation": [read(t) for t in texts],
+            "gpt4": item["gpt4_yes"],
+            "always_active": [True] * len(texts),
+            "majority": [len(pos) >= len(neg)] * len(texts),
+            "single_word": [single(t) for t in texts],
+            "word_classifier": [classifier(t) for t in texts],
+        }
+        e = {k: head_explanation_score(truth, p, missing="defined_rate") for k, p in predicted.items()}
+        for k, v in e.items():
+            scores[k].append(v)
+        pairs.append({"layer": pair["layer"], "neuron": pair["neuron"], "head": pair["head"], "token": token,
+                      "offline_explanation": explanation.text, "form": explanation.form, "n_test": len(texts), "E": e})
     if not pairs:
-        raise PaperDataError(f"{folder / 'explanations.jsonl'} has no pairs.")
+        raise PaperDataError(f"{data.folder / 'explanations.jsonl'} has no pairs.")
     return {
         "n_pairs": len(pairs),
-        "mean_E_offline": float(np.mean(e_offline)),
-        "mean_E_gpt4": float(np.mean(e_gpt4)),
+        "mean_E": {k: sum(v) / len(v) for k, v in scores.items()},
+        "paired_difference": paired_difference(scores["explanation"], scores["gpt4"]),
+        "wins_ties_losses": wins_ties_losses(scores["explanation"], scores["gpt4"]),
         "n_single_class_pairs": n_single_class,
+        "pairs": pairs,
     }
+
+
+def format_table(result: dict[str, Any]) -> str:
+    """The CLI's text output: one block per model."""
+    lines = [f"Head explanation score E, up to {result['max_test']} held-out prompts per pair; the offline reader sees "
+             "only the offline explanation's text. CI: " + next(iter(result["models"].values()))["paired_difference"]["method"] + "."]
+    for name, m in result["models"].items():
+        d, w = m["paired_difference"], m["wins_ties_losses"]
+        lines.append(f"\n{name} ({m['n_pairs']} pairs)")
+        for key, label in ROWS.items():
+            lines.append(f"  {label:<58}{m['mean_E'][key]:.4f}")
+        lines.append(f"  offline − GPT-4: {d['mean_difference']:+.4f}  95 % CI [{d['ci_low']:+.4f}, {d['ci_high']:+.4f}]  "
+                     f"wins/ties/losses {w['wins']}/{w['ties']}/{w['losses']}")
+    return "\n".join(lines)
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m ctx_utils.score",
-        description="Score an explainer on the authors' released data (head explanation score E), next to GPT-4.",
+        description="Score the offline explanations on the authors' released data (head explanation score E), beside GPT-4.",
     )
     parser.add_argument("--paper-data", required=True, type=Path, help="folder holding one subfolder per model")
     parser.add_argument("--explainer", choices=EXPLAINERS, default="offline", help="which explainer to score")
@@ -128,23 +125,24 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.error("--max-test must be at least 1.")
     models = [m.strip() for m in args.models.split(",") if m.strip()] if args.models else None
     try:
+        if not args.paper_data.is_dir():
+            raise PaperDataError(f"{args.paper_data} is not a folder: pass --paper-data the folder that holds gpt2-small/ etc.")
+        if models:
+            datasets = {m: load_model_data(args.paper_data / m) for m in models}
+        else:
+            datasets = load_paper_data(args.paper_data)
         result = {
             "schema_version": SCHEMA_VERSION,
             "explainer": args.explainer,
             "max_test": args.max_test,
-            "models": {folder.name: score_model(folder, args.max_test) for folder in model_folders(args.paper_data, models)},
+            "rows": ROWS,
+            "models": {name: score_model(data, args.max_test) for name, data in sorted(datasets.items())},
         }
     except PaperDataError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
+    summary = {**result, "models": {n: {k: v for k, v in m.items() if k != "pairs"} for n, m in result["models"].items()}}
     if args.out:
-        save_json(args.out, result)
-    if args.json:
-        print(json.dumps(result, indent=1))
-    else:
-        print(f"Head explanation score E ({args.explainer} explainer vs the authors' GPT-4 answers, "
-              f"up to {args.max_test} held-out prompts per pair)")
-        print(f"{'model':<16}{'pairs':>7}{'E ' + args.explainer:>12}{'E gpt-4':>10}")
-        for name, m in result["models"].items():
-            print(f"{name:<16}{m['n_pairs']:>7}{m['mean_E_offline']:>12.4f}{m['mean_E_gpt4']:>10.4f}")
+        save_json(args.out, summary)
+    print(json.dumps(summary, indent=1) if args.json else format_table(result))
     return 0
