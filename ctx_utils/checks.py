@@ -18,6 +18,7 @@ from jaxtyping import Float, Int
 from torch import Tensor
 
 from ctx_utils import ablate, heads, neurons, prompts, score
+from ctx_utils.settings import DEFAULTS
 
 ATOL = 1e-4  # relative to the largest expected value: float32 rounding stays far below, mistakes far above
 
@@ -169,7 +170,7 @@ def check_truncation(
     layer: int | None = None,
     neuron: int | None = None,
     position: int | None = None,
-    ratio: float = 0.8,
+    ratio: float = DEFAULTS.ratio,
 ) -> None:
     """Exercise 02: ``fn(suffix_acts, target, ratio)`` → the token count of the shortest suffix kept, or None.
 

@@ -1,14 +1,16 @@
 """Step 2 of the paper: the documents that activate each neuron most, cut down to short prompts.
 
-Three stages (paper-method §2.3):
+Three stages (arXiv 2402.15055, §3 and Appendix A):
 
 1. **Scan** (:func:`scan_top_documents`): run the corpus through the model once, in batches, and keep per
    neuron the ``k`` documents with the largest maximum activation (``blocks.{l}.mlp.hook_post``) and the
    position of that maximum. Only the needed hooks are cached, and the forward stops at the last needed
    layer's MLP input: only the selected neurons of that layer are computed (no rest of its MLP, no later
    blocks, no unembedding), which is why the scan beats a plain forward pass.
-2. **Truncate** (:func:`truncate`): the shortest suffix of the document, ending at the max-activating token,
-   on which the neuron still reaches more than ``ratio`` (80 %) of its document maximum.
+2. **Truncate**: the shortest suffix of the document, ending at the max-activating token, on which the
+   neuron still reaches more than ``ratio`` (80 %) of its document maximum. :func:`shortest_cut_reference`
+   is that rule written plainly (every length, shortest first); :func:`truncate` is the batched search
+   the kit runs, tested equal to it (below, and ``tests/test_prompts.py``).
 3. **Filter** (:func:`find_activating_prompts`): drop prompts of ``max_tokens`` (100) tokens or more, keep
    the first ``keep`` (20) in activation order. Texts are not de-duplicated: each prompt is a different
    document's cut.
@@ -304,6 +306,32 @@ def prompt_text(model, doc_tokens: list[int], start: int, position: int) -> str:
     return model.tokenizer.decode(doc_tokens[start : position + 1]).replace("\n", " ")
 
 
+def shortest_cut_reference(
+    model, doc_tokens: list[int], layer: int, neuron: int, position: int, ratio: float = DEFAULTS.ratio,
+    max_tokens: int | None = None, target: float | None = None,
+) -> dict:
+    """The paper's truncation rule written plainly: every cut from the shortest up, one forward each.
+
+    The first cut ``doc_tokens[start : position + 1]`` (as text, newlines → spaces, re-tokenised with BOS) on
+    which the neuron keeps *more than* ``ratio`` of ``target`` (default: its activation on the whole prefix).
+    Slow (one forward per length): it is the reference :func:`truncate`'s batched search is tested against.
+    Returns :func:`truncate`'s dict; ``passed`` is False (and the longest cut returned) when none passes.
+    """
+    check_neuron(model, layer, neuron)
+    if target is None:
+        target = float(last_token_activations(model, [doc_tokens[: position + 1]], layer, neuron)[0])
+    cut = {}
+    for n in range(1, _longest(position, max_tokens) + 1):
+        start = position + 1 - n
+        text = prompt_text(model, doc_tokens, start, position)
+        seq = tokenize(model, [text])[0]
+        act = float(last_token_activations(model, [seq], layer, neuron)[0])
+        cut = {"text": text, "activation": act, "n_tokens": len(seq) - 1, "start": start, "passed": act > ratio * target}
+        if cut["passed"]:
+            break
+    return cut
+
+
 def truncate(
     model,
     doc_tokens_or_text: str | list[int],
@@ -321,7 +349,7 @@ def truncate(
     ``doc_tokens_or_text``: the document as text, or as the token ids from :func:`tokenize` (BOS first);
     ``position`` indexes those tokens (as :func:`scan_top_documents` returns it). ``target`` is the
     activation to keep a ``ratio`` of; by default the activation at ``position`` in the full document.
-    The search is :func:`truncate_many`'s: exact up to ``window`` tokens, beyond that under the paper's
+    The search is :func:`find_activating_prompts`'s: exact up to ``window`` tokens, beyond that under the paper's
     assumption that the activation falls as the prompt shortens (module docstring).
 
     Returns ``{"text", "activation", "n_tokens", "start", "passed"}``: ``n_tokens`` counts the prompt's
@@ -338,35 +366,6 @@ def truncate(
     cut = _Cut(doc, 0, layer, neuron, position, target, _longest(position, max_tokens), whole)
     _search_cuts(model, [cut], ratio, window, batch_size)
     return cut.result()
-
-
-def truncate_many(
-    model,
-    docs: list[list[int]],
-    layer: int,
-    neuron: int,
-    positions: list[int],
-    targets: list[float],
-    ratio: float = DEFAULTS.ratio,
-    max_tokens: int | None = None,
-    window: int = WINDOW,
-    batch_size: int = CUT_BATCH,
-) -> list[dict]:
-    """:func:`truncate` for several documents (token ids, BOS first) of one neuron at once.
-
-    Each candidate cut ``doc[start : position + 1]`` is decoded to text (newlines → spaces),
-    re-tokenised with BOS and run; the activation at its last token is what counts (and what step 3 will
-    see). The searches run in rounds, every unfinished document's next candidates in one batched forward:
-    the ``window`` shortest cuts, then the two longest, then ``window`` lengths spread evenly between the
-    longest that failed and the shortest that passed (module docstring). Lengths stop at ``max_tokens - 1``
-    document tokens when ``max_tokens`` is given.
-    """
-    cuts = [
-        _Cut(doc, i, layer, neuron, position, target, _longest(position, max_tokens))
-        for i, (doc, position, target) in enumerate(zip(docs, positions, targets))
-    ]
-    _search_cuts(model, cuts, ratio, window, batch_size)
-    return [cut.result() for cut in cuts]
 
 
 def _longest(position: int, max_tokens: int | None) -> int:
@@ -536,7 +535,7 @@ def find_activating_prompts(
     ``top`` is a finished :func:`scan_top_documents` result (scanned here when not given). A truncated
     prompt is kept when it keeps more than ``ratio`` of the document's maximum and has fewer than
     ``max_tokens`` tokens (the paper drops ≥ 100). All neurons' documents are truncated together
-    (:func:`truncate_many`'s search, one batched forward per round for all of them), so a document in
+    (the batched search of the module docstring, one forward per round for all of them), so a document in
     several neurons' top lists is tokenised once and cuts they share are run once.
 
     Returns ``{"<layer>.<neuron>": [{"text", "activation", "n_tokens", "doc", "position",

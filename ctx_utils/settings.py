@@ -69,21 +69,21 @@ class Settings:
     def __post_init__(self) -> None:
         for name, allowed in (("rule", RULES), ("band", BANDS), ("explainer", EXPLAINERS), ("prompt_variant", VARIANTS)):
             if getattr(self, name) not in allowed:
-                raise SettingsError(f"{_var(name)}={getattr(self, name)!r} is not allowed: choose one of {allowed}.")
+                raise SettingsError(f"{env_name(name)}={getattr(self, name)!r} is not allowed: choose one of {allowed}.")
         for name in ("n_docs", "max_test_docs", "per_layer", "activity_docs", "top_k", "keep", "max_held_out",
                      "random_per_layer", "llm_token_budget", "batch_size"):
             if getattr(self, name) < 1:
-                raise SettingsError(f"{_var(name)}={getattr(self, name)!r} must be at least 1.")
+                raise SettingsError(f"{env_name(name)}={getattr(self, name)!r} must be at least 1.")
         if self.max_tokens < 2:
-            raise SettingsError(f"{_var('max_tokens')}={self.max_tokens!r} must be at least 2 (BOS + one token).")
+            raise SettingsError(f"{env_name('max_tokens')}={self.max_tokens!r} must be at least 2 (BOS + one token).")
         if not 0 < self.ratio < 1:
-            raise SettingsError(f"{_var('ratio')}={self.ratio!r} must be between 0 and 1 (the paper: 0.8).")
+            raise SettingsError(f"{env_name('ratio')}={self.ratio!r} must be between 0 and 1 (the paper: 0.8).")
         if not 0 <= self.min_share < 1:
-            raise SettingsError(f"{_var('min_share')}={self.min_share!r} must be in [0, 1).")
+            raise SettingsError(f"{env_name('min_share')}={self.min_share!r} must be in [0, 1).")
         if self.llm_retries < 0:
-            raise SettingsError(f"{_var('llm_retries')}={self.llm_retries!r} must be 0 or more.")
+            raise SettingsError(f"{env_name('llm_retries')}={self.llm_retries!r} must be 0 or more.")
         if self.llm_timeout <= 0:
-            raise SettingsError(f"{_var('llm_timeout')}={self.llm_timeout!r} must be a positive number of seconds.")
+            raise SettingsError(f"{env_name('llm_timeout')}={self.llm_timeout!r} must be a positive number of seconds.")
 
     # ------------------------------------------------------------------------------------ per step
 

@@ -220,3 +220,44 @@ def test_neuron_post_computes_only_the_chosen_neurons_exactly(tiny_model, monkey
     monkeypatch.delitem(prompts.ACTIVATIONS, tiny_model.cfg.act_fn)  # an unknown activation: the fallback
     slow, _ = prompts.neuron_post(tiny_model, seqs, columns)
     assert all(torch.allclose(slow[layer][real], fast[layer][real], atol=1e-5) for layer in columns)
+
+
+def test_the_batched_search_equals_the_plain_reference_on_the_organism():
+    """On the organism's real top documents the kit's search returns exactly the paper's rule written plainly."""
+    from ctx_utils.corpus import load_corpus
+    from ctx_utils.neurons import select_next_token_neurons
+
+    model = load_model("organism", device="cpu")
+    docs = load_corpus("organism", "train", max_docs=150)
+    chosen = select_next_token_neurons(model, per_layer=4)
+    top = prompts.scan_top_documents(model, docs, chosen, k=3, progress=False)
+    compared = 0
+    for key, entries in top.items():
+        layer, neuron = map(int, key.split("."))
+        for entry in entries:
+            if entry["activation"] <= 0:
+                continue
+            doc = prompts.tokenize(model, [docs[entry["doc"]]])[0]
+            fast = prompts.truncate(model, doc, layer, neuron, entry["position"], max_tokens=100)
+            plain = prompts.shortest_cut_reference(model, doc, layer, neuron, entry["position"], max_tokens=100)
+            assert (fast["start"], fast["text"], fast["passed"]) == (plain["start"], plain["text"], plain["passed"]), key
+            assert fast["activation"] == pytest.approx(plain["activation"], abs=1e-5)
+            compared += 1
+    assert compared >= 8, f"only {compared} documents compared"
+
+
+@pytest.mark.parametrize("search", ["truncate", "shortest_cut_reference"])
+def test_a_cut_that_keeps_exactly_the_ratio_fails(tiny_model, docs, search):
+    """The paper keeps *more than* 80 %: a cut at exactly ratio × target is not kept (catches a `>=`)."""
+    top = prompts.scan_top_documents(tiny_model, docs, [{"layer": LAYER, "neuron": 7}], k=10, progress=False)
+    for entry in top[f"{LAYER}.7"]:
+        doc, position = prompts.tokenize(tiny_model, [docs[entry["doc"]]])[0], entry["position"]
+        one = prompts.tokenize(tiny_model, [prompts.prompt_text(tiny_model, doc, position, position)])[0]
+        a1 = float(prompts.last_token_activations(tiny_model, [one], LAYER, 7)[0])
+        if a1 > 0 and position >= 3:
+            break
+    else:
+        pytest.fail("no document whose one-token cut fires")
+    options = {"window": 1} if search == "truncate" else {}  # the 1-token cut then runs alone, as a1 was measured
+    cut = getattr(prompts, search)(tiny_model, doc, LAYER, 7, position, ratio=0.5, target=2 * a1, **options)  # 0.5 × 2a1 = a1
+    assert cut["start"] != position, "the one-token cut keeps exactly half of the target and must not pass"
