@@ -11,8 +11,8 @@ job goes on with the next one and exits non-zero at the end.
 The HTML pages work offline and stay small (see :class:`OfflineHTMLExporter`): formulas are converted to
 MathML, which browsers draw natively (no MathJax from a CDN); plotly figures are stored once, as plotly's JSON,
 and drawn by one ``plotly.min.js`` written next to the pages (4.6 MB once per folder, not per figure or page);
-circuitsvis views carry their bundle once per page (see :mod:`ctx_utils.viz`). Keep the folder together when
-copying it: a page moved alone shows its text and circuitsvis views but not its plotly figures.
+the circuitsvis bundle that a notebook carries once (see :mod:`ctx_utils.viz`) becomes one ``circuitsvis.js``
+next to the pages too. Keep the folder together when copying it: a page moved alone shows its text only.
 """
 
 from __future__ import annotations
@@ -34,6 +34,7 @@ from nbclient.exceptions import CellExecutionError
 from nbconvert import HTMLExporter
 from nbconvert.filters.markdown_mistune import IPythonRenderer, MarkdownWithMath
 
+from ctx_utils import viz
 from ctx_utils.models import choose_model
 from ctx_utils.results import results_dir, save_json, write_text_atomic
 
@@ -41,6 +42,7 @@ NOTEBOOKS_DIR = Path(__file__).resolve().parent.parent / "notebooks"
 PLOTLY_MIME = "application/vnd.plotly.v1+json"
 PLOTLY_JS = "plotly.min.js"  # next to the pages, written once per folder
 PLOTLY_RENDERER = "plotly_mimetype"  # figures leave the kernel as plotly's JSON only, never with plotly.js
+CIRCUITSVIS_JS = "circuitsvis.js"  # circuitsvis's bundle, next to the pages, written once per folder
 # nbconvert's lab page without its CDN scripts: no MathJax (formulas are MathML), no require.js (nothing here
 # uses it; loaded, it would also hide plotly's global), no mermaid loader (the kit draws no diagrams), and
 # plotly.js from the shared file when a page has figures. (Widgets still need their CDN manager to draw.)
@@ -112,22 +114,39 @@ def plotly_outputs_as_html(nb: nbformat.NotebookNode) -> int:
     return count
 
 
+def circuitsvis_bundle_as_file(nb: nbformat.NotebookNode) -> int:
+    """Replace the circuitsvis bundle that a view's output carries (see :mod:`ctx_utils.viz`) by a reference to
+    :data:`CIRCUITSVIS_JS`; returns how many outputs carried it. Scripts run in page order, so the views queued
+    before it still draw when it has loaded."""
+    inline = f"<script>\n{viz.bundle_js()}\n"
+    count = 0
+    for cell in nb.cells:
+        for output in cell.get("outputs", []):
+            markup = output.get("data", {}).get("text/html")
+            text = "".join(markup) if isinstance(markup, list) else markup
+            if text and inline in text:
+                output["data"]["text/html"] = text.replace(inline, f'<script src="{CIRCUITSVIS_JS}"></script>\n<script>\n')
+                count += 1
+    return count
+
+
 def notebook_html(nb: nbformat.NotebookNode) -> str:
     """The offline HTML page of an executed notebook (the notebook itself is left unchanged)."""
     page = copy.deepcopy(nb)
+    circuitsvis_bundle_as_file(page)
     resources = {"ctx_plotly_js": PLOTLY_JS if plotly_outputs_as_html(page) else ""}
     text, _ = OfflineHTMLExporter().from_notebook_node(page, resources=resources)
     return text
 
 
-def write_plotly_js(out_dir: Path) -> None:
-    """Write the installed plotly.js next to the pages, unless the same file is there already."""
+def write_page_scripts(out_dir: Path) -> None:
+    """Write the installed plotly.js and circuitsvis bundle next to the pages, unless the same files are there."""
     from plotly.offline import get_plotlyjs
 
-    js = get_plotlyjs()
-    target = out_dir / PLOTLY_JS
-    if not target.exists() or target.read_text(encoding="utf-8") != js:
-        write_text_atomic(target, js)
+    for name, js in ((PLOTLY_JS, get_plotlyjs()), (CIRCUITSVIS_JS, viz.bundle_js())):
+        target = out_dir / name
+        if not target.exists() or target.read_text(encoding="utf-8") != js:
+            write_text_atomic(target, js)
 
 
 def step_notebooks(folder: Path = NOTEBOOKS_DIR) -> list[Path]:
@@ -164,7 +183,7 @@ def main(argv: list[str] | None = None) -> int:
     # plotly.js): no copy of plotly.js inside any notebook.
     os.environ["PLOTLY_RENDERER"] = PLOTLY_RENDERER
     out_dir = results_dir(choice.name) / "notebooks"
-    write_plotly_js(out_dir)
+    write_page_scripts(out_dir)
     notebooks = [p for p in step_notebooks() if args.only is None or p.name[:2] in args.only]
     if not notebooks:
         print(f"No notebooks matched in {NOTEBOOKS_DIR}.", file=sys.stderr)

@@ -124,7 +124,7 @@ def _current_request() -> tuple[str | None, str | None]:
 
 
 @lru_cache(maxsize=1)
-def _bundle_js() -> str:
+def bundle_js() -> str:
     """circuitsvis's installed browser bundle, safe to paste inside a classic ``<script>`` element.
 
     ``</script`` inside the code would end the element early, so it becomes ``<\\/script`` (the same string
@@ -146,7 +146,7 @@ def _bundle_script() -> str:
     object whose ``push`` runs at once. Views may thus reach the page before or after the bundle.
     """
     return (
-        f"<script>\n{_bundle_js()}\n"
+        f"<script>\n{bundle_js()}\n"
         "(function () {\n"
         "  var queued = Array.isArray(window.ctxVizQueue) ? window.ctxVizQueue : [];\n"
         "  window.ctxVizQueue = {push: function (draw) { draw(CircuitsVis); }};\n"

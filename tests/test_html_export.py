@@ -98,13 +98,13 @@ def export(tmp_path_factory) -> Path:
     nbformat.write(nbformat.v4.new_notebook(cells=cells), source)
     out = folder / "notebooks"
     os.environ["PLOTLY_RENDERER"] = run_notebooks.PLOTLY_RENDERER  # what main() sets for every kernel
-    run_notebooks.write_plotly_js(out)
+    run_notebooks.write_page_scripts(out)
     ok, _, error = run_notebooks.execute_notebook(source, out, timeout=300)
     assert ok, error
     return out
 
 
-def test_the_export_carries_plotly_js_once_and_no_cdn_script(export):
+def test_the_export_carries_plotly_js_and_circuitsvis_once_and_no_cdn_script(export):
     page = (export / "01_check.html").read_text(encoding="utf-8")
     executed = (export / "01_check.ipynb").read_text(encoding="utf-8")
     assert (export / run_notebooks.PLOTLY_JS).stat().st_size > 1_000_000
@@ -113,7 +113,9 @@ def test_the_export_carries_plotly_js_once_and_no_cdn_script(export):
         assert "plotly.js v" not in text, "plotly.js must live only in the shared file"
     assert not re.findall(r"<script[^>]+src=\"https?://", page), "no script may come from the network"
     assert "mathjax" not in page.lower() and page.count("<math") == 2
-    assert page.count("var CircuitsVis=") == 1, "circuitsvis's bundle once per page"
+    assert "var CircuitsVis=" in executed, "the executed notebook keeps its bundle (Jupyter shows it alone)"
+    assert "var CircuitsVis=" not in page and page.count(f'<script src="{run_notebooks.CIRCUITSVIS_JS}"></script>') == 1
+    assert "var CircuitsVis=" in (export / run_notebooks.CIRCUITSVIS_JS).read_text(encoding="utf-8")
 
 
 def test_an_export_renders_offline_in_a_headless_browser(export, tmp_path):
