@@ -11,6 +11,8 @@ VENV ?= .venv
 TORCH_SPEC ?= torch==2.13.0
 MODEL ?= auto
 TEST_MODEL ?= organism
+# The runtime set plus the tools `make test` (test: pytest, nbmake) and `make lab` (lab: JupyterLab) need.
+EXTRAS := lab,test
 BIN := $(VENV)/bin
 TEST_RESULTS := $(CURDIR)/.cache/test-results
 
@@ -22,7 +24,7 @@ $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
 	$(BIN)/python -m pip install -q "$(TORCH_SPEC)"
-	$(BIN)/python -m pip install -q -e .
+	$(BIN)/python -m pip install -q -e ".[$(EXTRAS)]"
 	touch $@
 
 run: env

@@ -4,14 +4,16 @@ Each ``check_*`` takes the learner's function (and the model, where the exercise
 runs it on small fixed inputs and compares the result with the kit's own implementation in ``ctx_utils``. A
 mismatch raises ``AssertionError`` saying exactly what differs (shape, first differing entry, largest
 difference) and, when the answer matches a typical mistake, names the mistake. Success prints one line,
-"✓ … passed". The exercises live in the step notebooks (``notebooks/NN_*.ipynb``); ``python -m
+"✓ … passed". An exercise not written yet (the stub still raises ``NotImplementedError``) prints what to do and
+returns, so "Run All" goes on through the rest of the notebook. The exercises live in the step notebooks (``notebooks/NN_*.ipynb``); ``python -m
 ctx_utils.exercises`` turns them into the learner's notebooks under ``notebooks/exercises/``.
 """
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import Any, TypeVar
 
 import torch
 from jaxtyping import Float, Int
@@ -26,14 +28,38 @@ ATOL = 1e-4  # relative to the largest expected value: float32 rounding stays fa
 # ------------------------------------------------------------------------------------------------ helpers
 
 
+class NotWrittenYet(Exception):
+    """The learner's function still raises ``NotImplementedError``: the check says so and returns."""
+
+
+Check = TypeVar("Check", bound=Callable[..., None])
+
+
+def exercise_check(check: Check) -> Check:
+    """Let an unsolved exercise pass through: print what to do instead of stopping "Run All" with a traceback.
+
+    Only the stub's ``NotImplementedError`` is caught (via :func:`_call`); a wrong answer still raises
+    ``AssertionError``, since the cells after a check may use the learner's result.
+    """
+
+    @functools.wraps(check)
+    def run(*args: Any, **kwargs: Any) -> None:
+        try:
+            check(*args, **kwargs)
+        except NotWrittenYet as unsolved:
+            print(f"… {unsolved}")
+
+    return run  # type: ignore[return-value]
+
+
 def _call(name: str, fn: Callable, *args: Any) -> Any:
     """Call the learner's function; an unfinished exercise gets a plain sentence instead of a traceback."""
     try:
         return fn(*args)
     except NotImplementedError:
-        raise AssertionError(
+        raise NotWrittenYet(
             f"{name} is not written yet: replace `raise NotImplementedError` with your code, run that cell, "
-            "then run this check again."
+            "then run this check again. The rest of the notebook runs without it."
         ) from None
 
 
@@ -85,6 +111,7 @@ def _passed(message: str) -> None:
 # ------------------------------------------------------------------------------------ 01 · congruence
 
 
+@exercise_check
 def check_congruence(
     fn: Callable[[Tensor, Tensor], tuple[Tensor, Tensor]], model, layer: int | None = None, n_neurons: int = 512
 ) -> None:
@@ -163,6 +190,7 @@ def _truncation_mistakes(acts: list[float], target: float, ratio: float) -> dict
     }
 
 
+@exercise_check
 def check_truncation(
     fn: Callable[[Tensor, float, float], int | None],
     model,
@@ -238,6 +266,7 @@ def hook_z_stack(model, texts: Sequence[str], n_head_layers: int) -> tuple[
     return torch.stack([cache[name] for name in names], dim=2), last.to(model.cfg.device)
 
 
+@exercise_check
 def check_head_attribution(
     fn: Callable[[Any, Tensor, Tensor, int, int], Tensor], model, texts: Sequence[str], layer: int, neuron: int
 ) -> None:
@@ -256,6 +285,12 @@ def check_head_attribution(
         raise AssertionError(
             f"The attribution has shape {tuple(got.shape)}, expected {tuple(expected.shape)}: flatten the heads into "
             "one column per head, flat index = head_layer × n_heads + head_index (`.flatten(1)`)."
+        )
+    if batch > 1 and got.shape[0] == batch and got.numel() == batch * expected.numel():
+        raise AssertionError(
+            f"The attribution has shape {tuple(got.shape)}, expected {tuple(expected.shape)}: {batch} times too many "
+            "values, as `z[:, last]` gives. That takes every prompt's last position for every prompt (a "
+            f"[{batch}, {batch}, …] grid); pair prompt i with last[i] instead: `z[torch.arange(len(last)), last]`."
         )
     _shape(expected, got, "The attribution")
     z, last, rows = z.detach().cpu().float(), last.cpu(), torch.arange(batch)
@@ -296,6 +331,7 @@ def _examples_inputs() -> tuple[dict, dict[str, list[dict]]]:
     return pair, prompt_sets
 
 
+@exercise_check
 def check_explainer_examples(fn: Callable[[dict, dict], tuple[list[str], list[str]]]) -> None:
     """Exercise 04: ``fn(pair, prompt_sets)`` → (active examples, inactive examples), each prompt + token.
 
@@ -354,6 +390,7 @@ def _score_mistakes(truth: list[bool], predicted: list[bool]) -> dict[str, float
     }
 
 
+@exercise_check
 def check_explanation_score(fn: Callable[[list[bool], list[bool]], float]) -> None:
     """Exercise 05: ``fn(truth, predicted)`` → E = ½(TPR + TNR), as :func:`score.head_explanation_score`.
 
@@ -396,6 +433,65 @@ def _zero(index: tuple) -> Callable:
     return hook
 
 
+#: The axes of the activations an ablation hook is likely to touch, by hook-point suffix.
+HOOK_AXES = {
+    "hook_v": ("batch", "pos", "n_heads", "d_head"),
+    "hook_k": ("batch", "pos", "n_heads", "d_head"),
+    "hook_q": ("batch", "pos", "n_heads", "d_head"),
+    "hook_z": ("batch", "pos", "n_heads", "d_head"),
+    "hook_pattern": ("batch", "n_heads", "query", "key"),
+    "hook_attn_scores": ("batch", "n_heads", "query", "key"),
+}
+
+
+def _activation_shape(model, tokens: Tensor, name: str) -> tuple[int, ...]:
+    """The shape of the activation at hook point ``name`` on ``tokens``."""
+    shapes: list[tuple[int, ...]] = []
+
+    def record(activation: Tensor, hook) -> None:
+        shapes.append(tuple(activation.shape))
+
+    with torch.no_grad(), model.hooks(fwd_hooks=[(name, record)]):
+        model(tokens.to(model.cfg.device))
+    return shapes[0]
+
+
+def _zeroed_entries(hook_fn: Callable, shape: tuple[int, ...], hook_point) -> str:
+    """What the learner's hook zeroes, said as an index (e.g. ``v[:, :, :, 1]``), run on a tensor of ones.
+
+    ``""`` when it zeroes nothing. TransformerLens keeps an in-place change when a hook returns ``None``, so
+    the probe does too.
+    """
+    probe = torch.ones(shape)
+    try:
+        with torch.no_grad():
+            out = hook_fn(probe, hook_point)
+    except Exception:  # noqa: BLE001 - a diagnostic only: the hook already ran on the real activations
+        return ""
+    out = probe if out is None else out
+    if not isinstance(out, Tensor) or tuple(out.shape) != shape:
+        return f"returns {type(out).__name__ if not isinstance(out, Tensor) else tuple(out.shape)} for a {shape} activation"
+    zero = out == 0
+    if not zero.any():
+        return ""
+    axes = HOOK_AXES.get(hook_point.name.rsplit(".", 1)[-1], tuple(f"axis {i}" for i in range(len(shape))))
+    index, where = [], []
+    box = torch.ones(shape, dtype=torch.bool)
+    for axis, (size, axis_name) in enumerate(zip(shape, axes)):
+        hit = zero.movedim(axis, 0).reshape(size, -1).any(-1).nonzero().flatten().tolist()  # indices touched on this axis
+        index.append(":" if len(hit) == size else str(hit[0]) if len(hit) == 1 else str(hit))
+        if len(hit) < size:
+            where.append(f"{axis_name} {hit[0] if len(hit) == 1 else hit}")
+            mask = torch.zeros(size, dtype=torch.bool)
+            mask[hit] = True
+            box &= mask.view([size if a == axis else 1 for a in range(len(shape))])
+    if not torch.equal(box, zero):
+        return f"zeroes {int(zero.sum())} of its {zero.numel()} entries"
+    only = f", i.e. only {' and '.join(where)}" if where else ", i.e. all of it"
+    return f"zeroes {hook_point.name}[{', '.join(index)}] ([{', '.join(axes)}]){only}"
+
+
+@exercise_check
 def check_ablation_hook(fn: Callable[[int, int], tuple[str, Callable]], model, texts: Sequence[str], layer: int, head_index: int) -> None:
     """Exercise 06: ``fn(layer, head_index)`` → ``(hook name, hook function)`` that ablates one head.
 
@@ -418,8 +514,13 @@ def check_ablation_hook(fn: Callable[[int, int], tuple[str, Callable]], model, t
         raise AssertionError(f"Your hook indexed past the tensor's end ({err}). hook_v is [batch, pos, n_heads, d_head]: "
                              "the head is the third index, v[:, :, head_index, :].") from None
     other = (head_index + 1) % n_heads
+    zeroed = _zeroed_entries(got_hook[1], _activation_shape(model, tokens, name), model.hook_dict[name])
+    unchanged = "Your hook changes nothing: modify the tensor (v[:, :, head_index, :] = 0) and return it."
+    if zeroed:  # a hook that zeroes the wrong entries is told which ones, never that it changed nothing
+        unchanged = (f"Your hook {zeroed}, which leaves these prompts' next-token probabilities as they were: "
+                     "the head is the third index of hook_v [batch, pos, n_heads, d_head], v[:, :, head_index, :].")
     mistakes = {
-        "Nothing changed: modify the tensor (v[:, :, head_index, :] = 0) and return it.": _probs_with(model, tokens, last, []),
+        unchanged: _probs_with(model, tokens, last, []),
         "It matches zeroing every head of the layer: zero only v[:, :, head_index, :].": _probs_with(
             model, tokens, last, [(f"blocks.{layer}.attn.hook_v", _zero((slice(None),)))]),
         f"It matches ablating head {other} instead of {head_index}: check the head index.": ablate.next_token_probs(
@@ -440,7 +541,7 @@ def check_ablation_hook(fn: Callable[[int, int], tuple[str, Callable]], model, t
         raise AssertionError(
             f"prompt {p}: probability of token {neurons.token_string(model, t)!r} should be {float(expected[p, t]):.4g} "
             f"with head L{layer}.H{head_index} ablated, got {float(got[p, t]):.4g}; largest difference {largest:.3g}."
-            + _mistake(got, mistakes)
+            + (_mistake(got, mistakes) or (f" Your hook {zeroed}." if zeroed else ""))
         )
     note = "" if name.endswith("hook_v") else f" (you used {name}: same effect here; the paper zeroes hook_v)"
     _passed(f"check_ablation_hook passed: {len(texts)} prompts match ablate.next_token_probs{note}.")

@@ -7,25 +7,146 @@ write their results under ``results/<model>/``; this job adds, under ``results/<
 executed copy of each notebook and an HTML rendering (figures included) that opens in any browser, plus
 ``run.json`` with each notebook's status and run time. A failing notebook is saved as far as it ran; the
 job goes on with the next one and exits non-zero at the end.
+
+The HTML pages work offline and stay small (see :class:`OfflineHTMLExporter`): formulas are converted to
+MathML, which browsers draw natively (no MathJax from a CDN); plotly figures are stored once, as plotly's JSON,
+and drawn by one ``plotly.min.js`` written next to the pages (4.6 MB once per folder, not per figure or page);
+the circuitsvis bundle that a notebook carries once (see :mod:`ctx_utils.viz`) becomes one ``circuitsvis.js``
+next to the pages too. Keep the folder together when copying it: a page moved alone shows its text only.
 """
 
 from __future__ import annotations
 
 import argparse
+import copy
+import html
 import os
 import sys
 import time
 from pathlib import Path
 
+import jinja2
 import nbformat
+import plotly.io as pio
+from latex2mathml.converter import convert as latex_to_mathml
 from nbclient import NotebookClient
 from nbclient.exceptions import CellExecutionError
 from nbconvert import HTMLExporter
+from nbconvert.filters.markdown_mistune import IPythonRenderer, MarkdownWithMath
 
+from ctx_utils import viz
 from ctx_utils.models import choose_model
 from ctx_utils.results import results_dir, save_json, write_text_atomic
 
 NOTEBOOKS_DIR = Path(__file__).resolve().parent.parent / "notebooks"
+PLOTLY_MIME = "application/vnd.plotly.v1+json"
+PLOTLY_JS = "plotly.min.js"  # next to the pages, written once per folder
+PLOTLY_RENDERER = "plotly_mimetype"  # figures leave the kernel as plotly's JSON only, never with plotly.js
+CIRCUITSVIS_JS = "circuitsvis.js"  # circuitsvis's bundle, next to the pages, written once per folder
+# nbconvert's lab page without its CDN scripts: no MathJax (formulas are MathML), no require.js (nothing here
+# uses it; loaded, it would also hide plotly's global), no mermaid loader (the kit draws no diagrams), and
+# plotly.js from the shared file when a page has figures. (Widgets still need their CDN manager to draw.)
+OFFLINE_TEMPLATE = """{%- extends 'index.html.j2' -%}
+{%- block html_head_js -%}
+{%- if resources.ctx_plotly_js %}<script src="{{ resources.ctx_plotly_js }}"></script>{% endif -%}
+{%- endblock html_head_js -%}
+{%- block html_head_js_mathjax -%}{%- endblock html_head_js_mathjax -%}
+{%- block html_head_js_mermaidjs -%}{%- endblock html_head_js_mermaidjs -%}
+"""
+
+
+class MathMLRenderer(IPythonRenderer):
+    """nbconvert's markdown renderer with every formula converted to MathML (drawn by the browser, offline).
+
+    A formula latex2mathml cannot read stays visible as its LaTeX source, in a ``<code class="ctx-latex">``.
+    """
+
+    def _math(self, latex: str, display: str) -> str:
+        try:
+            return latex_to_mathml(latex, display=display)
+        except Exception:  # noqa: BLE001 - latex2mathml raises many types; the source stays readable
+            return f'<code class="ctx-latex">{html.escape(latex)}</code>'
+
+    def block_math(self, body: str) -> str:
+        return self._math(body, "block")
+
+    def inline_math(self, body: str) -> str:
+        return self._math(body, "inline")
+
+    def latex_environment(self, name: str, body: str) -> str:
+        return self._math(f"\\begin{{{name}}}{body}\\end{{{name}}}", "block")
+
+
+class OfflineHTMLExporter(HTMLExporter):
+    """nbconvert's lab HTML export that needs no network: MathML formulas, plotly.js from :data:`PLOTLY_JS`."""
+
+    def __init__(self, **kwargs) -> None:
+        super().__init__(extra_loaders=[jinja2.DictLoader({"ctx_offline.html.j2": OFFLINE_TEMPLATE})],
+                         template_file="ctx_offline.html.j2", **kwargs)
+
+    @jinja2.pass_context
+    def markdown2html(self, context, source: str) -> str:
+        cell = context.get("cell", {})
+        renderer = MathMLRenderer(
+            escape=False,
+            attachments=cell.get("attachments", {}),
+            embed_images=self.embed_images,
+            path=context.get("resources", {}).get("metadata", {}).get("path", ""),
+            anchor_link_text=self.anchor_link_text,
+            exclude_anchor_links=self.exclude_anchor_links,
+            **self.lexer_options,
+        )
+        return MarkdownWithMath(renderer=renderer).render(source)
+
+
+def plotly_outputs_as_html(nb: nbformat.NotebookNode) -> int:
+    """Give every plotly figure output (plotly's JSON only) an HTML form that draws it with a page-wide
+    ``Plotly``; returns how many there are. Element ids are numbered, so the page is the same on every run."""
+    count = 0
+    for c, cell in enumerate(nb.cells):
+        for o, output in enumerate(cell.get("outputs", [])):
+            figure = output.get("data", {}).get(PLOTLY_MIME)
+            if figure is not None:
+                output["data"]["text/html"] = pio.to_html(
+                    figure, include_plotlyjs=False, full_html=False, validate=False, div_id=f"ctx-figure-{c}-{o}"
+                )
+                count += 1
+    return count
+
+
+def circuitsvis_bundle_as_file(nb: nbformat.NotebookNode) -> int:
+    """Replace the circuitsvis bundle that a view's output carries (see :mod:`ctx_utils.viz`) by a reference to
+    :data:`CIRCUITSVIS_JS`; returns how many outputs carried it. Scripts run in page order, so the views queued
+    before it still draw when it has loaded."""
+    inline = f"<script>\n{viz.bundle_js()}\n"
+    count = 0
+    for cell in nb.cells:
+        for output in cell.get("outputs", []):
+            markup = output.get("data", {}).get("text/html")
+            text = "".join(markup) if isinstance(markup, list) else markup
+            if text and inline in text:
+                output["data"]["text/html"] = text.replace(inline, f'<script src="{CIRCUITSVIS_JS}"></script>\n<script>\n')
+                count += 1
+    return count
+
+
+def notebook_html(nb: nbformat.NotebookNode) -> str:
+    """The offline HTML page of an executed notebook (the notebook itself is left unchanged)."""
+    page = copy.deepcopy(nb)
+    circuitsvis_bundle_as_file(page)
+    resources = {"ctx_plotly_js": PLOTLY_JS if plotly_outputs_as_html(page) else ""}
+    text, _ = OfflineHTMLExporter().from_notebook_node(page, resources=resources)
+    return text
+
+
+def write_page_scripts(out_dir: Path) -> None:
+    """Write the installed plotly.js and circuitsvis bundle next to the pages, unless the same files are there."""
+    from plotly.offline import get_plotlyjs
+
+    for name, js in ((PLOTLY_JS, get_plotlyjs()), (CIRCUITSVIS_JS, viz.bundle_js())):
+        target = out_dir / name
+        if not target.exists() or target.read_text(encoding="utf-8") != js:
+            write_text_atomic(target, js)
 
 
 def step_notebooks(folder: Path = NOTEBOOKS_DIR) -> list[Path]:
@@ -45,8 +166,7 @@ def execute_notebook(path: Path, out_dir: Path, timeout: int = 1800) -> tuple[bo
         error = str(err).strip().splitlines()[-1] if str(err).strip() else type(err).__name__
     seconds = time.perf_counter() - start
     write_text_atomic(out_dir / path.name, nbformat.writes(nb))
-    html, _ = HTMLExporter().from_notebook_node(nb)
-    write_text_atomic(out_dir / path.with_suffix(".html").name, html)
+    write_text_atomic(out_dir / path.with_suffix(".html").name, notebook_html(nb))
     return not error, seconds, error
 
 
@@ -59,10 +179,11 @@ def main(argv: list[str] | None = None) -> int:
     choice = choose_model(args.model)
     print(f"Model: {choice.name}. {choice.reason}", flush=True)
     os.environ["CTX_MODEL"] = choice.name  # every kernel inherits it, so all notebooks agree
-    # plotly's default renderer emits only its JSON mimetype, which the HTML export drops; this one also
-    # embeds plotly.js (once per notebook), so the HTML copies show every figure offline.
-    os.environ.setdefault("PLOTLY_RENDERER", "plotly_mimetype+notebook")
+    # Figures as plotly's JSON only (JupyterLab and VS Code draw it; the HTML pages draw it with the shared
+    # plotly.js): no copy of plotly.js inside any notebook.
+    os.environ["PLOTLY_RENDERER"] = PLOTLY_RENDERER
     out_dir = results_dir(choice.name) / "notebooks"
+    write_page_scripts(out_dir)
     notebooks = [p for p in step_notebooks() if args.only is None or p.name[:2] in args.only]
     if not notebooks:
         print(f"No notebooks matched in {NOTEBOOKS_DIR}.", file=sys.stderr)

@@ -37,6 +37,7 @@ from ctx_utils.score import histogram_counts
 
 MODES = ("auto", "once", "inline", "cdn")
 RED = "#d62728"
+BLUE = "#1f77b4"
 NEUTRAL = "#9e9e9e"
 
 _mode = os.environ.get("CTX_VIZ_MODE", "auto")
@@ -123,7 +124,7 @@ def _current_request() -> tuple[str | None, str | None]:
 
 
 @lru_cache(maxsize=1)
-def _bundle_js() -> str:
+def bundle_js() -> str:
     """circuitsvis's installed browser bundle, safe to paste inside a classic ``<script>`` element.
 
     ``</script`` inside the code would end the element early, so it becomes ``<\\/script`` (the same string
@@ -145,7 +146,7 @@ def _bundle_script() -> str:
     object whose ``push`` runs at once. Views may thus reach the page before or after the bundle.
     """
     return (
-        f"<script>\n{_bundle_js()}\n"
+        f"<script>\n{bundle_js()}\n"
         "(function () {\n"
         "  var queued = Array.isArray(window.ctxVizQueue) ? window.ctxVizQueue : [];\n"
         "  window.ctxVizQueue = {push: function (draw) { draw(CircuitsVis); }};\n"
@@ -356,35 +357,80 @@ def attention_layer(model: Any, text: str, layer: int) -> CircuitsView:
     return attention_patterns(model.to_str_tokens(text), pattern, names)
 
 
+def colour_scale(values: Sequence[float] | Tensor | np.ndarray) -> float:
+    """The bound ``s`` of a colour scale centred at zero (−s … 0 … +s) that fits ``values``: their largest
+    magnitude, or 1 when they are all zero. White is 0, so a small negative stays pale next to a strong peak."""
+    largest = float(np.abs(np.asarray(_floats(values, "values"), dtype=float)).max(initial=0.0))
+    return largest if largest > 0 else 1.0
+
+
+class ColourLegend(HtmlView):
+    """One line under which coloured tokens are read: blue −s, white 0, red +s."""
+
+    def __init__(self, scale: float, label: str, note: str = "") -> None:
+        self.scale, self.label, self.note = scale, label, note
+
+    def __repr__(self) -> str:
+        return f"colour: blue −{self.scale:.3g} · white 0 · red +{self.scale:.3g} ({self.label}{self.note})"
+
+    def html(self, mode: str) -> str:
+        bar = (f"<span style='display: inline-block; width: 90px; height: 0.8em; vertical-align: middle; "
+               f"background: linear-gradient(to right, {BLUE}, white, {RED}); border: 1px solid #ccc;'></span>")
+        return (f"<div class='ctx-colour-legend' style='font-size: 0.85em; color: #555; margin: 2px 0;'>"
+                f"{html.escape(self.label)}: −{self.scale:.3g} {bar} +{self.scale:.3g} (white is 0{html.escape(self.note)})</div>")
+
+
+class ColouredTokens(CircuitsView):
+    """circuitsvis ``ColoredTokens`` on a scale centred at zero, under its one-line legend (unless left out)."""
+
+    def __init__(self, props: dict[str, Any], legend: ColourLegend | None) -> None:
+        super().__init__("ColoredTokens", props)
+        self.legend = legend
+
+    def html(self, mode: str) -> str:
+        return (self.legend.html(mode) if self.legend is not None else "") + super().html(mode)
+
+
 def token_activations(
-    tokens: list[str], values: Sequence[float] | Tensor, min_value: float | None = None, max_value: float | None = None
-) -> CircuitsView:
+    tokens: list[str],
+    values: Sequence[float] | Tensor,
+    scale: float | None = None,
+    label: str = "activation",
+    legend: bool = True,
+) -> ColouredTokens:
     """Tokens coloured by one value each (e.g. a neuron's activation), via circuitsvis ``ColoredTokens``.
 
-    Give ``min_value`` / ``max_value`` to share one colour scale between several prompts.
+    The colours run from blue (−``scale``) through white (0) to red (+``scale``); ``scale`` defaults to the
+    largest |value| (:func:`colour_scale`). Give the same ``scale`` to several prompts to compare their colours
+    (:func:`prompts_activations` does). ``legend=False`` leaves out the one-line legend naming ``label``.
     """
     _check_tokens(tokens)
     vals = _floats(values, "values")
     if np.ndim(vals) != 1 or len(vals) != len(tokens):
         raise ValueError(f"{len(tokens)} tokens need {len(tokens)} values, one per token; got shape {np.shape(vals)}.")
+    bound = colour_scale(vals) if scale is None else float(scale)
+    if not bound > 0:
+        raise ValueError(f"scale must be a positive number (the colour bound ±scale), got {scale!r}.")
     # circuitsvis inserts these tokens as HTML (``<bos>`` would vanish, a ``<img onerror=…>`` token would
     # run), so they are escaped here; its hover box then shows the escaped form (``&lt;bos&gt;``).
     safe_tokens = [html.escape(t, quote=False) for t in tokens]
-    return CircuitsView(
-        "ColoredTokens", {"tokens": safe_tokens, "values": vals, "minValue": min_value, "maxValue": max_value}
-    )
+    props = {"tokens": safe_tokens, "values": vals, "minValue": -bound, "maxValue": bound,
+             "negativeColor": BLUE, "positiveColor": RED}
+    return ColouredTokens(props, ColourLegend(bound, label) if legend else None)
 
 
 def prompts_activations(
-    prompts: Sequence[tuple[list[str], Sequence[float] | Tensor]], titles: Sequence[str] | None = None
+    prompts: Sequence[tuple[list[str], Sequence[float] | Tensor]],
+    titles: Sequence[str] | None = None,
+    label: str = "activation",
 ) -> Panel:
-    """Several prompts' coloured tokens stacked, on one shared colour scale so their colours compare."""
+    """Several prompts' coloured tokens stacked under one legend, on one scale centred at zero (the largest
+    |value| over all the prompts), so their colours compare."""
     if not prompts:
         raise ValueError("prompts_activations needs at least one (tokens, values) pair.")
-    flat = np.concatenate([np.asarray(_floats(v, "values"), dtype=float).ravel() for _, v in prompts])
-    # circuitsvis shades a positive value by value / max and a negative one by value / min; a zero bound
-    # would divide by zero, so an all-positive (all-negative) set gets a placeholder bound on the other side.
-    low, high = float(flat.min()), float(flat.max())
-    scale = {"min_value": low if low < 0 else -1.0, "max_value": high if high > 0 else 1.0}
-    views = [token_activations(tokens, values, **scale) for tokens, values in prompts]
-    return Panel(views, titles, direction="column")
+    if titles is not None and len(titles) != len(prompts):
+        raise ValueError(f"{len(prompts)} prompts but {len(titles)} titles: give one title per prompt.")
+    bound = colour_scale(np.concatenate([np.asarray(_floats(v, "values"), dtype=float).ravel() for _, v in prompts]))
+    views = [token_activations(tokens, values, scale=bound, label=label, legend=False) for tokens, values in prompts]
+    legend = ColourLegend(bound, label, note=f"; one scale for these {len(views)} prompts")
+    return Panel([legend, *views], None if titles is None else [None, *titles], direction="column")

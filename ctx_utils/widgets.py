@@ -149,10 +149,12 @@ def head_options(results: dict[str, dict], key: str) -> list[tuple[str, int]]:
 
 
 def neuron_view(model: Any, results: dict[str, dict], key: str, n_prompts: int = 6) -> viz.Panel:
-    """The neuron's top prompts, each token coloured by the neuron's activation (one colour scale for all).
+    """The neuron's top prompts, each token coloured by the neuron's activation, under a one-line legend.
 
-    Prompts come in prompts.json's order (highest activation first); the activations are recomputed on the
-    model, so the last token of each prompt, where the neuron fires, is the reddest.
+    One colour scale, centred at zero, for all the prompts (:func:`viz.prompts_activations`): red where the
+    neuron fires, blue where it is negative, white at zero, so a small negative stays pale. Prompts come in
+    prompts.json's order (highest activation first); the activations are recomputed on the model, so the last
+    token of each prompt, where the neuron fires, is usually the reddest of its prompt.
     """
     layer, neuron, prompts = _neuron(results, key)
     if n_prompts < 1:

@@ -49,12 +49,22 @@ def test_congruence_mistakes_are_named(tiny_model, wrong, message):
         checks.check_congruence(wrong, tiny_model)
 
 
-def test_an_unfinished_exercise_says_so(tiny_model):
-    def stub(W_out, W_U):
+def test_an_unfinished_exercise_says_so_and_lets_run_all_go_on(tiny_model, capsys):
+    def stub(*args):
         raise NotImplementedError("Your code here")
 
-    with pytest.raises(AssertionError, match="congruence is not written yet"):
-        checks.check_congruence(stub, tiny_model)
+    checks.check_congruence(stub, tiny_model)  # no exception: the notebook's next cells still run
+    assert "congruence is not written yet: replace `raise NotImplementedError`" in capsys.readouterr().out
+    checks.check_ablation_hook(stub, tiny_model, TEXTS, layer=0, head_index=1)
+    assert "head_ablation_hook is not written yet" in capsys.readouterr().out
+
+
+def test_an_error_in_the_learners_own_code_still_shows():
+    def broken(truth, predicted):
+        raise KeyError("typo")
+
+    with pytest.raises(KeyError, match="typo"):
+        checks.check_explanation_score(broken)
 
 
 # ------------------------------------------------------------------------------------ 02 truncation rule
@@ -332,3 +342,50 @@ def test_ablation_hook_on_prompts_shorter_than_the_head_index(tiny_model, capsys
     """A head index past the prompt length (head 3 of a 2-token prompt) must not crash the mistake search."""
     checks.check_ablation_hook(hook_right, tiny_model, ["cat", "the mat"], layer=0, head_index=3)
     assert "✓ check_ablation_hook passed: 2 prompts" in capsys.readouterr().out
+
+
+def hook_d_head_axis(layer, head_index):
+    return f"blocks.{layer}.attn.hook_v", zero_hook((slice(None), slice(None), slice(None), head_index))
+
+
+def hook_padding_only(layer, head_index):
+    """Zeroes only the padding after the shortest prompt ("the cat": 3 tokens): no last token reads it."""
+    return f"blocks.{layer}.attn.hook_v", zero_hook((2, slice(4, None)))
+
+
+def hook_forgets_to_write_back(layer, head_index):
+    def hook(v, hook):
+        v = v.clone()
+        v[:, :, head_index] = 0.0  # changes a copy and returns nothing: TransformerLens keeps the original
+
+    return f"blocks.{layer}.attn.hook_v", hook
+
+
+@pytest.mark.parametrize(
+    "wrong, message",
+    [
+        (hook_d_head_axis, r"Your hook zeroes blocks\.0\.attn\.hook_v\[:, :, :, 1\] .*only d_head 1"),
+        (hook_padding_only, r"Your hook zeroes blocks\.0\.attn\.hook_v\[2, \[4, 5, 6\], :, :\].*only batch 2 and pos "
+                            r"\[4, 5, 6\], which leaves these prompts' next-token probabilities as they were"),
+    ],
+)
+def test_a_hook_zeroing_the_wrong_entries_is_told_which(tiny_model, wrong, message):
+    with pytest.raises(AssertionError, match=message) as err:
+        checks.check_ablation_hook(wrong, tiny_model, TEXTS, layer=0, head_index=1)
+    assert "changes nothing" not in str(err.value)
+
+
+def test_a_hook_that_changes_nothing_is_told_so(tiny_model):
+    with pytest.raises(AssertionError, match=r"Your hook changes nothing: modify the tensor"):
+        checks.check_ablation_hook(hook_forgets_to_write_back, tiny_model, TEXTS, layer=0, head_index=1)
+
+
+def attribution_every_last(model, z, last, layer, neuron):
+    z_last = z[:, last]  # [batch, batch, head_layers, n_heads, d_head]: the usual slip
+    return (z_last * (model.W_O[: z.shape[2]] @ model.W_in[layer][:, neuron])).sum(-1).flatten(1)
+
+
+def test_head_attribution_names_the_z_colon_last_slip(tiny_model):
+    with pytest.raises(AssertionError, match=r"shape \(3, 12\), expected \(3, 4\): 3 times too many .*z\[:, last\].*"
+                                             r"z\[torch\.arange\(len\(last\)\), last\]"):
+        checks.check_head_attribution(attribution_every_last, tiny_model, TEXTS, layer=1, neuron=5)

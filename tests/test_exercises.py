@@ -112,3 +112,23 @@ def test_solved_stub_runs_the_following_cells(tmp_path):
 def test_committed_exercise_notebooks_are_up_to_date():
     """CI fails when a step notebook's exercise changed and `python -m ctx_utils.exercises` was not rerun."""
     assert exercises.main(["--check"]) == 0
+
+
+def test_graduated_hints_replace_the_one_hint_block(tmp_path):
+    path = step_notebook(tmp_path)
+    nb = nbformat.read(path, as_version=4)
+    nb.cells[3].source += "\n\n<details><summary>Hint</summary>\n\nMultiply by 2.\n</details>"
+    nbformat.write(nb, path)
+    cell = exercises.make_exercise_notebook(path, hints={"01_demo.ipynb": ("Think doubling.", "Use `*`.")}).cells[3]
+    assert "Multiply by 2." not in cell.source and cell.source.startswith("### Exercise — double")
+    nudge, approach = cell.source.index("Hint 1 · a nudge"), cell.source.index("Hint 2 · the approach")
+    assert nudge < cell.source.index("Think doubling.") < approach < cell.source.index("Use `*`.")
+    with pytest.raises(exercises.ExerciseError, match=r"01_demo.ipynb, cell 3: graduated hints replace exactly one"):
+        exercises.make_exercise_notebook(step_notebook(tmp_path), hints={"01_demo.ipynb": ("a", "b")})  # no hint block
+
+
+def test_the_kits_graduated_hints_reach_the_exercise_notebooks():
+    for name, (nudge, approach) in exercises.GRADUATED_HINTS.items():
+        source = next(c.source for c in exercises.make_exercise_notebook(colab.NOTEBOOKS_DIR / name).cells
+                      if "exercise" in c.metadata.get("tags", []))
+        assert nudge in source and approach in source and "<summary>Hint</summary>" not in source

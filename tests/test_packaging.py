@@ -17,16 +17,36 @@ def _normalise(requirement: str) -> str:
     return re.sub(r"[-_.]+", "-", requirement.strip().lower())
 
 
+def _pyproject() -> dict:
+    return tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+
+
 def test_environment_yml_and_pyproject_list_the_same_dependencies():
-    pyproject = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["dependencies"]
+    project = _pyproject()
+    extras = project["optional-dependencies"]
     env_lines = (ROOT / "environment.yml").read_text().splitlines()
     start = env_lines.index("  - pip:") + 1
     conda_pip = [line.strip()[2:] for line in env_lines[start:] if line.strip().startswith("- ")]
-    conda_pip = [r for r in conda_pip if r != "-e ."]
-    assert sorted(map(_normalise, pyproject)) == sorted(map(_normalise, conda_pip))
-    for needed in ["transformer_lens>=4.3,<4.4", "circuitsvis", "plotly", "ipywidgets", "jupyterlab", "nbmake",
-                   "tqdm", "datasets", "openai>=1.0", "scipy"]:
-        assert _normalise(needed) in map(_normalise, pyproject)
+    assert f"-e .[{','.join(sorted(extras))}]" in conda_pip, "environment.yml must install the kit with every extra"
+    conda_pip = [r for r in conda_pip if not r.startswith("-e .")]
+    everything = project["dependencies"] + [r for reqs in extras.values() for r in reqs]
+    assert sorted(map(_normalise, everything)) == sorted(map(_normalise, conda_pip))
+    for needed in ["transformer_lens>=4.3,<4.4", "circuitsvis", "plotly", "ipywidgets", "tqdm", "datasets",
+                   "openai>=1.0", "scipy", "nbconvert"]:
+        assert _normalise(needed) in map(_normalise, project["dependencies"])
+
+
+def test_the_runtime_set_has_no_dev_tools_and_make_env_installs_them():
+    """Colab installs ``dependencies`` only; ``make env`` adds the extras that ``make test`` and ``make lab`` run."""
+    project = _pyproject()
+    runtime = {_normalise(re.split(r"[<>=!~;\[ ]", r)[0]) for r in project["dependencies"]}
+    assert not runtime & {"jupyterlab", "pytest", "nbmake", "notebook"}, "dev tools belong in an extra"
+    extras = project["optional-dependencies"]
+    assert "pytest" in extras["test"] and "nbmake" in extras["test"] and "jupyterlab" in extras["lab"]
+    makefile = (ROOT / "Makefile").read_text()
+    installed = set(re.search(r"^EXTRAS := (.+)$", makefile, re.M).group(1).split(","))
+    assert installed == set(extras), f"make env must install every extra ({sorted(extras)}), not {sorted(installed)}"
+    assert '-e ".[$(EXTRAS)]"' in makefile
 
 
 def test_there_are_notebooks():

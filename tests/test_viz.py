@@ -151,10 +151,28 @@ def test_bad_shapes_name_the_fix():
         viz.token_activations(TOKENS, [1.0, float("nan"), 0, 0])
 
 
-def test_prompts_share_one_colour_scale():
+def test_prompts_share_one_colour_scale_centred_at_zero_under_one_legend():
     stacked = viz.prompts_activations([(TOKENS, [0, 1, 2, 3]), (TOKENS[:2], [-2, 0.5])], titles=["x", "y"])
-    assert [v.props["maxValue"] for v in stacked.views] == [3.0, 3.0]
-    assert [v.props["minValue"] for v in stacked.views] == [-2.0, -2.0]
+    legend, *coloured = stacked.views
+    assert [v.props["maxValue"] for v in coloured] == [3.0, 3.0]
+    assert [v.props["minValue"] for v in coloured] == [-3.0, -3.0], "the scale is centred at zero"
+    out = stacked._repr_html_()
+    assert out.count("ctx-colour-legend") == 1 and "activation: −3" in out and "+3" in out and "one scale for these 2" in out
+    with pytest.raises(ValueError, match="one title per prompt"):
+        viz.prompts_activations([(TOKENS, [0, 1, 2, 3])], titles=["x", "y"])
+
+
+def test_a_small_negative_stays_pale_next_to_the_peak():
+    """The issue's case: ' marathon' at −0.161 beside ' give' at 2.39 is drawn at 7 % of the colour, not 100 %."""
+    view = viz.token_activations(["<bos>", " marathon", " give"], [0.0, -0.161, 2.39])
+    assert view.props["minValue"] == -2.39 and view.props["maxValue"] == 2.39
+    assert abs(-0.161 / view.props["minValue"] - 0.067) < 0.001  # circuitsvis shades a negative by value / min
+    assert view.props["positiveColor"] == viz.RED and view.props["negativeColor"] == viz.BLUE, "firing tokens are red"
+    assert "activation: −2.39" in view._repr_html_()
+    assert viz.token_activations(["a"], [0.0]).props["maxValue"] == 1.0  # all zero: a placeholder bound, no 0/0
+    assert "ctx-colour-legend" not in viz.token_activations(["a"], [1.0], legend=False).html("once")
+    with pytest.raises(ValueError, match="positive"):
+        viz.token_activations(["a"], [1.0], scale=0)
 
 
 def test_score_histogram_is_the_papers_figure():

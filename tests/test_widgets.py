@@ -85,7 +85,7 @@ def test_head_options_sorted_by_head_with_share_and_score_when_known():
 
 def test_neuron_view_colours_each_prompt_by_the_neurons_activation(tiny_model):
     panel = widgets.neuron_view(tiny_model, make_results(), "1.5", n_prompts=3)
-    coloured = panel.views[1].views
+    legend, *coloured = panel.views[1].views  # one legend, then the prompts
     assert len(coloured) == 3 and all(v.component == "ColoredTokens" for v in coloured)
     # independent check: the neuron's activation at the first prompt's last token, from a plain cache
     _, cache = tiny_model.run_with_cache(TEXTS[0], names_filter=["blocks.1.mlp.hook_post"])
