@@ -550,6 +550,14 @@ def _convert_explanations(prompts: dict[str, str], results: bytes, train_heads: 
             "completion_tokens": chosen["usage"]["completion_tokens"],
             "identical_prompt_pairs": [list(k) for k in by_prompt[stored_prompt] if k != (layer, neuron, head)],
             "discarded_explanations": [r["choices"][0]["message"]["content"] for r in discarded]})
+    explained = defaultdict(set)
+    for r in records:
+        explained[r["layer"], r["neuron"]].add(r["head"])
+    for (layer, neuron), prompt_heads in train_heads.items():  # both ways: the rule selects exactly the explained heads
+        extra = set(_selected_heads(list(prompt_heads.values()))) - explained[layer, neuron]
+        if extra:
+            raise PaperDataError(f"Neuron ({layer}, {neuron}): the > 25 % rule selects heads {sorted(extra)} that the "
+                                 "authors did not explain: the raw files do not match the rule.")
     return records
 
 

@@ -1,0 +1,75 @@
+"""Result files: atomic writes (a crash never leaves half a file), schema checks, clear messages."""
+
+from __future__ import annotations
+
+import builtins
+import io
+import os
+
+import pytest
+
+from ctx_utils import results
+from ctx_utils.results import SCHEMA_VERSION, ResultFileError, load_json, save_json
+
+
+class CrashAfter:
+    """Wraps an open-like function: files opened for writing write ``limit`` characters, then raise (a crash)."""
+
+    def __init__(self, opener, limit: int = 10) -> None:
+        self.opener, self.limit = opener, limit
+
+    def __call__(self, *args, **kwargs):
+        f = self.opener(*args, **kwargs)
+        mode = kwargs.get("mode", args[1] if len(args) > 1 and isinstance(args[1], str) else "r")
+        if "w" not in mode:
+            return f
+        original_write, limit = f.write, self.limit
+
+        def write(text):
+            original_write(text[:limit])
+            raise OSError("disk full (simulated)")
+
+        f.write = write
+        return f
+
+
+def test_an_interrupted_write_leaves_the_old_file_whole(tmp_path, monkeypatch):
+    path = tmp_path / "heads.json"
+    save_json(path, {"pairs": [1, 2, 3]})
+    before = path.read_bytes()
+    for module, name in ((builtins, "open"), (io, "open"), (os, "fdopen")):
+        monkeypatch.setattr(module, name, CrashAfter(getattr(module, name)))
+    with pytest.raises(OSError, match="simulated"):
+        save_json(path, {"pairs": list(range(1000))})
+    monkeypatch.undo()
+    assert path.read_bytes() == before, "a failed write must not touch the existing file (write a temporary file, rename)"
+    assert [p.name for p in tmp_path.iterdir()] == ["heads.json"], "the temporary file is cleaned up"
+
+
+def test_save_then_load(tmp_path):
+    path = save_json(tmp_path / "x.json", {"a": "é"})
+    assert load_json(path) == {"schema_version": SCHEMA_VERSION, "a": "é"}
+    assert oct(path.stat().st_mode & 0o777) != oct(0o600), "written with the usual permissions, not mkstemp's 0600"
+
+
+@pytest.mark.parametrize("content, needle", [
+    ('{"schema_version": 2, "pairs": [', "is not valid JSON"),
+    ("[]", "not a result object"),
+    ('{"schema_version": 1}', "has schema_version 1"),
+])
+def test_unusable_files_are_named_with_the_fix(tmp_path, content, needle):
+    path = tmp_path / "scores.json"
+    path.write_text(content)
+    with pytest.raises(ResultFileError) as err:
+        load_json(path)
+    assert needle in str(err.value) and str(path) in str(err.value) and "rerun" in str(err.value)
+
+
+def test_missing_file(tmp_path):
+    with pytest.raises(FileNotFoundError, match="run the notebook that writes it"):
+        load_json(tmp_path / "nothing.json")
+
+
+def test_results_dir_uses_the_folder_name_of_a_local_model(tmp_path, monkeypatch):
+    monkeypatch.setenv("CTX_RESULTS", str(tmp_path))
+    assert results.results_dir("/some/where/my-model") == tmp_path / "my-model"
