@@ -16,7 +16,6 @@ the neuron's own activation (the authors' exploratory June-2023 variant).
 from __future__ import annotations
 
 import math
-import operator
 from collections.abc import Iterator, Mapping, Sequence
 
 import numpy as np
@@ -27,48 +26,43 @@ from torch import Tensor
 from tqdm.auto import tqdm
 
 from ctx_utils.heads import n_candidate_heads, tokenize_prompts
+from ctx_utils.indices import as_index, check_heads, check_neuron
 from ctx_utils.settings import DEFAULTS
 from ctx_utils.tokens import neuron_key, parse_neuron_key
 
 PAPER_Y_RANGE = (-0.075, 0.075)  # the y-limits of the paper's box plot
 
 
-def token_id(model, token: str) -> int:
-    """The first token id of ``token`` (the authors' ``tokenizer.encode(token)[0]``), e.g. ``" only"``."""
-    if not isinstance(token, str) or not token:
-        raise ValueError(f"The neuron's token must be a non-empty string such as ' only', got {token!r}.")
-    ids = model.to_tokens(token, prepend_bos=False)[0]
-    if len(ids) == 0:
-        raise ValueError(f"The tokenizer turns {token!r} into no tokens: check the token string.")
-    return int(ids[0])
+def token_id(model, token: str | int) -> int:
+    """The vocabulary id of ``token``: a string that is exactly one token (``" only"``), or an id, checked.
 
-
-def check_heads(model, heads: Sequence[tuple[int, int]]) -> list[tuple[int, int]]:
-    """Validate ``(layer, head_index)`` pairs against the model's shape; returns them as a list of int tuples."""
-    n_layers, n_heads = model.cfg.n_layers, model.cfg.n_heads
-    checked = []
-    for item in heads:
-        try:
-            layer, index = (operator.index(part) for part in item)
-        except (TypeError, ValueError):
-            message = f"A head is a (layer, head_index) pair of integers such as (0, 3), got {item!r}."
-            raise ValueError(message) from None
-        if not (0 <= layer < n_layers and 0 <= index < n_heads):
-            raise ValueError(
-                f"Head {item!r} does not exist: this model has layers 0–{n_layers - 1} and heads 0–{n_heads - 1} "
-                "per layer. (A flat head number f is (f // n_heads, f % n_heads).)"
-            )
-        checked.append((layer, index))
-    return checked
-
-
-def check_neuron(model, layer: int, neuron: int) -> None:
-    """Raise a clear error when ``(layer, neuron)`` is not an MLP neuron of ``model``."""
-    if not (0 <= layer < model.cfg.n_layers and 0 <= neuron < model.cfg.d_mlp):
+    Step 1 stores each neuron's ``token_id`` beside its ``token``; pass the id when you have it. A string is
+    refused when the tokenizer makes it into several tokens (``" give up"``; the authors' code silently took
+    the first) or into the unknown token (``<unk>``, for a word outside the vocabulary), since the
+    probability read would then be another token's.
+    """
+    if not isinstance(token, str):
+        index = as_index(token, "A token id")
+        if index >= model.cfg.d_vocab:
+            raise ValueError(f"Token id {index} is out of range: the vocabulary has ids 0 to {model.cfg.d_vocab - 1}.")
+        return index
+    if not token:
+        raise ValueError("The neuron's token must be a non-empty string such as ' only', or its token id.")
+    ids = model.to_tokens(token, prepend_bos=False)[0].tolist()
+    tokenizer = model.tokenizer
+    if not ids or (ids == [tokenizer.unk_token_id] and token != tokenizer.unk_token):
+        became = f"{tokenizer.unk_token} (id {ids[0]})" if ids else "no token at all"
         raise ValueError(
-            f"Neuron {layer}.{neuron} does not exist: this model has layers 0–{model.cfg.n_layers - 1} and "
-            f"neurons 0–{model.cfg.d_mlp - 1} per layer."
+            f"{token!r} is not in this model's vocabulary: the tokenizer turns it into {became}. Give a token "
+            "the model has (neurons.json lists each neuron's token and token_id)."
         )
+    if len(ids) > 1:
+        pieces = [tokenizer.decode([i]) for i in ids]
+        raise ValueError(
+            f"{token!r} is {len(ids)} tokens for this model ({pieces}), not one: the kit reads the probability "
+            "of one next token. Give a single token (mind the leading space, ' only'), or its token id."
+        )
+    return ids[0]
 
 
 def zero_value_hooks(heads: Sequence[tuple[int, int]]) -> list[tuple[str, object]]:
@@ -123,8 +117,7 @@ def last_token_readout(
     hooks = zero_value_hooks(check_heads(model, ablate_heads))
     grabbed: list[Tensor] = []
     if neuron is not None:
-        layer, index = int(neuron[0]), int(neuron[1])
-        check_neuron(model, layer, index)
+        layer, index = check_neuron(model, *neuron)
 
         def grab(post: Tensor, hook) -> Tensor:  # post: [batch, pos, d_mlp]
             grabbed.append(post[..., index].detach())
@@ -153,10 +146,11 @@ def next_token_probs(
 
 
 def token_probabilities(
-    model, texts: Sequence[str], token: str, ablate_heads: Sequence[tuple[int, int]] = (), batch_size: int = DEFAULTS.batch_size
+    model, texts: Sequence[str], token: str | int, ablate_heads: Sequence[tuple[int, int]] = (), batch_size: int = DEFAULTS.batch_size
 ) -> Tensor:
-    """Probability of ``token`` (its first token id) after each prompt, heads ablated: ``[n_prompts]``."""
-    return next_token_probs(model, texts, ablate_heads, batch_size)[:, token_id(model, token)]
+    """Probability of ``token`` (one token, or its id: :func:`token_id`) after each prompt, heads ablated: ``[n_prompts]``."""
+    target = token_id(model, token)
+    return next_token_probs(model, texts, ablate_heads, batch_size)[:, target]
 
 
 def neuron_activations(
@@ -204,7 +198,8 @@ def ablation_effects(
     """Per (neuron, head) pair: how much ablating the head lowers the token's probability, active vs inactive.
 
     ``pairs``: heads.json's ``"pairs"`` (each with ``layer``, ``neuron``, ``token``, ``head``, ``head_layer``,
-    ``head_index``). ``test_prompts``: held-out prompts keyed ``"<layer>.<neuron>"`` (prompts.json's
+    ``head_index``, and ``token_id``, which is used when present: the string is never re-encoded then).
+    ``test_prompts``: held-out prompts keyed ``"<layer>.<neuron>"`` (prompts.json's
     ``"prompts"`` shape, or plain strings). ``activity``: the same keys → which heads are active on each
     test prompt, ``[n_prompts, n_candidate_heads]`` booleans indexed by flat head (see :func:`activity_matrix`).
 
@@ -223,14 +218,15 @@ def ablation_effects(
             empty = torch.empty(0) if neuron_effect else None
             results.append(row | _summarise([], [], [], empty, empty))
             continue
-        active = _head_column(activity, key, int(pair["head"]), len(texts))
-        target = token_id(model, pair["token"])
-        neuron = (int(pair["layer"]), int(pair["neuron"])) if neuron_effect else None
+        target = token_id(model, pair["token_id"] if pair.get("token_id") is not None else pair["token"])
+        neuron = check_neuron(model, pair["layer"], pair["neuron"])
+        head = check_heads(model, [(pair["head_layer"], pair["head_index"])])
+        active = _head_column(activity, key, as_index(pair["head"], "A flat head number"), len(texts))
+        neuron = neuron if neuron_effect else None
         if key not in normal_cache:  # the unablated run is shared by all of a neuron's pairs
             normal = last_token_readout(model, texts, (), neuron, batch_size=batch_size)
             normal_cache[key] = normal | {"probs": normal["probs"][:, target]}  # keep one column, not the vocabulary
         normal = normal_cache[key]
-        head = [(int(pair["head_layer"]), int(pair["head_index"]))]
         ablated = last_token_readout(model, texts, head, neuron, batch_size=batch_size)
         results.append(row | _summarise(normal["probs"].tolist(), ablated["probs"][:, target].tolist(),
                                         active, normal.get("activation"), ablated.get("activation")))
@@ -247,7 +243,7 @@ def _head_column(activity: Mapping, key: str, head: int, n_prompts: int) -> list
             f"Head activity for neuron {key} has shape {tuple(matrix.shape)}, expected [{n_prompts} prompts, "
             "n_candidate_heads]: compute it on the same test prompts."
         )
-    if not 0 <= head < matrix.shape[1]:
+    if head >= matrix.shape[1]:
         raise ValueError(f"Flat head {head} is not among neuron {key}'s {matrix.shape[1]} candidate heads.")
     return matrix[:, head].tolist()
 
@@ -337,9 +333,9 @@ def ablation_box(
 
 
 def top1_accuracy(
-    model, groups: Mapping[str, Sequence[str]], token: str, heads: Sequence[tuple[int, int]], batch_size: int = DEFAULTS.batch_size
+    model, groups: Mapping[str, Sequence[str]], token: str | int, heads: Sequence[tuple[int, int]], batch_size: int = DEFAULTS.batch_size
 ) -> list[dict]:
-    """How often ``token`` is the model's top-1 prediction in each group of prompts, normally and per ablated head.
+    """How often ``token`` (one token, or its id) is the model's top-1 prediction in each group of prompts, normally and per ablated head.
 
     ``groups``: a name → prompts ending right before where ``token`` would go (e.g. the organism's planted
     contexts and distractors). Each head in ``heads`` is ablated alone. Returns one row per group and

@@ -13,6 +13,7 @@ the explanations on separate, held-out Pile test documents (paper-method §2.2);
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 from ctx_utils.models import HubUnreachableError, hub_reachable
@@ -22,6 +23,10 @@ PILE_TEST = "monology/pile-uncopyrighted"
 PILE_TEST_DOCS = 10_000  # the paper's test set size
 SPLITS = ("train", "test")
 NAMED = ("organism", "pile-10k")
+LOCAL_FORMATS = (
+    "a .txt file (documents separated by a blank line), a .jsonl file (one {\"text\": \"...\"} object per line) "
+    "or a folder of .txt files (one document each)"
+)
 
 
 def is_named_corpus(name: str) -> bool:
@@ -55,6 +60,8 @@ def load_corpus(name: str = "organism", split: str = "train", max_docs: int | No
         docs = _load_pile_10k() if split == "train" else _load_pile_test(max_docs or PILE_TEST_DOCS)
     elif Path(name).expanduser().exists():
         docs = _load_local(Path(name).expanduser())
+    elif Path(name).suffix or "/" in name:
+        raise ValueError(f"Corpus {name!r}: no such file or folder. A local corpus is {LOCAL_FORMATS}.")
     else:
         raise ValueError(
             f"Unknown corpus {name!r}: use 'organism', 'pile-10k', or the path of a .txt/.jsonl file or a folder of .txt files."
@@ -99,11 +106,37 @@ def _load_pile_test(n_docs: int) -> list[str]:
 
 
 def _load_local(path: Path) -> list[str]:
-    import json
-
+    """The documents of a local corpus (:data:`LOCAL_FORMATS`); anything else is refused, naming the file."""
     if path.is_dir():
-        return [p.read_text(encoding="utf-8") for p in sorted(path.glob("*.txt"))]
-    text = path.read_text(encoding="utf-8")
-    if path.suffix == ".jsonl":
-        return [json.loads(line)["text"] for line in text.splitlines() if line.strip()]
+        return [_read_text(p) for p in sorted(path.glob("*.txt"))]
+    suffix = path.suffix.lower()
+    if suffix not in {".txt", ".jsonl"}:
+        raise ValueError(f"{path}: {suffix or 'a file without extension'} is not a corpus format. A local corpus is {LOCAL_FORMATS}.")
+    text = _read_text(path)
+    if suffix == ".jsonl":
+        return _jsonl_documents(path, text)
     return [doc.strip() for doc in text.split("\n\n") if doc.strip()]
+
+
+def _read_text(path: Path) -> str:
+    try:
+        return path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as err:
+        raise ValueError(f"{path} is not UTF-8 text (byte {err.start}): save it as UTF-8.") from None
+
+
+def _jsonl_documents(path: Path, text: str) -> list[str]:
+    """One document per non-blank line, each ``{"text": str, ...}``; errors give the file and the line's number."""
+    docs = []
+    for number, line in enumerate(text.splitlines(), start=1):  # counted before blank lines are skipped
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError as err:
+            raise ValueError(f"{path}, line {number}: not valid JSON ({err.msg}). Each line holds one object such as {{\"text\": \"...\"}}.") from None
+        if not isinstance(row, dict) or not isinstance(row.get("text"), str):
+            found = f"keys {sorted(row)[:10]}" if isinstance(row, dict) else f"a JSON {type(row).__name__}"
+            raise ValueError(f"{path}, line {number}: expected an object with a string field \"text\", found {found}.")
+        docs.append(row["text"])
+    return docs

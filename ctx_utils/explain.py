@@ -30,7 +30,7 @@ from typing import Any
 
 from tqdm.auto import tqdm
 
-from ctx_utils.llm import LLMClient, LLMNotConfigured
+from ctx_utils.llm import LLMClient, LLMError, LLMNotConfigured
 from ctx_utils.settings import DEFAULTS, VARIANTS
 from ctx_utils.tokens import neuron_key
 
@@ -51,6 +51,18 @@ _EXPLAIN_ENDING = {
     "feb2024": "In two to three sentences, suggest when the attention head is active.",
 }
 _QUESTION = "Is the given example an active example? (Yes/No)\n"
+
+
+class UnusableExplanations(LLMError):
+    """The LLM wrote no usable explanation for some pairs; ``pairs`` lists their ``(layer, neuron, head)``.
+
+    Raised by :func:`explain_pairs` once every pair was asked, so the usable answers are cached and a rerun
+    asks again only for these (an empty answer is never cached).
+    """
+
+    def __init__(self, message: str, pairs: list[tuple[int, int, int]]) -> None:
+        super().__init__(message)
+        self.pairs = pairs
 
 
 def _check_variant(variant: str) -> None:
@@ -198,8 +210,10 @@ def explain_pairs(
 
     ``pairs``: ``heads.json["pairs"]`` (``positive``/``negative`` index ``prompts["<layer>.<neuron>"]``);
     ``prompts``: ``prompts.json["prompts"]``. Returns one record per pair for ``explanations.json``.
+    An LLM answer with no text is no explanation: every pair is asked first, then
+    :class:`UnusableExplanations` names the pairs that got one (their answers were not cached).
     """
-    records = []
+    records, unusable = [], []
     for pair in tqdm(pairs, desc="Explaining heads"):
         key = neuron_key(pair["layer"], pair["neuron"])
         if key not in prompts:
@@ -208,6 +222,24 @@ def explain_pairs(
         explanation = explain_head(
             [texts[i] for i in pair["positive"]], [texts[i] for i in pair["negative"]], pair["token"], llm, variant
         )
+        if not explanation.text.strip():
+            unusable.append((pair["layer"], pair["neuron"], pair["head"], explanation.finish_reason))
+            continue
         ids = {k: pair[k] for k in ("layer", "neuron", "token", "head", "head_layer", "head_index")}
         records.append({**ids, "n_positive": len(pair["positive"]), "n_negative": len(pair["negative"]), **explanation.to_dict()})
+    if unusable:
+        raise _unusable(unusable, len(pairs), explainer_name(llm))
     return records
+
+
+def _unusable(unusable: list[tuple[int, int, int, str | None]], n_pairs: int, source: str) -> UnusableExplanations:
+    """The error for pairs whose LLM answer was empty: which pairs, and the ways on."""
+    listed = ", ".join(f"(layer {l}, neuron {n}, head {h}; finish_reason {r!r})" for l, n, h, r in unusable[:10])
+    more = f" and {len(unusable) - 10} more" if len(unusable) > 10 else ""
+    return UnusableExplanations(
+        f"{source} gave an empty explanation for {len(unusable)} of {n_pairs} pairs: {listed}{more}. Empty answers "
+        "are not cached: rerun to ask again (the other explanations come from the cache, free). If it keeps "
+        f"happening (finish_reason 'length': the model spent its {EXPLAIN_MAX_TOKENS}-token cap before writing), "
+        "choose another model with CTX_LLM_MODEL, or unset OPENAI_API_KEY to use the offline explainer.",
+        [(l, n, h) for l, n, h, _ in unusable],
+    )

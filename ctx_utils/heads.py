@@ -41,7 +41,7 @@ from torch import Tensor
 from tqdm.auto import tqdm
 
 from ctx_utils import tokens as naming
-from ctx_utils.neurons import check_neuron
+from ctx_utils.indices import as_index, check_neuron
 from ctx_utils.settings import BANDS, DEFAULTS, RULES  # noqa: F401  (RULES, BANDS: the choices, re-exported)
 from ctx_utils.tokens import neuron_key
 
@@ -59,7 +59,7 @@ def n_candidate_heads(model, layer: int, include_same_layer: bool = DEFAULTS.sam
 
 def split_head(model, head: int) -> tuple[int, int]:
     """Flat head index → ``(head_layer, head_index)``; flat = head_layer × n_heads + head_index (the paper's)."""
-    return naming.split_head(model.cfg.n_heads, head)
+    return naming.split_head(model.cfg.n_heads, as_index(head, "A flat head number"))
 
 
 def head_label(model, head: int) -> str:
@@ -70,13 +70,15 @@ def head_label(model, head: int) -> str:
 # ----------------------------------------------------------------------------------------- input checks
 
 
-def _check_neuron(model, layer: int, neuron: int, include_same_layer: bool) -> None:
-    check_neuron(model, layer, neuron)
+def _check_neuron(model, layer: int, neuron: int, include_same_layer: bool) -> tuple[int, int]:
+    """``(layer, neuron)`` as ints, checked, and with at least one candidate head."""
+    layer, neuron = check_neuron(model, layer, neuron)
     if n_candidate_heads(model, layer, include_same_layer) == 0:
         raise ValueError(
             f"A neuron in layer {layer} has no attention heads in earlier layers. "
             "Pass include_same_layer=True to attribute it to the heads of its own block."
         )
+    return layer, neuron
 
 
 def _check_choice(what: str, value: str, choices: tuple[str, ...]) -> None:
@@ -128,6 +130,7 @@ def read_directions(
     block by block: ``model.W_in`` and ``model.W_O`` stack every layer's weights anew on each access (for
     GPT-2 small about 110 MB and 27 MB), far more memory than the attribution itself needs.
     """
+    layer, neuron = _check_neuron(model, layer, neuron, include_same_layer)
     n_heads, d_head, d_model = model.cfg.n_heads, model.cfg.d_head, model.cfg.d_model
     w_in: Float[Tensor, "d_model"] = model.blocks[layer].mlp.W_in[:, neuron]
     w_o = (model.blocks[l].attn.W_O.reshape(n_heads, d_head, d_model) for l in range(layer + int(include_same_layer)))
@@ -150,7 +153,7 @@ def head_attributions(
     forward pass stops right after them (no later blocks, no unembedding), and the weights are read per block
     (:func:`read_directions`): the extra memory is a few activations, not a copy of the model.
     """
-    _check_neuron(model, layer, neuron, include_same_layer)
+    layer, neuron = _check_neuron(model, layer, neuron, include_same_layer)
     tokens, last = tokenize_prompts(model, texts)
     if batch_size < 1:
         raise ValueError(f"batch_size must be at least 1, got {batch_size}.")
@@ -247,8 +250,9 @@ def pairs_from_attributions(
 ) -> list[dict]:
     """The (neuron, head) pairs to explain, with the indices of their positive and negative prompts.
 
-    Each pair: ``{"layer", "neuron", "token", "head", "head_layer", "head_index", "active_fraction",
-    "positive", "negative"}``; indices point into ``prompts["<layer>.<neuron>"]``.
+    Each pair: ``{"layer", "neuron", "token", "token_id", "head", "head_layer", "head_index", "active_fraction",
+    "positive", "negative"}``; indices point into ``prompts["<layer>.<neuron>"]``. ``token_id`` is step 1's
+    (None for a neuron list without it), so step 6 reads the neuron's token without encoding its string again.
     """
     pairs = []
     for item in neurons:
@@ -264,6 +268,7 @@ def pairs_from_attributions(
                     "layer": item["layer"],
                     "neuron": item["neuron"],
                     "token": item.get("token"),
+                    "token_id": item.get("token_id"),
                     "head": head,
                     "head_layer": head_layer,
                     "head_index": head_index,
@@ -300,10 +305,11 @@ def head_is_active(
     include_same_layer: bool = DEFAULTS.same_layer,
 ) -> list[bool]:
     """Whether ``head`` is active for the neuron on each prompt: the ground truth for held-out prompts (step 5)."""
-    _check_neuron(model, layer, neuron, include_same_layer)
+    layer, neuron = _check_neuron(model, layer, neuron, include_same_layer)
     _check_choice("rule", rule, RULES)
     n_heads = n_candidate_heads(model, layer, include_same_layer)
-    if not 0 <= int(head) < n_heads:
+    head = as_index(head, "A flat head number")
+    if head >= n_heads:
         raise ValueError(
             f"head={head} is not a candidate for a neuron in layer {layer}: candidates are flat heads 0..{n_heads - 1}"
             + ("" if include_same_layer else " (pass include_same_layer=True to add the neuron's own block)")

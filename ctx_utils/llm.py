@@ -15,7 +15,12 @@ asking, and only that. It is careful in the ways a class of learners with their 
   and :class:`BudgetExceeded` is raised rather than overspend. What was done before stays cached.
 * **Strict Yes/No parsing** (:func:`parse_yes_no`): case and surrounding whitespace are forgiven, nothing else;
   an unparsed answer is returned as ``None`` and counted, never silently dropped.
-* **The key stays secret**: it never appears in a cache file, a log line, a ``repr`` or an exception message.
+* **Unusable answers are not kept**: an empty (or whitespace-only) answer is counted in ``empty_answers``,
+  logged, and not written to the cache, so a rerun asks again instead of replaying it forever.
+* **The key stays secret**: it never appears in a log line, a ``repr`` or an exception message (a key of
+  :data:`MIN_SECRET_LENGTH` characters or more is replaced there; a short placeholder key such as ``x`` for a
+  local server is no secret, and replacing it would mangle every word that contains it). Cache files store
+  the request and the answer unchanged: neither contains the key.
 
 Cached answers are model-written text: show them with ``print`` (or escaped HTML), never render them as HTML.
 """
@@ -36,9 +41,9 @@ from ctx_utils.results import write_text_atomic
 
 log = logging.getLogger(__name__)
 
-DEFAULT_MODEL = "gpt-4o-mini"  # cheap and current; the paper used gpt-4-0613 (Oct 2023), gpt-4-1106-preview (Feb 2024)
-DEFAULT_TOKEN_BUDGET = 300_000  # prompt + completion tokens per client; override with CTX_LLM_TOKEN_BUDGET
 CHARS_PER_TOKEN = 3  # a cautious estimate (English averages about 4): the budget errs on the side of stopping
+MIN_SECRET_LENGTH = 12  # shorter keys are placeholders for a local server ("x", "ollama"), not secrets to scrub
+HIDDEN = "<hidden key>"
 
 
 class LLMError(RuntimeError):
@@ -89,7 +94,8 @@ class LLMClient:
     """Chat completions with a disk cache, retries, a token budget and a secret key.
 
     Arguments override the environment (see the module docstring). ``timeout`` is seconds per attempt;
-    ``max_retries`` counts the extra attempts after the first; back-off doubles from ``backoff_s``.
+    ``max_retries`` counts the extra attempts after the first; back-off doubles from ``backoff_s``. An
+    unreachable server therefore costs up to ``(max_retries + 1) × timeout`` seconds plus the back-off.
     """
 
     def __init__(
@@ -99,10 +105,15 @@ class LLMClient:
         base_url: str | None = None,
         cache_dir: str | Path | None = None,
         token_budget: int | None = None,
-        timeout: float = 60.0,
-        max_retries: int = 4,
+        timeout: float | None = None,
+        max_retries: int | None = None,
         backoff_s: float = 1.0,
     ) -> None:
+        from ctx_utils.settings import load_settings
+
+        settings = load_settings()  # CTX_LLM_MODEL, CTX_LLM_TOKEN_BUDGET, CTX_LLM_TIMEOUT, CTX_LLM_RETRIES, validated
+        timeout = settings.llm_timeout if timeout is None else timeout
+        max_retries = settings.llm_retries if max_retries is None else max_retries
         key = api_key if api_key is not None else os.environ.get("OPENAI_API_KEY", "")
         if not key.strip():
             raise LLMNotConfigured(
@@ -110,13 +121,19 @@ class LLMClient:
                 "Ollama or vLLM, where any non-empty key works), or use the offline explainer."
             )
         self._key = key.strip()
-        self.model = model or os.environ.get("CTX_LLM_MODEL") or DEFAULT_MODEL
+        self.model = model or settings.llm_model
         self.base_url = (base_url or os.environ.get("OPENAI_BASE_URL") or "https://api.openai.com/v1").rstrip("/")
         self.cache_dir = Path(cache_dir).expanduser() if cache_dir is not None else default_cache_dir()
-        budget = token_budget if token_budget is not None else os.environ.get("CTX_LLM_TOKEN_BUDGET", DEFAULT_TOKEN_BUDGET)
-        if not str(budget).isdigit():
+        budget = settings.llm_token_budget if token_budget is None else token_budget
+        if isinstance(budget, bool) or not isinstance(budget, int) or budget < 1:
             raise ValueError(f"The token budget must be a whole number of tokens, got {budget!r} (CTX_LLM_TOKEN_BUDGET).")
-        self.token_budget = int(budget)
+        self.token_budget = budget
+        if not timeout > 0 or isinstance(max_retries, bool) or not isinstance(max_retries, int) or max_retries < 0:
+            raise ValueError(
+                f"timeout must be a positive number of seconds and max_retries a whole number >= 0, got "
+                f"timeout={timeout!r}, max_retries={max_retries!r}."
+            )
+        self.timeout = float(timeout)
         self.max_retries = max_retries
         self.backoff_s = backoff_s
         # The openai package's own retries are off: this class retries, logs and scrubs in one place.
@@ -124,6 +141,7 @@ class LLMClient:
         self.tokens_used = 0  # prompt + completion tokens of requests actually sent (cache hits are free)
         self.requests_sent = 0
         self.cache_hits = 0
+        self.empty_answers = 0  # answers with no text: counted and logged, never cached
 
     def __repr__(self) -> str:
         return (
@@ -142,9 +160,10 @@ class LLMClient:
             "base_url": self.base_url,
         }
         path = self._cache_path(request)
-        if path.exists():
+        cached = self._read_cache(path)
+        if cached is not None:
             self.cache_hits += 1
-            return Completion(**json.loads(path.read_text(encoding="utf-8"))["response"], cached=True)
+            return cached
         estimate = estimate_tokens(messages, max_tokens)
         if self.tokens_used + estimate > self.token_budget:
             raise BudgetExceeded(
@@ -155,9 +174,15 @@ class LLMClient:
         completion = self._send(messages, max_tokens, temperature)
         self.tokens_used += (completion.prompt_tokens + completion.completion_tokens) or estimate  # no usage: the guess
         self.requests_sent += 1
+        if not completion.text.strip():
+            self.empty_answers += 1
+            log.warning(
+                "Empty answer from %s (finish_reason %r): not cached, a rerun asks again.", self.model, completion.finish_reason
+            )
+            return completion
         record = {"request": request, "response": asdict(completion)}
         record["response"].pop("cached")
-        write_text_atomic(path, self._scrub(json.dumps(record, indent=1, ensure_ascii=False)) + "\n")
+        write_text_atomic(path, json.dumps(record, indent=1, ensure_ascii=False) + "\n")  # holds no key: stored as is
         return completion
 
     def ask_yes_no(self, prompt: str, max_tokens: int = 1) -> bool | None:
@@ -174,6 +199,26 @@ class LLMClient:
         digest = hashlib.sha256(json.dumps(request, sort_keys=True, ensure_ascii=False).encode()).hexdigest()
         return self.cache_dir / f"{digest}.json"
 
+    @staticmethod
+    def _read_cache(path: Path) -> Completion | None:
+        """The answer cached at ``path``, or None when there is none or it cannot be trusted (then it is asked again).
+
+        Untrusted: an unreadable record, an empty answer, or one holding the placeholder that earlier versions
+        of this module wrote over every occurrence of a short key (the key ``x`` turned ``text`` into
+        ``te<hidden key>t``; the key ``test`` changed the words of an explanation).
+        """
+        if not path.exists():
+            return None
+        try:
+            completion = Completion(**json.loads(path.read_text(encoding="utf-8"))["response"], cached=True)
+        except (OSError, ValueError, KeyError, TypeError) as err:
+            log.warning("Unreadable LLM cache entry %s (%s): asking again.", path, type(err).__name__)
+            return None
+        if not isinstance(completion.text, str) or not completion.text.strip() or HIDDEN in completion.text:
+            log.warning("Unusable LLM cache entry %s (empty, or altered by an older kit): asking again.", path)
+            return None
+        return completion
+
     def _send(self, messages: list[dict[str, str]], max_tokens: int, temperature: float | None) -> Completion:
         extra = {} if temperature is None else {"temperature": temperature}
         for attempt in range(self.max_retries + 1):
@@ -184,10 +229,7 @@ class LLMClient:
             except (openai.APIConnectionError, openai.RateLimitError, openai.InternalServerError) as err:
                 problem = self._describe(err)  # APITimeoutError is an APIConnectionError
                 if attempt == self.max_retries:
-                    raise LLMRequestFailed(
-                        f"{problem}, still after {self.max_retries + 1} attempts. Check OPENAI_BASE_URL and the "
-                        "server, then rerun: answers received so far are cached."
-                    ) from None
+                    raise LLMRequestFailed(self._gave_up(problem, unreachable=isinstance(err, openai.APIConnectionError))) from None
                 wait = self.backoff_s * 2**attempt
                 log.info("%s; retrying in %.2f s (attempt %d of %d)", problem, wait, attempt + 2, self.max_retries + 1)
                 time.sleep(wait)
@@ -210,11 +252,23 @@ class LLMClient:
             completion_tokens=usage.completion_tokens if usage else 0,
         )
 
+    def _gave_up(self, problem: str, unreachable: bool) -> str:
+        """The message after the last attempt: what failed, how long was tried, and the ways on."""
+        tried = f"still after {self.max_retries + 1} attempts"
+        if not unreachable:  # the server answered 429 / 5xx: it exists, it is busy or broken
+            return f"{problem}, {tried}. Wait and rerun: answers received so far are cached."
+        return (
+            f"{problem}: the LLM server cannot be reached, {tried} of up to {self.timeout:g} s each. Check "
+            "OPENAI_BASE_URL (a local server must be running), or go on without an LLM: unset OPENAI_API_KEY and "
+            "rerun (or set CTX_EXPLAINER=offline), and the offline explainer runs with no network. Answers received "
+            "so far are cached; CTX_LLM_TIMEOUT (seconds) and CTX_LLM_RETRIES (extra attempts) change the waiting."
+        )
+
     def _describe(self, err: openai.OpenAIError) -> str:
         status = getattr(err, "status_code", None)
         kind = type(err).__name__ + (f" (HTTP {status})" if status else "")
         return self._scrub(f"{kind} from {self.base_url}: {err}")
 
     def _scrub(self, text: str) -> str:
-        """Replace every occurrence of the API key with a placeholder."""
-        return text.replace(self._key, "<hidden key>")
+        """Replace every occurrence of a secret-length API key with a placeholder (for messages, never records)."""
+        return text.replace(self._key, HIDDEN) if len(self._key) >= MIN_SECRET_LENGTH else text

@@ -11,8 +11,10 @@ few seconds with a message that names the fix, instead of half a minute of retri
 
 from __future__ import annotations
 
+import difflib
 import os
 import socket
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -45,22 +47,96 @@ class HubUnreachableError(RuntimeError):
     """A hub model was asked for, it is not cached, and the Hugging Face hub cannot be reached."""
 
 
+class DeviceError(ValueError):
+    """The device asked for is not one this torch can run on."""
+
+
 def canonical_name(name: str) -> str:
     """The kit's short name for ``name`` (``gpt2`` → ``gpt2-small``); a folder path is returned unchanged."""
     return ALIASES.get(name, name)
 
 
-def pick_device(device: str | None = None) -> str:
-    """``device`` if given, else ``$CTX_DEVICE``, else the best available: cuda, then mps, then cpu."""
-    device = device or os.environ.get("CTX_DEVICE")
-    if device:
-        return device
+def available_devices() -> list[str]:
+    """The devices this torch can run the kit on: ``cpu``, then ``cuda:0`` … and ``mps`` where present."""
+    found = ["cpu"]
     if torch.cuda.is_available():
-        return "cuda"
-    if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
-        return "mps"
+        found += [f"cuda:{i}" for i in range(torch.cuda.device_count())]
+    if _mps_available():
+        found.append("mps")
+    return found
+
+
+def _mps_available() -> bool:
+    mps = getattr(torch.backends, "mps", None)
+    return mps is not None and mps.is_available()
+
+
+def _mps_allowed() -> bool:
+    """TransformerLens trusts the Apple GPU only with ``TRANSFORMERLENS_ALLOW_MPS=1`` (results may be wrong)."""
+    return os.environ.get("TRANSFORMERLENS_ALLOW_MPS", "") == "1"
+
+
+def _mps_fallback(reason: str) -> str:
+    warnings.warn(
+        f"{reason}, but TransformerLens may give silently wrong results on the Apple GPU and uses it only with "
+        "TRANSFORMERLENS_ALLOW_MPS=1: running on the CPU. Set TRANSFORMERLENS_ALLOW_MPS=1 to use the Apple GPU anyway.",
+        stacklevel=3,
+    )
     return "cpu"
 
+
+def pick_device(device: str | None = None) -> str:
+    """The device to run on, checked before anything loads: ``device``, else ``$CTX_DEVICE``, else the best.
+
+    The best is cuda, then mps when ``TRANSFORMERLENS_ALLOW_MPS=1``, then cpu. An Apple GPU (``mps``), asked
+    for or found, without that setting runs on the CPU with a warning saying so. Raises :class:`DeviceError`
+    for a device torch cannot use, naming the devices that exist and how to get a CUDA build of torch.
+    """
+    source = "" if device else " (CTX_DEVICE)"
+    if not device:
+        from ctx_utils.settings import load_settings
+
+        device = load_settings().device  # CTX_DEVICE
+    if not device:
+        if torch.cuda.is_available():
+            return "cuda"
+        if _mps_available():
+            return "mps" if _mps_allowed() else _mps_fallback("An Apple GPU (mps) is available")
+        return "cpu"
+    return _check_device(str(device).strip().lower(), source)
+
+
+def _check_device(device: str, source: str) -> str:
+    """``device`` if this torch can use it (cpu, cuda[:n], mps); the CPU for mps without TL's setting."""
+    exists = f"Devices this machine can use: {', '.join(available_devices())}."
+    try:
+        parsed = torch.device(device)
+        kind, index = parsed.type, parsed.index
+    except (RuntimeError, ValueError):  # torch's own message lists some 20 device types, most irrelevant here
+        kind, index = None, None
+    if kind not in {"cpu", "cuda", "mps"}:
+        raise DeviceError(f"Unknown device {device!r}{source}: use 'cpu', 'cuda' (or 'cuda:0', 'cuda:1', …) or 'mps'. {exists}")
+    if kind == "cuda":
+        if torch.version.cuda is None:
+            raise DeviceError(
+                f"Device {device!r}{source} needs a CUDA build of torch, and this one ({torch.__version__}) is CPU-only. "
+                f"{exists} For an NVIDIA GPU install a CUDA torch with `make env TORCH_SPEC=torch`; or leave "
+                "CTX_DEVICE unset to use the best device available."
+            )
+        count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        if count == 0:
+            raise DeviceError(
+                f"Device {device!r}{source}: torch {torch.__version__} has CUDA but sees no GPU (no driver, or "
+                f"CUDA_VISIBLE_DEVICES hides them; `nvidia-smi` should list one). {exists}"
+            )
+        if index is not None and index >= count:
+            raise DeviceError(f"Device {device!r}{source} does not exist: this machine has {count} CUDA GPU(s). {exists}")
+    if kind == "mps":
+        if not _mps_available():
+            raise DeviceError(f"Device 'mps'{source} (an Apple GPU) is not available here. {exists}")
+        if not _mps_allowed():
+            return _mps_fallback(f"Device 'mps'{source} was asked for")
+    return device
 
 def hub_reachable(timeout: float = 3.0) -> bool:
     """Whether the Hugging Face hub answers: False at once when ``HF_HUB_OFFLINE`` is set."""
@@ -98,8 +174,10 @@ def resolve_source(name_or_folder: str) -> str:
         if not (folder / "config.json").exists():
             raise ModelNotFoundError(f"{folder} is a folder but not a Hugging Face model folder (no config.json).")
         return str(folder)
+    close = difflib.get_close_matches(str(name_or_folder).lower(), [*MODEL_NAMES, *ALIASES], n=1)
+    hint = f" Did you mean {canonical_name(close[0])!r}?" if close else ""
     raise ModelNotFoundError(
-        f"Unknown model {name_or_folder!r}. Choose one of: {', '.join(MODEL_NAMES)} "
+        f"Unknown model {name_or_folder!r}, and no such folder.{hint} Choose one of: {', '.join(MODEL_NAMES)} "
         "(alias: gpt2 = gpt2-small), or give the path of a local Hugging Face model folder."
     )
 
@@ -119,14 +197,15 @@ def load_model(name_or_folder: str = "organism", device: str | None = None):
     """Load a model as a ``TransformerBridge`` with compatibility mode on (folded LN, centred weights).
 
     ``name_or_folder`` is one of :data:`MODEL_NAMES` (``gpt2`` is an alias of ``gpt2-small``) or a local
-    Hugging Face folder. ``device`` defaults to :func:`pick_device`.
+    Hugging Face folder. ``device`` defaults to :func:`pick_device`, which checks it first.
     """
     source = resolve_source(name_or_folder)
+    device = pick_device(device)  # a device torch cannot use fails here, not ten frames into the load
     if not Path(source).is_dir():
         check_hub_available(source)  # before the slow import: a bad request fails in seconds
     from transformer_lens.model_bridge import TransformerBridge
 
-    model = TransformerBridge.boot_transformers(source, device=pick_device(device))
+    model = TransformerBridge.boot_transformers(source, device=device)
     model.enable_compatibility_mode()
     model.eval()
     return model

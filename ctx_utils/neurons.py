@@ -18,6 +18,7 @@ from collections.abc import Iterable
 import torch
 from torch import Tensor
 
+from ctx_utils.indices import check_layer, check_neuron
 from ctx_utils.settings import DEFAULTS
 
 #: The paper's layers per GPT-2 size (paper-method §2.1), keyed by (n_layers, d_model).
@@ -53,21 +54,6 @@ def default_layers(model) -> list[int]:
     return list(range(n_layers - max(1, n_layers // 4), n_layers))
 
 
-def check_layer(model, layer: int) -> None:
-    """Raise a clear error when ``layer`` is not an MLP layer of ``model``."""
-    n_layers = model.cfg.n_layers
-    if not isinstance(layer, int) or not 0 <= layer < n_layers:
-        raise ValueError(f"Layer {layer!r} is out of range: this model has layers 0 to {n_layers - 1}.")
-
-
-def check_neuron(model, layer: int, neuron: int) -> None:
-    """Raise a clear error when ``(layer, neuron)`` is not a neuron of ``model``."""
-    check_layer(model, layer)
-    d_mlp = model.cfg.d_mlp
-    if not isinstance(neuron, int) or not 0 <= neuron < d_mlp:
-        raise ValueError(f"Neuron {neuron!r} is out of range: each MLP layer has neurons 0 to {d_mlp - 1}.")
-
-
 def token_string(model, token: int) -> str:
     """The vocabulary string of one token id, leading space kept (``" only"``)."""
     return model.tokenizer.decode([int(token)])
@@ -80,7 +66,7 @@ def congruence(model, layer: int) -> tuple[Tensor, Tensor]:
     Returns ``(scores, tokens)``, both of shape ``[d_mlp]``. The ``[d_mlp, d_vocab]`` product is computed in
     chunks of neurons so GPT-2's 3072 × 50257 matrix never sits in memory at once.
     """
-    check_layer(model, layer)
+    layer = check_layer(model, layer)
     w_out = model.blocks[layer].mlp.W_out  # [d_mlp, d_model]; model.W_out would stack every layer's copy
     w_u = model.W_U  # [d_model, d_vocab]
     scores, tokens = [], []
@@ -118,7 +104,7 @@ def select_next_token_neurons(
     Returns dicts ``{"layer", "neuron", "token", "token_id", "congruence", "rank"}`` ordered by layer, then
     by congruence; ``rank`` is the neuron's congruence rank within its layer (0 = most congruent).
     """
-    layers = default_layers(model) if layers is None else list(layers)
+    layers = default_layers(model) if layers is None else [check_layer(model, layer) for layer in layers]
     if per_layer < 1:
         raise ValueError(f"per_layer must be at least 1, got {per_layer}.")
     reject = set(reject)
@@ -163,8 +149,7 @@ def random_neurons(model, layers: list[int], per_layer: int, seed: int = 0) -> l
     """
     generator = torch.Generator().manual_seed(seed)
     chosen = []
-    for layer in layers:
-        check_layer(model, layer)
+    for layer in [check_layer(model, layer) for layer in layers]:
         if not 1 <= per_layer <= model.cfg.d_mlp:
             raise ValueError(f"per_layer must be between 1 and d_mlp = {model.cfg.d_mlp}, got {per_layer}.")
         scores, tokens = congruence(model, layer)
@@ -196,10 +181,11 @@ def vocab_moments(model, layer: int, neurons: list[int] | Tensor | None = None) 
 
     Returns ``{"layer", "neurons": list[int], "skew": Float[Tensor, "n"], "kurtosis": Float[Tensor, "n"]}``.
     """
-    check_layer(model, layer)
-    index = torch.arange(model.cfg.d_mlp) if neurons is None else torch.as_tensor(neurons, dtype=torch.long)
-    for n in index.tolist():
-        check_neuron(model, layer, n)
+    layer = check_layer(model, layer)
+    if neurons is None:
+        index = torch.arange(model.cfg.d_mlp)
+    else:  # checked one by one before any conversion: torch.as_tensor would turn 1.5 into 1 and -1 into the last
+        index = torch.tensor([check_neuron(model, layer, n)[1] for n in neurons], dtype=torch.long)
     w_u = model.W_U / model.W_U.norm(dim=0, keepdim=True)  # [d_model, d_vocab], unit columns
     w_layer = model.blocks[layer].mlp.W_out  # [d_mlp, d_model]; model.W_out would stack every layer's copy
     skews, kurts = [], []

@@ -38,7 +38,6 @@ from ctx_utils.corpus import corpus_for, is_named_corpus, load_corpus
 from ctx_utils.models import choose_model, load_model
 from ctx_utils.results import SCHEMA_VERSION, ResultFileError, load_json, results_dir, save_json
 from ctx_utils.settings import Settings, SettingsError, load_settings
-from ctx_utils.tokens import neuron_key
 
 STEPS: tuple[str, ...] = ("neurons", "prompts", "heads", "held_out", "explanations", "scores", "ablation")
 

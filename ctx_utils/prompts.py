@@ -57,7 +57,7 @@ from jaxtyping import Float
 from torch import Tensor
 from tqdm.auto import tqdm
 
-from ctx_utils.neurons import check_layer, check_neuron
+from ctx_utils.indices import check_layer, check_neuron
 from ctx_utils.settings import DEFAULTS
 from ctx_utils.tokens import hook_name, neuron_key, pad, tokenize  # noqa: F401  (re-exported: the tokenisation of step 2)
 
@@ -71,6 +71,7 @@ def mlp_post(model, seqs: list[list[int]], layers: list[int]) -> tuple[dict[int,
     come last) out of every real token's view, and a mask would only add work. The returned mask is for the
     reader, who must ignore the pad positions (the tests check that batched equals one by one).
     """
+    layers = [check_layer(model, layer) for layer in layers]
     tokens, mask = pad(seqs, model.tokenizer.pad_token_id or 0)
     _, cache = model.run_with_cache(
         tokens.to(model.cfg.device),
@@ -107,6 +108,10 @@ def neuron_post(model, seqs: list[list[int]], columns: dict[int, Tensor]) -> tup
     ``[batch, pos, d_mlp]`` tensor is kept. Falls back to :func:`mlp_post` for an activation function it
     does not know (a test checks both paths agree).
     """
+    columns = {
+        check_layer(model, layer): torch.tensor([check_neuron(model, layer, n)[1] for n in cols], dtype=torch.long)
+        for layer, cols in columns.items()
+    }
     last = max(columns)
     act = ACTIVATIONS.get(model.cfg.act_fn)
     if act is None:
@@ -177,12 +182,16 @@ def check_corpus(docs: list[str]) -> None:
         raise ValueError("Every document must be a string.")
 
 
-def check_neurons(model, neurons: list[dict]) -> None:
-    """Raise a clear error when the neuron list is empty or names a neuron the model does not have."""
+def check_neurons(model, neurons: list[dict]) -> list[dict]:
+    """The neuron list with plain-int ``layer`` and ``neuron``; a clear error when it is empty or names a
+    neuron the model does not have."""
     if not neurons:
         raise ValueError("No neurons given: select some with ctx_utils.neurons.select_next_token_neurons.")
+    checked = []
     for n in neurons:
-        check_neuron(model, n["layer"], n["neuron"])
+        layer, neuron = check_neuron(model, n["layer"], n["neuron"])
+        checked.append({**n, "layer": layer, "neuron": neuron})
+    return checked
 
 
 def scan_top_documents(
@@ -199,7 +208,7 @@ def scan_top_documents(
     at 0. Documents on which a neuron never rises above zero are kept out, with a warning.
     """
     check_corpus(docs)
-    check_neurons(model, neurons)
+    neurons = check_neurons(model, neurons)
     layers = sorted({n["layer"] for n in neurons})
     columns = {layer: torch.tensor([n["neuron"] for n in neurons if n["layer"] == layer]) for layer in layers}
     keys = [neuron_key(layer, int(i)) for layer in layers for i in columns[layer]]
@@ -256,8 +265,7 @@ def max_activations(
     zero never writes its token (see :func:`ctx_utils.neurons.select_next_token_neurons`'s ``activity``).
     """
     check_corpus(docs)
-    for layer in layers:
-        check_layer(model, layer)
+    layers = [check_layer(model, layer) for layer in layers]
     seqs = tokenize(model, docs)
     best = {layer: torch.full((model.cfg.d_mlp,), float("-inf")) for layer in layers}
     for index in tqdm(list(batches_by_length(seqs, batch_size)), desc="activations", disable=not progress):
@@ -275,6 +283,7 @@ def last_token_activations(
     model, seqs: list[list[int]], layer: int, neuron: int, batch_size: int = 64
 ) -> Tensor:
     """``Float[Tensor, "n"]``: the neuron's activation at the last real token of each sequence."""
+    layer, neuron = check_neuron(model, layer, neuron)
     out = torch.empty(len(seqs))
     for index in batches_by_length(seqs, batch_size):
         acts, mask = neuron_post(model, [seqs[i] for i in index], {layer: torch.tensor([neuron])})
@@ -289,7 +298,7 @@ def token_activations(model, text: str, layer: int, neuron: int) -> tuple[list[s
 
     For pictures: hand the pair to ``ctx_utils.viz.token_activations``.
     """
-    check_neuron(model, layer, neuron)
+    layer, neuron = check_neuron(model, layer, neuron)
     seq = tokenize(model, [text])[0]
     acts, _ = mlp_post(model, [seq], [layer])
     return [model.tokenizer.decode([t]) for t in seq[1:]], acts[layer][0, 1:, neuron].cpu()
@@ -317,7 +326,7 @@ def shortest_cut_reference(
     Slow (one forward per length): it is the reference :func:`truncate`'s batched search is tested against.
     Returns :func:`truncate`'s dict; ``passed`` is False (and the longest cut returned) when none passes.
     """
-    check_neuron(model, layer, neuron)
+    layer, neuron = check_neuron(model, layer, neuron)
     if target is None:
         target = float(last_token_activations(model, [doc_tokens[: position + 1]], layer, neuron)[0])
     cut = {}
@@ -356,7 +365,7 @@ def truncate(
     tokens without BOS; ``passed`` is False when no candidate kept enough (then the longest one tried is
     returned, so a caller can see how far it fell short).
     """
-    check_neuron(model, layer, neuron)
+    layer, neuron = check_neuron(model, layer, neuron)
     doc = tokenize(model, [doc_tokens_or_text])[0] if isinstance(doc_tokens_or_text, str) else list(doc_tokens_or_text)
     if not 1 <= position < len(doc):
         raise ValueError(f"position {position} is outside the document's tokens 1..{len(doc) - 1} (0 is BOS).")
@@ -543,6 +552,7 @@ def find_activating_prompts(
     where the neuron fires, and the neuron's token is what should follow it. This is ``prompts.json``'s
     ``"prompts"``.
     """
+    neurons = check_neurons(model, neurons)
     if top is None:
         top = scan_top_documents(model, docs, neurons, k=k, batch_size=batch_size, progress=progress)
     check_corpus(docs)

@@ -14,6 +14,30 @@ from typing import Any
 
 SCHEMA_VERSION = 2  # 2: every step result records its settings and their fingerprint
 REPO_ROOT = Path(__file__).resolve().parent.parent
+#: Which notebook writes each result file, for the message when one is missing or broken.
+WRITTEN_BY: dict[str, str] = {
+    "neurons.json": "01_next_token_neurons",
+    "prompts.json": "02_activating_prompts",
+    "heads.json": "03_head_attribution",
+    "explanations.json": "04_explaining_heads",
+    "scores.json": "05_scoring_explanations",
+    "ablation.json": "06_ablation",
+    "summary.json": "07_paper_results",
+}
+
+
+class ResultFileError(ValueError):
+    """A result file exists but cannot be used (truncated, not JSON, another schema): recompute it."""
+
+    def __init__(self, message: str, path: Path) -> None:
+        super().__init__(message)
+        self.path = path
+
+
+def rerun_hint(path: str | Path) -> str:
+    """Which notebook to rerun to write ``path`` again (``notebooks/04_explaining_heads.ipynb``), in words."""
+    notebook = WRITTEN_BY.get(Path(path).name)
+    return f"rerun notebooks/{notebook}.ipynb" if notebook else "rerun the notebook or script that writes it"
 
 
 def results_root() -> Path:
@@ -60,28 +84,29 @@ def save_json(path: str | Path, data: dict[str, Any]) -> Path:
     return Path(path)
 
 
-class ResultFileError(ValueError):
-    """A result file that cannot be used: not JSON (e.g. cut short), not an object, or another schema version."""
-
-
 def load_json(path: str | Path, schema_version: int = SCHEMA_VERSION) -> dict[str, Any]:
-    """Read a result written by :func:`save_json`, refusing a file of another schema version."""
+    """Read a result written by :func:`save_json`.
+
+    Raises ``FileNotFoundError`` for a missing file and :class:`ResultFileError` for one that is not a JSON
+    object (truncated by a full disk or a copy cut short, edited by hand) or has another schema version;
+    both messages name the file and the notebook to rerun.
+    """
     path = Path(path)
     if not path.exists():
-        raise FileNotFoundError(f"{path} does not exist: run the notebook that writes it first.")
+        raise FileNotFoundError(f"{path} does not exist: {rerun_hint(path)} first.")
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+    except (UnicodeDecodeError, json.JSONDecodeError) as err:
+        where = f" (line {err.lineno}, column {err.colno}: {err.msg})" if isinstance(err, json.JSONDecodeError) else ""
         raise ResultFileError(
-            f"{path} is not valid JSON ({err}): it was cut short or edited. Delete it and rerun the notebook "
-            "that writes it (the pipeline recomputes it)."
+            f"{path} is not valid JSON{where}: it is truncated or damaged. Delete it and {rerun_hint(path)}.", path
         ) from None
     if not isinstance(data, dict):
-        raise ResultFileError(f"{path} holds a {type(data).__name__}, not a result object: delete it and rerun.")
+        raise ResultFileError(f"{path} holds a JSON {type(data).__name__}, not a result: delete it and {rerun_hint(path)}.", path)
     found = data.get("schema_version")
     if found != schema_version:
         raise ResultFileError(
-            f"{path} has schema_version {found!r}, this kit reads {schema_version}: "
-            "delete the file and rerun the notebook that writes it."
+            f"{path} has schema_version {found!r}, this kit reads {schema_version}: delete the file and {rerun_hint(path)}.",
+            path,
         )
     return data

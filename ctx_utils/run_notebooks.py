@@ -35,7 +35,7 @@ from nbconvert import HTMLExporter
 from nbconvert.filters.markdown_mistune import IPythonRenderer, MarkdownWithMath
 
 from ctx_utils import viz
-from ctx_utils.models import choose_model
+from ctx_utils.models import ModelNotFoundError, choose_model
 from ctx_utils.results import results_dir, save_json, write_text_atomic
 
 NOTEBOOKS_DIR = Path(__file__).resolve().parent.parent / "notebooks"
@@ -176,7 +176,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--only", nargs="*", default=None, help="notebook numbers to run, e.g. 00 03")
     args = parser.parse_args(argv)
 
-    choice = choose_model(args.model)
+    try:
+        choice = choose_model(args.model)
+    except ModelNotFoundError as err:  # a typo in --model: the message says it all, a traceback would bury it
+        print(f"error: {err}", file=sys.stderr)
+        return 2
     print(f"Model: {choice.name}. {choice.reason}", flush=True)
     os.environ["CTX_MODEL"] = choice.name  # every kernel inherits it, so all notebooks agree
     # Figures as plotly's JSON only (JupyterLab and VS Code draw it; the HTML pages draw it with the shared

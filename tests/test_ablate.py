@@ -105,7 +105,7 @@ def test_bad_prompts_and_tokens_are_clear_errors(tiny_model):
         ablate.token_probabilities(tiny_model, ["the cat", ""], " sat")
     with pytest.raises(ValueError, match="token"):
         ablate.token_probabilities(tiny_model, PROMPTS, "")
-    with pytest.raises(ValueError, match="does not exist"):
+    with pytest.raises(ValueError, match="Neuron 10000 is out of range"):
         ablate.neuron_activations(tiny_model, PROMPTS, layer=0, neuron=10_000)
     pair = {"layer": 1, "neuron": 5, "token": " mat", "head": 1, "head_layer": 0, "head_index": 1}
     with pytest.raises(ValueError, match="same test prompts"):
@@ -169,3 +169,37 @@ def test_ablating_a_context_head_removes_only_that_context(organism):
                 else:
                     hurt = f"ablating {context['name']}'s head L{head[0]}.H{head[1]} hurt {name} ({after:.2f})"
                     assert after >= 0.8, hurt
+
+
+# ------------------------------------------------------------ issue 11, item 4: one token, or its id
+
+
+def test_a_string_that_is_not_one_token_is_refused(organism):
+    """" magnifique" became <unk>, " give up" silently " give": both measured another token's probability."""
+    with pytest.raises(ValueError) as unknown:
+        ablate.token_id(organism, " magnifique")
+    assert str(unknown.value).startswith("' magnifique' is not in this model's vocabulary: the tokenizer turns it into <unk> (id 1).")
+    with pytest.raises(ValueError) as several:
+        ablate.token_id(organism, " give up")
+    assert str(several.value).startswith("' give up' is 2 tokens for this model ([' give', ' up']), not one")
+    with pytest.raises(ValueError, match="is 2 tokens"):
+        ablate.top1_accuracy(organism, {"a": ["we will"]}, " give up", [(0, 0)])
+    assert ablate.token_id(organism, " give") == ablate.token_id(organism, np.int64(ablate.token_id(organism, " give")))
+
+
+def test_a_token_id_is_checked_and_preferred(tiny_model):
+    sat = ablate.token_id(tiny_model, " sat")
+    assert ablate.token_id(tiny_model, sat) == sat and ablate.token_id(tiny_model, torch.tensor(sat)) == sat
+    torch.testing.assert_close(ablate.token_probabilities(tiny_model, PROMPTS, sat), ablate.token_probabilities(tiny_model, PROMPTS, " sat"))
+    with pytest.raises(ValueError, match=r"Token id 99 is out of range: the vocabulary has ids 0 to 24"):
+        ablate.token_id(tiny_model, 99)
+    with pytest.raises(TypeError, match="A token id must be a whole number"):
+        ablate.token_id(tiny_model, 1.0)
+    with pytest.raises(ValueError, match="not in this model's vocabulary"):
+        ablate.token_id(tiny_model, " dog")  # the tiny tokenizer's unknown token is <|endoftext|>
+    # a pair with step 1's token_id is read by the id: its token string is never encoded again
+    pair = {"layer": 1, "neuron": 5, "token": " not-a-token", "token_id": sat, "head": 1, "head_layer": 0, "head_index": 1}
+    (row,) = ablate.ablation_effects(tiny_model, [pair], {"1.5": PROMPTS}, {"1.5": torch.ones(len(PROMPTS), 4, dtype=torch.bool)})
+    assert row["prob_normal"] == pytest.approx(ablate.token_probabilities(tiny_model, PROMPTS, " sat").tolist())
+    rows = ablate.top1_accuracy(tiny_model, {"a": PROMPTS}, sat, [(0, 1)])
+    assert rows == ablate.top1_accuracy(tiny_model, {"a": PROMPTS}, " sat", [(0, 1)])

@@ -73,3 +73,37 @@ def test_auto_corpus_follows_the_model():
     assert corpus.corpus_for("organism") == "organism"
     assert corpus.corpus_for("gpt2-small") == "pile-10k"
     assert corpus.corpus_for("gpt2-small", "my/held-out.txt") == "my/held-out.txt"
+
+
+def test_a_bad_jsonl_line_is_named_with_its_true_line_number(tmp_path):
+    """Issue 11: a line without "text" gave a bare KeyError, and blank lines shifted the numbers."""
+    path = tmp_path / "docs.jsonl"
+    path.write_text('{"text": "one"}\n\n\n{"content": "two"}\n')
+    with pytest.raises(ValueError) as info:
+        load_corpus(str(path))
+    assert str(info.value) == f"{path}, line 4: expected an object with a string field \"text\", found keys ['content']."
+    path.write_text('{"text": "one"}\n\n{"text": "two"\n')
+    with pytest.raises(ValueError, match=r"docs.jsonl, line 3: not valid JSON"):
+        load_corpus(str(path))
+    path.write_text('{"text": "one"}\n["two"]\n{"text": 3}\n')
+    with pytest.raises(ValueError, match=r"line 2: .* found a JSON list"):
+        load_corpus(str(path))
+    path.write_text('{"text": "one"}\n{"text": 3}\n')
+    with pytest.raises(ValueError, match=r"line 2: expected an object with a string field"):
+        load_corpus(str(path))
+
+
+@pytest.mark.parametrize("name", ["docs.json", "docs.csv", "docs"])
+def test_an_unknown_extension_is_refused(tmp_path, name):
+    path = tmp_path / name
+    path.write_text('[{"text": "one"}]')
+    with pytest.raises(ValueError, match=r"is not a corpus format\. A local corpus is a \.txt file"):
+        load_corpus(str(path))
+
+
+def test_a_missing_path_and_a_non_utf8_file_are_named(tmp_path):
+    with pytest.raises(ValueError, match="no such file or folder"):
+        load_corpus(str(tmp_path / "typo.jsonl"))
+    (tmp_path / "latin1.txt").write_bytes("caf\xe9".encode("latin-1"))
+    with pytest.raises(ValueError, match=r"latin1.txt is not UTF-8 text"):
+        load_corpus(str(tmp_path / "latin1.txt"))

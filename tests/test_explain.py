@@ -18,6 +18,7 @@ from fake_openai_server import FakeOpenAIServer
 import ctx_utils
 from ctx_utils.explain import (
     HeadExplanation,
+    UnusableExplanations,
     classification_prompt,
     classify_prompt,
     connect_llm,
@@ -212,3 +213,23 @@ def test_the_real_offline_explainer_plugs_in():
     json.dumps(explained)  # the rule is stored as plain JSON in explanations.json
     scored = score_explanations(explained, HELD_OUT, ACTIVE, llm=None)
     assert 0.0 <= scored[0]["E"] <= 1.0 and len(scored[0]["answers"]) == 4
+
+
+def test_an_empty_llm_explanation_is_reported_with_its_pair_and_not_cached(tmp_path):
+    """Issue 11: an empty answer used to be cached, and notebook 04 failed on every rerun naming no pair."""
+    second_pair = {**PAIRS[0], "head": 3, "head_index": 3, "positive": [0, 2], "negative": [1, 3]}
+    replies = iter(["contains 'purposes'.", "", "contains 'purposes'."])
+    with FakeOpenAIServer(answer=lambda p: next(replies)) as server:
+        def llm():
+            return LLMClient(api_key="x", base_url=server.base_url, model="fake", cache_dir=tmp_path, backoff_s=0.01)
+
+        with pytest.raises(UnusableExplanations) as info:
+            explain_pairs(PAIRS + [second_pair], PROMPTS, llm=llm())
+        assert info.value.pairs == [(1, 7, 3)]
+        message = str(info.value)
+        assert "1 of 2 pairs: (layer 1, neuron 7, head 3; finish_reason 'stop')" in message
+        assert "not cached" in message and "unset OPENAI_API_KEY" in message
+        assert len(list(tmp_path.glob("*.json"))) == 1  # the good answer only
+        explained = explain_pairs(PAIRS + [second_pair], PROMPTS, llm=llm())  # the rerun asks the empty one again
+        assert len(server.requests) == 3
+    assert [r["text"] for r in explained] == ["contains 'purposes'.", "contains 'purposes'."]

@@ -163,3 +163,11 @@ def test_context_recovery_scores_pairs_against_markers():
     assert len(local["candidates"]) == 2, "pairs of another token are not candidates"
     assert heads.marker_share(texts, [" as early"]) == 0.75  # "as early" at a document start counts too
     assert heads.context_recovery([], prompts, planted)[0]["pair"] is None
+
+
+def test_pairs_carry_step_1s_token_id(model):
+    """Step 6 reads the token by its id (issue 11): heads.json's pairs must carry it from neurons.json."""
+    attr = torch.tensor([[5.0, 4.0, 3.0, 0.0], [5.0, 4.0, 0.0, 3.0]] * 2)  # top3: head 2 and head 3 active on half
+    neuron_list = [{"layer": 1, "neuron": 7, "token": " only", "token_id": 9}]
+    pairs = heads.pairs_from_attributions(model, neuron_list, {"1.7": attr}, rule="top3")
+    assert [(p["head"], p["token"], p["token_id"]) for p in pairs] == [(2, " only", 9), (3, " only", 9)]

@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import json
 import logging
+import socket
+import time
 import traceback
 
 import pytest
 from fake_openai_server import FakeOpenAIServer
 
-from ctx_utils.llm import BudgetExceeded, LLMClient, LLMNotConfigured, LLMRequestFailed, parse_yes_no
+from ctx_utils.llm import HIDDEN, BudgetExceeded, LLMClient, LLMNotConfigured, LLMRequestFailed, parse_yes_no
 
 KEY = "sk-test-SECRET123"
 
@@ -156,5 +159,95 @@ def test_key_never_leaks(tmp_path, caplog):
 
 def test_a_malformed_budget_is_refused_clearly(monkeypatch):
     monkeypatch.setenv("CTX_LLM_TOKEN_BUDGET", "lots")
-    with pytest.raises(ValueError, match="whole number of tokens"):
+    with pytest.raises(ValueError, match="CTX_LLM_TOKEN_BUDGET=.lots. is not valid: set it to a whole number"):
         LLMClient(api_key=KEY)
+
+
+# ------------------------------------------------------------------- issue 11: short keys, empty answers, no server
+
+
+@pytest.mark.parametrize("short_key", ["x", "test"])
+def test_a_short_key_leaves_the_cache_unchanged(tmp_path, short_key):
+    """A placeholder key for a local server ("x", "test") must not be replaced inside the saved record."""
+    with FakeOpenAIServer(answer=lambda p: "the latest test text") as server:
+        first = make_client(server, tmp_path, api_key=short_key).complete("explain x", max_tokens=5)
+        again = make_client(server, tmp_path, api_key=short_key).complete("explain x", max_tokens=5)
+        assert len(server.requests) == 1, "the rerun should be served from the cache"
+    assert again.cached and again.text == first.text == "the latest test text"
+    (record,) = [json.loads(p.read_text()) for p in tmp_path.glob("*.json")]
+    assert record["response"]["text"] == "the latest test text" and record["request"]["messages"][0]["content"] == "explain x"
+    assert HIDDEN not in json.dumps(record)
+
+
+def test_a_record_altered_by_the_old_scrubber_is_asked_again(tmp_path):
+    """Caches written before the fix hold ``te<hidden key>t`` (key "x"): a miss, not a crash or a changed text."""
+    with FakeOpenAIServer(answer=lambda p: "the latest text") as server:
+        client = make_client(server, tmp_path, api_key="x")
+        client.complete("q", max_tokens=5)
+        (path,) = tmp_path.glob("*.json")
+        path.write_text(path.read_text().replace('"text"', f'"te{HIDDEN}t"'))  # what the old writer saved
+        assert make_client(server, tmp_path, api_key="x").complete("q", max_tokens=5).text == "the latest text"
+        path.write_text(path.read_text().replace("latest", f"la{HIDDEN}"))  # key "test" inside the answer
+        assert make_client(server, tmp_path, api_key="x").complete("q", max_tokens=5).text == "the latest text"
+        assert len(server.requests) == 3
+
+
+def test_an_empty_answer_is_counted_and_not_cached(tmp_path, caplog):
+    replies = iter(["", "  \n", "a real answer"])
+    with FakeOpenAIServer(answer=lambda p: next(replies)) as server:
+        client = make_client(server, tmp_path)
+        with caplog.at_level(logging.WARNING, logger="ctx_utils.llm"):
+            assert client.complete("q", max_tokens=5).text == ""
+            assert client.complete("q", max_tokens=5).text.strip() == ""  # asked again, not replayed
+        assert client.empty_answers == 2 and not list(tmp_path.glob("*.json"))
+        assert sum("not cached" in r.getMessage() for r in caplog.records) == 2
+        assert make_client(server, tmp_path).complete("q", max_tokens=5).text == "a real answer"
+        assert len(server.requests) == 3 and len(list(tmp_path.glob("*.json"))) == 1
+
+
+def closed_port_url() -> str:
+    """A loopback URL where nothing listens: connections are refused at once."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    return f"http://127.0.0.1:{port}/v1"
+
+
+def test_an_unreachable_server_names_the_offline_explainer(tmp_path):
+    client = LLMClient(api_key=KEY, base_url=closed_port_url(), cache_dir=tmp_path, timeout=0.5, max_retries=1, backoff_s=0.01)
+    with pytest.raises(LLMRequestFailed) as info:
+        client.complete("q", max_tokens=1)
+    message = str(info.value)
+    assert "cannot be reached" in message and "after 2 attempts" in message
+    assert "unset OPENAI_API_KEY" in message and "offline explainer" in message
+    assert "CTX_LLM_TIMEOUT" in message and "CTX_LLM_RETRIES" in message
+
+
+def test_a_stalled_server_gives_up_after_the_given_timeout_and_attempts(tmp_path):
+    with FakeOpenAIServer() as server:
+        server.plan = [("sleep", 0.6)] * 2
+        client = make_client(server, tmp_path, timeout=0.2, max_retries=1)
+        start = time.perf_counter()
+        with pytest.raises(LLMRequestFailed, match=r"after 2 attempts of up to 0.2 s each.*offline explainer"):
+            client.complete("q", max_tokens=1)
+        assert time.perf_counter() - start < 2.0 and len(server.requests) == 2
+
+
+def test_a_server_error_is_not_called_unreachable(tmp_path):
+    with FakeOpenAIServer() as server:
+        server.fail_from = 0
+        with pytest.raises(LLMRequestFailed) as info:
+            make_client(server, tmp_path, max_retries=0).complete("q", max_tokens=1)
+    assert "HTTP 500" in str(info.value) and "cannot be reached" not in str(info.value)
+
+
+@pytest.mark.parametrize("settings", [{"timeout": 0}, {"max_retries": -1}, {"max_retries": 1.5}])
+def test_bad_timeout_or_retries_are_refused(settings):
+    with pytest.raises(ValueError, match="timeout must be a positive number"):
+        LLMClient(api_key=KEY, **settings)
+
+
+def test_a_short_key_is_no_secret_to_scrub_from_messages(tmp_path, caplog):
+    with FakeOpenAIServer(answer=lambda p: "extra") as server, caplog.at_level(logging.WARNING, logger="ctx_utils.llm"):
+        assert make_client(server, tmp_path, api_key="x").ask_yes_no("q") is None
+    assert any("'extra'" in r.getMessage() for r in caplog.records), "the answer was mangled in the log line"

@@ -52,11 +52,81 @@ def test_folder_without_config_is_refused(tmp_path):
 
 
 def test_device_override(monkeypatch):
-    monkeypatch.setenv("CTX_DEVICE", "meta")
-    assert models.pick_device() == "meta"
-    assert models.pick_device("cpu") == "cpu"
+    monkeypatch.setenv("CTX_DEVICE", "CPU")
+    assert models.pick_device() == "cpu"
+    monkeypatch.setenv("CTX_DEVICE", "gpu")
+    assert models.pick_device("cpu") == "cpu"  # the argument wins over the environment
     monkeypatch.delenv("CTX_DEVICE")
     assert models.pick_device() in {"cuda", "mps", "cpu"}
+
+
+@pytest.fixture
+def cpu_only_torch(monkeypatch):
+    """torch as a CPU-only build sees itself: no CUDA compiled in, no GPU, no Apple GPU."""
+    monkeypatch.setattr(models.torch.version, "cuda", None)
+    monkeypatch.setattr(models.torch.cuda, "is_available", lambda: False)
+    monkeypatch.setattr(models.torch.backends.mps, "is_available", lambda: False)
+    monkeypatch.delenv("CTX_DEVICE", raising=False)
+
+
+def test_cuda_on_a_cpu_only_torch_names_the_fix_before_loading(cpu_only_torch, monkeypatch, tiny_model_dir):
+    """Issue 11: this failed ten frames deep with "Torch not compiled with CUDA enabled"."""
+    monkeypatch.setenv("CTX_DEVICE", "cuda")
+    with pytest.raises(models.DeviceError) as err:
+        load_model(str(tiny_model_dir))
+    message = str(err.value)
+    assert message.startswith("Device 'cuda' (CTX_DEVICE) needs a CUDA build of torch")
+    assert "Devices this machine can use: cpu." in message and "make env TORCH_SPEC=torch" in message
+
+
+def test_an_unknown_device_lists_the_usable_ones(cpu_only_torch):
+    with pytest.raises(models.DeviceError) as err:
+        models.pick_device("gpu")
+    assert str(err.value) == (
+        "Unknown device 'gpu': use 'cpu', 'cuda' (or 'cuda:0', 'cuda:1', …) or 'mps'. Devices this machine can use: cpu."
+    )
+    with pytest.raises(models.DeviceError, match="Unknown device 'meta'"):
+        models.pick_device("meta")
+
+
+def test_a_cuda_index_past_the_gpus_is_refused(monkeypatch):
+    monkeypatch.setattr(models.torch.version, "cuda", "12.4")
+    monkeypatch.setattr(models.torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(models.torch.cuda, "device_count", lambda: 1)
+    assert models.pick_device("cuda:0") == "cuda:0"
+    with pytest.raises(models.DeviceError, match=r"'cuda:3' does not exist: this machine has 1 CUDA GPU.*cpu, cuda:0"):
+        models.pick_device("cuda:3")
+    monkeypatch.setattr(models.torch.cuda, "is_available", lambda: False)
+    with pytest.raises(models.DeviceError, match="has CUDA but sees no GPU"):
+        models.pick_device("cuda")
+
+
+def test_mps_is_used_only_with_transformerlens_setting(cpu_only_torch, monkeypatch):
+    monkeypatch.delenv("TRANSFORMERLENS_ALLOW_MPS", raising=False)
+    with pytest.raises(models.DeviceError, match="'mps' .*not available here"):
+        models.pick_device("mps")
+    monkeypatch.setattr(models.torch.backends.mps, "is_available", lambda: True)
+    for asked in ("mps", None):
+        with pytest.warns(UserWarning, match="running on the CPU. Set TRANSFORMERLENS_ALLOW_MPS=1"):
+            assert models.pick_device(asked) == "cpu"
+    monkeypatch.setenv("TRANSFORMERLENS_ALLOW_MPS", "1")
+    assert models.pick_device("mps") == models.pick_device() == "mps"
+
+
+@pytest.mark.parametrize("typo, suggestion", [("gpt-2", "gpt2-small"), ("GPT2-Small", "gpt2-small"), ("organsim", "organism"),
+                                              ("pythia-160", "pythia-160m")])
+def test_a_typo_gets_the_closest_name(typo, suggestion):
+    with pytest.raises(ModelNotFoundError, match=f"Did you mean '{suggestion}'\\?"):
+        models.resolve_source(typo)
+
+
+def test_run_notebooks_reports_a_typo_without_traceback(capsys):
+    from ctx_utils import run_notebooks
+
+    assert run_notebooks.main(["--model", "gpt-2"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: Unknown model 'gpt-2', and no such folder. Did you mean 'gpt2-small'?")
+    assert "Traceback" not in err
 
 
 def test_auto_model_offline_is_the_organism_and_says_why(monkeypatch):

@@ -64,7 +64,7 @@ def test_other_settings_recompute_and_say_which(results, capsys):
 
 @pytest.mark.parametrize("content, reason", [
     ('{"schema_version": 2, "pairs": [', "is not valid JSON"),  # cut short
-    ("[1, 2, 3]", "not a result object"),
+    ("[1, 2, 3]", "not a result"),
     ('{"schema_version": 1, "pairs": []}', "schema_version 1"),
     ('{"schema_version": 2, "pairs": []}', "made with other settings"),  # no fingerprint: an old or foreign file
 ])

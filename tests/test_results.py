@@ -54,7 +54,7 @@ def test_save_then_load(tmp_path):
 
 @pytest.mark.parametrize("content, needle", [
     ('{"schema_version": 2, "pairs": [', "is not valid JSON"),
-    ("[]", "not a result object"),
+    ("[]", "not a result"),
     ('{"schema_version": 1}', "has schema_version 1"),
 ])
 def test_unusable_files_are_named_with_the_fix(tmp_path, content, needle):
@@ -65,11 +65,34 @@ def test_unusable_files_are_named_with_the_fix(tmp_path, content, needle):
     assert needle in str(err.value) and str(path) in str(err.value) and "rerun" in str(err.value)
 
 
-def test_missing_file(tmp_path):
-    with pytest.raises(FileNotFoundError, match="run the notebook that writes it"):
-        load_json(tmp_path / "nothing.json")
-
-
 def test_results_dir_uses_the_folder_name_of_a_local_model(tmp_path, monkeypatch):
     monkeypatch.setenv("CTX_RESULTS", str(tmp_path))
     assert results.results_dir("/some/where/my-model") == tmp_path / "my-model"
+
+
+def test_a_truncated_file_names_itself_and_the_notebook_to_rerun(tmp_path):
+    path = save_json(tmp_path / "explanations.json", {"pairs": [{"text": "a" * 50} for _ in range(20)]})
+    path.write_text(path.read_text()[:300])  # a copy cut short
+    with pytest.raises(ResultFileError) as info:
+        load_json(path)
+    message = str(info.value)
+    assert str(path) in message and "not valid JSON (line" in message
+    assert "rerun notebooks/04_explaining_heads.ipynb" in message
+    assert info.value.path == path and isinstance(info.value, ValueError)  # a pipeline can catch it and recompute
+
+
+def test_a_file_that_is_not_a_result_object_is_refused(tmp_path):
+    (tmp_path / "scores.json").write_text("[1, 2]")
+    with pytest.raises(ResultFileError, match=r"holds a JSON list.*05_scoring_explanations"):
+        load_json(tmp_path / "scores.json")
+    (tmp_path / "bad.json").write_bytes(b"\xff\xfe{")
+    with pytest.raises(ResultFileError, match="rerun the notebook or script that writes it"):
+        load_json(tmp_path / "bad.json")
+
+
+def test_another_schema_version_and_a_missing_file_name_the_fix(tmp_path):
+    save_json(tmp_path / "neurons.json", {"schema_version": 0, "neurons": []})
+    with pytest.raises(ResultFileError, match=r"schema_version 0, this kit reads 2.*01_next_token_neurons"):
+        load_json(tmp_path / "neurons.json")
+    with pytest.raises(FileNotFoundError, match=r"prompts.json does not exist: rerun notebooks/02_activating_prompts"):
+        load_json(tmp_path / "prompts.json")
