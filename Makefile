@@ -28,7 +28,7 @@ $(VENV)/.installed: pyproject.toml
 	touch $@
 
 run: env
-	$(BIN)/python -m ctx_utils.run_notebooks --model $(MODEL)
+	$(BIN)/python -m ctx_utils.tools.run_notebooks --model $(MODEL)
 
 # Tests run offline-safe: notebooks use the organism and write into a scratch results folder.
 test: env

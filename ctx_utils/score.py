@@ -186,6 +186,6 @@ def wins_ties_losses(a: Sequence[float], b: Sequence[float]) -> dict[str, int]:
 
 
 if __name__ == "__main__":
-    from ctx_utils.score_cli import main
+    from ctx_utils.tools.score_cli import main
 
     raise SystemExit(main())

@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from ctx_utils import checks
+from ctx_utils.classroom import checks
 
 TEXTS = ["the cat sat on the mat", "for research purposes only as", "the cat"]  # different lengths: padding shows
 

@@ -1,5 +1,5 @@
 """The notebooks' Colab setup cell, run in a simulated Colab: what it installs, what it never touches, and that
-every badge and setup cell points at the one repository address and ref of ``ctx_utils/colab.py``."""
+every badge and setup cell points at the one repository address and ref of ``ctx_utils/tools/colab.py``."""
 
 import importlib.metadata
 import io
@@ -12,9 +12,9 @@ from pathlib import Path
 import nbformat
 import pytest
 
-from ctx_utils import colab
+from ctx_utils.tools import colab
 
-ROOT = Path(colab.__file__).resolve().parents[1]
+ROOT = colab.REPO_ROOT
 
 
 class FakePopen:

@@ -1,4 +1,4 @@
-"""ctx_utils.compare_results: two results folders agree, or the report names every difference."""
+"""ctx_utils.classroom.compare_results: two results folders agree, or the report names every difference."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import copy
 
 import pytest
 
-from ctx_utils import compare_results as cr
+from ctx_utils.classroom import compare_results as cr
 from ctx_utils.results import save_json
 
 RESULTS = {

@@ -3,7 +3,8 @@
 import nbformat
 import pytest
 
-from ctx_utils import colab, exercises
+from ctx_utils.classroom import exercises
+from ctx_utils.tools import colab
 
 SOLUTION = '''import torch
 
@@ -110,7 +111,7 @@ def test_solved_stub_runs_the_following_cells(tmp_path):
 
 
 def test_committed_exercise_notebooks_are_up_to_date():
-    """CI fails when a step notebook's exercise changed and `python -m ctx_utils.exercises` was not rerun."""
+    """CI fails when a step notebook's exercise changed and `python -m ctx_utils.classroom.exercises` was not rerun."""
     assert exercises.main(["--check"]) == 0
 
 

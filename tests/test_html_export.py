@@ -17,7 +17,7 @@ from pathlib import Path
 import nbformat
 import pytest
 
-from ctx_utils import run_notebooks
+from ctx_utils.tools import run_notebooks
 
 BROWSERS = ("chromium", "chromium-browser", "google-chrome", "google-chrome-stable", "chrome")
 

@@ -121,7 +121,7 @@ def test_a_typo_gets_the_closest_name(typo, suggestion):
 
 
 def test_run_notebooks_reports_a_typo_without_traceback(capsys):
-    from ctx_utils import run_notebooks
+    from ctx_utils.tools import run_notebooks
 
     assert run_notebooks.main(["--model", "gpt-2"]) == 2
     err = capsys.readouterr().err

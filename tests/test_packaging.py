@@ -7,7 +7,7 @@ from pathlib import Path
 import nbformat
 import pytest
 
-from ctx_utils import colab
+from ctx_utils.tools import colab
 
 ROOT = Path(__file__).resolve().parents[1]
 NOTEBOOKS = sorted((ROOT / "notebooks").rglob("*.ipynb"))
@@ -65,7 +65,7 @@ def test_notebook_has_the_standard_cells_in_sync(path):
     nb = nbformat.read(path, as_version=4)
     tags = {t for c in nb.cells for t in c.metadata.get("tags", [])}
     assert {"colab-badge", "setup", "parameters"} <= tags, f"{path.name} misses standard cells: {tags}"
-    assert colab.stale_cells(path) == [], f"{path.name}: run `python -m ctx_utils.colab --sync`"
+    assert colab.stale_cells(path) == [], f"{path.name}: run `python -m ctx_utils.tools.colab --sync`"
 
 
 def test_ci_runs_the_readme_test_command():

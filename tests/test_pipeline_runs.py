@@ -53,7 +53,7 @@ def script(tmp_path_factory) -> dict[str, bytes]:
 @pytest.fixture(scope="module")
 def in_order(tmp_path_factory) -> dict[str, bytes]:
     out = tmp_path_factory.mktemp("in-order")
-    _run(["ctx_utils.run_notebooks", "--model", "organism", "--only", *STEPS], out)
+    _run(["ctx_utils.tools.run_notebooks", "--model", "organism", "--only", *STEPS], out)
     return _files(out)
 
 
@@ -70,7 +70,7 @@ def test_notebooks_in_order_equal_the_script(script, in_order):
 
 @pytest.mark.parametrize("step", STEPS[1:])
 def test_each_notebook_alone_equals_the_in_order_run(tmp_path, in_order, step):
-    _run(["ctx_utils.run_notebooks", "--model", "organism", "--only", step], tmp_path)
+    _run(["ctx_utils.tools.run_notebooks", "--model", "organism", "--only", step], tmp_path)
     alone = _files(tmp_path)
     assert alone, f"notebook {step} alone wrote no result"
     differ = [name for name in alone if alone[name] != in_order.get(name)]

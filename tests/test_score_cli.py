@@ -11,7 +11,7 @@ import pytest
 import ctx_utils
 from ctx_utils.paper_data import load_model_data
 from ctx_utils.results import SCHEMA_VERSION
-from ctx_utils.score_cli import ROWS, main, score_model
+from ctx_utils.tools.score_cli import ROWS, main, score_model
 
 PAPER_DATA = Path(ctx_utils.__file__).resolve().parents[2] / "shared" / "paper-data"
 TOKEN = " only"
@@ -81,7 +81,7 @@ def test_max_test_limits_the_scored_prompts(tmp_path):
 def test_scoring_reads_only_the_explanation_text(tmp_path, monkeypatch):
     """The held-out answers come from OfflineReader(text): swapping every pair's text for one fixed sentence
     makes every pair answer alike, whatever its training prompts were."""
-    import ctx_utils.score_cli as cli
+    import ctx_utils.tools.score_cli as cli
 
     fixed = "Active (next token ' only') exactly when the text contains 'data' (1/1 active, 0/1 inactive)."
     real = cli.explain_offline

@@ -1,4 +1,4 @@
-"""ctx_utils.widgets: the explorer's callbacks show the right numbers, name what is missing, and are wired once."""
+"""ctx_utils.classroom.widgets: the explorer's callbacks show the right numbers, name what is missing, and are wired once."""
 
 from __future__ import annotations
 
@@ -7,7 +7,8 @@ import re
 import pytest
 import torch
 
-from ctx_utils import heads, viz, widgets
+from ctx_utils import heads, viz
+from ctx_utils.classroom import widgets
 from ctx_utils.results import save_json
 
 TEXTS = ["the cat sat on the mat", "for research purposes", "as early as", "such as the cat", "the mat for the cat"]

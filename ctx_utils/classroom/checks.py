@@ -6,7 +6,7 @@ mismatch raises ``AssertionError`` saying exactly what differs (shape, first dif
 difference) and, when the answer matches a typical mistake, names the mistake. Success prints one line,
 "✓ … passed". An exercise not written yet (the stub still raises ``NotImplementedError``) prints what to do and
 returns, so "Run All" goes on through the rest of the notebook. The exercises live in the step notebooks (``notebooks/NN_*.ipynb``); ``python -m
-ctx_utils.exercises`` turns them into the learner's notebooks under ``notebooks/exercises/``.
+ctx_utils.classroom.exercises`` turns them into the learner's notebooks under ``notebooks/exercises/``.
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """The main job: execute every numbered notebook headless, in order, on one model.
 
-    python -m ctx_utils.run_notebooks [--model auto|organism|gpt2-small|...] [--only 01 02]
+    python -m ctx_utils.tools.run_notebooks [--model auto|organism|gpt2-small|...] [--only 01 02]
 
 Each notebook runs on a fresh kernel with ``CTX_MODEL`` set, so all of them use the same model. The notebooks
 write their results under ``results/<model>/``; this job adds, under ``results/<model>/notebooks/``, the
@@ -36,9 +36,9 @@ from nbconvert.filters.markdown_mistune import IPythonRenderer, MarkdownWithMath
 
 from ctx_utils import viz
 from ctx_utils.models import ModelNotFoundError, choose_model
-from ctx_utils.results import results_dir, save_json, write_text_atomic
+from ctx_utils.results import REPO_ROOT, results_dir, save_json, write_text_atomic
 
-NOTEBOOKS_DIR = Path(__file__).resolve().parent.parent / "notebooks"
+NOTEBOOKS_DIR = REPO_ROOT / "notebooks"
 PLOTLY_MIME = "application/vnd.plotly.v1+json"
 PLOTLY_JS = "plotly.min.js"  # next to the pages, written once per folder
 PLOTLY_RENDERER = "plotly_mimetype"  # figures leave the kernel as plotly's JSON only, never with plotly.js

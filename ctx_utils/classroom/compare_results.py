@@ -1,6 +1,6 @@
 """Compare two ``results/<model>/`` folders, e.g. a student's run with the instructor's reference.
 
-    python -m ctx_utils.compare_results results/organism reference/organism [--atol 1e-4]
+    python -m ctx_utils.classroom.compare_results results/organism reference/organism [--atol 1e-4]
 
 The kit is deterministic (fixed seeds, sorted iteration), so two runs of the same notebooks on the same model
 should agree; floats may differ in the last digits across machines, hence the tolerance. Each result file is

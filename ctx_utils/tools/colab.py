@@ -1,7 +1,7 @@
 """The Colab badge and setup cell of every notebook, written from one place.
 
 The repository address and the ref Colab installs live here and only here (:data:`REPO_URL`, :data:`KIT_REF`).
-``python -m ctx_utils.colab --sync`` rewrites, in every notebook under ``notebooks/``, the markdown cell tagged
+``python -m ctx_utils.tools.colab --sync`` rewrites, in every notebook under ``notebooks/``, the markdown cell tagged
 ``colab-badge`` and the code cell tagged ``setup``; ``--check`` only reports notebooks that are out of date (a
 test runs it, so they cannot drift). Publishing the kit at another address is one line: change ``REPO_URL``
 (and ``KIT_REF`` to pin a release tag), then run the sync (see CONTRIBUTING.md).
@@ -26,7 +26,7 @@ import nbformat
 from ctx_utils.results import REPO_ROOT
 
 # Publishing: the repository's address and the branch or tag Colab installs. Change them here, then run
-# `python -m ctx_utils.colab --sync`: every badge and setup cell follows.
+# `python -m ctx_utils.tools.colab --sync`: every badge and setup cell follows.
 REPO_URL = "https://github.com/ctx-lookups/context-lookups-kit"
 KIT_REF = "main"
 REPO_SLUG = REPO_URL.removeprefix("https://github.com/")
@@ -137,7 +137,7 @@ def main(argv: list[str] | None = None) -> int:
         elif stale_cells(path):
             stale.append(path)
     for path in stale:
-        print(f"out of date: {path.relative_to(REPO_ROOT)} (run `python -m ctx_utils.colab --sync`)")
+        print(f"out of date: {path.relative_to(REPO_ROOT)} (run `python -m ctx_utils.tools.colab --sync`)")
     return 1 if stale else 0
 
 
