@@ -34,8 +34,11 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import torch
 from scipy import stats
 
+from ctx_utils.explain import classification_prompt, explanation_prompt
+from ctx_utils.heads import select_pairs
 from ctx_utils.results import REPO_ROOT, save_json, write_text_atomic
 from ctx_utils.score import head_explanation_score, histogram_counts, summarize_scores
 
@@ -380,20 +383,6 @@ ARCHITECTURES = {  # standard GPT-2 configuration values (not in the authors' fi
     "gpt2-small": {"n_layers": 12, "n_heads": 12, "d_model": 768, "d_mlp": 3072},
     "gpt2-medium": {"n_layers": 24, "n_heads": 16, "d_model": 1024, "d_mlp": 4096},
 }
-EXPLAIN_TEMPLATE = (
-    "We are studying attention heads in a transformer architecture neural network. Each attention head looks "
-    "for some particular thing in a short document.\nThis attention head in particular helps to predict that "
-    "the next token is \"{token}\", but it is only active in some documents and not others. Look at the "
-    "documents and explain what makes the attention head active, taking into consideration the inactive "
-    "examples.\nExamples where the attention head is active: \"\"\"\n{positive}\n\"\"\"\nExamples where the "
-    "attention head is inactive: \"\"\"\n{negative}\n\"\"\"\nExplanation: This attention head is active when "
-    "the document"
-)
-CLASSIFY_TEMPLATE = (
-    "Is the given example an active example? (Yes/No)\nThe example is active when the example {explanation}\n"
-    "Example: \"\"\"\n{example}\n\"\"\"\nAnswer: "
-)
-
 Reader = Callable[[str], bytes]  # path relative to neuron_groups/ -> file content
 
 
@@ -535,7 +524,7 @@ def _convert_explanations(prompts: dict[str, str], results: bytes, train_heads: 
         neg = [i for i, h in enumerate(top3) if head not in h]
         pos_ex, neg_ex = [texts[i] + token for i in pos], [texts[i] + token for i in neg]
         # The authors' list format: "*" + "\n*".join(examples), so an empty list still shows one "*".
-        rebuilt = EXPLAIN_TEMPLATE.format(token=token, positive="*" + "\n*".join(pos_ex), negative="*" + "\n*".join(neg_ex))
+        rebuilt = explanation_prompt(token, pos_ex, neg_ex, "oct2023")
         if rebuilt != stored_prompt or not answers.get(stored_prompt):
             raise PaperDataError(f"Pair {key}: the explanation prompt or its response does not match the raw files.")
         *discarded, chosen = answers[stored_prompt]
@@ -554,17 +543,23 @@ def _convert_explanations(prompts: dict[str, str], results: bytes, train_heads: 
     for r in records:
         explained[r["layer"], r["neuron"]].add(r["head"])
     for (layer, neuron), prompt_heads in train_heads.items():  # both ways: the rule selects exactly the explained heads
-        extra = set(_selected_heads(list(prompt_heads.values()))) - explained[layer, neuron]
+        extra = _selected_heads(list(prompt_heads.values())) - explained[layer, neuron]
         if extra:
             raise PaperDataError(f"Neuron ({layer}, {neuron}): the > 25 % rule selects heads {sorted(extra)} that the "
                                  "authors did not explain: the raw files do not match the rule.")
     return records
 
 
-def _selected_heads(top3: list[list[int]]) -> list[int]:
-    """Heads in the top 3 of more than 25 % of the prompts, in first-appearance order (Oct-2023 rule)."""
-    counts = Counter(h for heads in top3 for h in heads)
-    return [h for h in dict.fromkeys(h for heads in top3 for h in heads) if counts[h] > 0.25 * len(top3)]
+def _selected_heads(top3: list[list[int]]) -> set[int]:
+    """The Oct-2023 pairs of one neuron: heads in the top 3 of more than 25 % of its prompts.
+
+    The kit's own step-3 rule (:func:`ctx_utils.heads.select_pairs`, band ``">25"``) applied to the authors'
+    top-3 lists, so the released data and the kit select with one implementation.
+    """
+    active = torch.zeros(len(top3), max((h for heads in top3 for h in heads), default=0) + 1, dtype=torch.bool)
+    for i, heads in enumerate(top3):
+        active[i, list(heads)] = True
+    return {head for head, _ in select_pairs(active, band=">25")}
 
 
 def _convert_classifications(explanations: list[dict[str, Any]], test_heads: dict, runs: list[bytes]) -> list[dict[str, Any]]:
@@ -582,7 +577,7 @@ def _convert_classifications(explanations: list[dict[str, Any]], test_heads: dic
     for pair in explanations:
         prompts = test_heads[(pair["layer"], pair["neuron"])]
         for idx, (text, top3) in enumerate(list(prompts.items())[:MAX_TEST_PROMPTS]):
-            request = CLASSIFY_TEMPLATE.format(explanation=pair["explanation"].replace("\n", " "), example=text + pair["token"])
+            request = classification_prompt(pair["explanation"], text + pair["token"], "oct2023")
             if request not in answers:
                 raise PaperDataError(f"No classification answer for pair {_key(pair)}, test prompt {idx}.")
             used[request] += 1
