@@ -28,7 +28,7 @@ from tqdm.auto import tqdm
 from ctx_utils.heads import n_candidate_heads, tokenize_prompts
 from ctx_utils.indices import as_index, check_heads, check_neuron
 from ctx_utils.settings import DEFAULTS
-from ctx_utils.tokens import neuron_key, parse_neuron_key
+from ctx_utils.tokens import head_name, neuron_key, parse_neuron_key
 
 PAPER_Y_RANGE = (-0.075, 0.075)  # the y-limits of the paper's box plot
 
@@ -344,7 +344,7 @@ def top1_accuracy(
     """
     target = token_id(model, token)
     conditions = [("none", [])]
-    conditions += [(f"L{layer}.H{index}", [(layer, index)]) for layer, index in check_heads(model, heads)]
+    conditions += [(head_name(layer, index), [(layer, index)]) for layer, index in check_heads(model, heads)]
     rows = []
     for name, texts in groups.items():
         for label, ablated in conditions:

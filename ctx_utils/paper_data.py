@@ -40,6 +40,7 @@ from scipy import stats
 from ctx_utils.explain import classification_prompt, explanation_prompt
 from ctx_utils.heads import select_pairs
 from ctx_utils.results import REPO_ROOT, save_json, write_text_atomic
+from ctx_utils.tokens import head_name, neuron_key
 from ctx_utils.score import head_explanation_score, histogram_counts, summarize_scores
 
 COMMIT = "b98f23e85f77da6ad207b55418fcba48a5da044f"
@@ -249,7 +250,7 @@ def offline_beside_gpt4(data: ModelData, n: int = 12, max_prompts: int = MAX_TES
         pair = item["pair"]
         offline = explain_offline(pair["positive_examples"], pair["negative_examples"], pair["token"])
         read = OfflineReader(offline.text)
-        out.append({"head": f"L{pair['head_layer']}.H{pair['head_index']}", "neuron": f"{pair['layer']}.{pair['neuron']}",
+        out.append({"head": head_name(pair["head_layer"], pair["head_index"]), "neuron": neuron_key(pair["layer"], pair["neuron"]),
                     "token": pair["token"], "gpt4_explanation": "Active when the document " + pair["explanation"].strip(),
                     "E_gpt4": head_explanation_score(item["truth"], item["gpt4_yes"]),
                     "offline_explanation": offline.text,
@@ -315,7 +316,7 @@ def find_pair(data: ModelData, layer: int, neuron: int, head: int, n_examples: i
     for pair, score in zip(data.explanations, pair_scores(data)):
         if _key(pair) == wanted:
             return {"model": data.name, "layer": layer, "neuron": neuron, "head": head,
-                    "head_label": f"L{pair['head_layer']}.H{pair['head_index']}", "token": pair["token"],
+                    "head_label": head_name(pair["head_layer"], pair["head_index"]), "token": pair["token"],
                     "explanation": pair["explanation"], "E": score["E"], "n_test": score["n_test"],
                     "active_examples": pair["positive_examples"][:n_examples],
                     "inactive_examples": pair["negative_examples"][:n_examples]}

@@ -34,6 +34,7 @@ import torch
 from torch import Tensor
 
 from ctx_utils.score import histogram_counts
+from ctx_utils.tokens import head_name
 
 MODES = ("auto", "once", "inline", "cdn")
 RED = "#d62728"
@@ -347,13 +348,13 @@ def attention_head(model: Any, text: str, layer: int, head: int) -> CircuitsView
     if not (0 <= layer < n_layers and 0 <= head < n_heads):
         raise ValueError(f"No head L{layer}.H{head}: this model has layers 0–{n_layers - 1}, heads 0–{n_heads - 1}.")
     pattern = _layer_pattern(model, text, layer)[head]  # [dest, src]
-    return attention_patterns(model.to_str_tokens(text), pattern, [f"L{layer}.H{head}"])
+    return attention_patterns(model.to_str_tokens(text), pattern, [head_name(layer, head)])
 
 
 def attention_layer(model: Any, text: str, layer: int) -> CircuitsView:
     """Run ``model`` on ``text`` (with BOS) and show the attention patterns of every head of ``layer``."""
     pattern = _layer_pattern(model, text, layer)
-    names = [f"L{layer}.H{h}" for h in range(pattern.shape[0])]
+    names = [head_name(layer, h) for h in range(pattern.shape[0])]
     return attention_patterns(model.to_str_tokens(text), pattern, names)
 
 

@@ -4,6 +4,7 @@ import pytest
 import torch
 
 from ctx_utils.classroom import checks
+from ctx_utils.tokens import neuron_key
 
 TEXTS = ["the cat sat on the mat", "for research purposes only as", "the cat"]  # different lengths: padding shows
 
@@ -177,12 +178,12 @@ def test_head_attribution_refuses_a_layer_without_earlier_heads(tiny_model):
 
 
 def examples_right(pair, prompt_sets):
-    texts = [p["text"] for p in prompt_sets[f"{pair['layer']}.{pair['neuron']}"]]
+    texts = [p["text"] for p in prompt_sets[neuron_key(pair["layer"], pair["neuron"])]]
     return [texts[i] + pair["token"] for i in pair["positive"]], [texts[i] + pair["token"] for i in pair["negative"]]
 
 
 def examples_no_token(pair, prompt_sets):
-    texts = [p["text"] for p in prompt_sets[f"{pair['layer']}.{pair['neuron']}"]]
+    texts = [p["text"] for p in prompt_sets[neuron_key(pair["layer"], pair["neuron"])]]
     return [texts[i] for i in pair["positive"]], [texts[i] for i in pair["negative"]]
 
 
@@ -191,7 +192,7 @@ def examples_swapped(pair, prompt_sets):
 
 
 def examples_extra_space(pair, prompt_sets):
-    texts = [p["text"] for p in prompt_sets[f"{pair['layer']}.{pair['neuron']}"]]
+    texts = [p["text"] for p in prompt_sets[neuron_key(pair["layer"], pair["neuron"])]]
     return [texts[i] + " " + pair["token"] for i in pair["positive"]], [texts[i] + " " + pair["token"] for i in pair["negative"]]
 
 

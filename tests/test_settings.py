@@ -81,7 +81,8 @@ def test_library_defaults_are_the_settings(fn, name, field):
     assert inspect.signature(fn).parameters[name].default == getattr(DEFAULTS, field)
 
 
-SECOND_DEFAULT = re.compile(r"""\b(rule|band)\s*(:\s*\w+)?\s*=\s*["']|\bratio\s*(:\s*float)?\s*=\s*0\.\d|min_share\s*=\s*0\.""")
+SECOND_DEFAULT = re.compile(  # a parameter default (annotated, or in a `def` line), not a keyword argument in a call
+    r"""\b(rule|band)\s*:\s*[\w\[\] |]+=\s*["']|\bdef .*\b(rule|band)=["']|\b(ratio|min_share)\s*(:\s*float)?\s*=\s*0\.\d""")
 
 
 def test_no_second_default_for_the_rule_band_ratio_or_neuron_filter():

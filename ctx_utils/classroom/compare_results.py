@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from ctx_utils.results import load_json
+from ctx_utils.tokens import parse_neuron_key
 
 PAIR = ("layer", "neuron", "head")
 #: file → (where its records are, the fields that identify a record, the fields compared)
@@ -48,8 +49,8 @@ def records(name: str, data: dict) -> dict[tuple, dict]:
     where, keys, _ = SPECS[name]
     if name == "prompts.json":
         rows = [
-            {"layer": int(k.split(".")[0]), "neuron": int(k.split(".")[1]),
-             "texts": [p["text"] for p in v], "activations": [p["activation"] for p in v]}
+            dict(zip(("layer", "neuron"), parse_neuron_key(k)), texts=[p["text"] for p in v],
+                 activations=[p["activation"] for p in v])
             for k, v in data[where].items()
         ]
     else:

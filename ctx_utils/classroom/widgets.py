@@ -26,6 +26,7 @@ from ctx_utils.heads import head_attributions, head_label
 from ctx_utils.prompts import neuron_key, token_activations
 from ctx_utils.results import load_json, results_dir
 from ctx_utils.settings import DEFAULTS
+from ctx_utils.tokens import head_name, parse_neuron_key
 
 #: The result files the explorer reads, and the notebook that writes each.
 RESULT_FILES: dict[str, str] = {
@@ -83,7 +84,7 @@ def _neuron(results: dict[str, dict], key: str) -> tuple[int, int, list[dict]]:
     prompts = results["prompts.json"]["prompts"].get(key)
     if not prompts:
         raise ValueError(f"Neuron {key!r} has no prompts in prompts.json: pick one of neuron_options(results).")
-    layer, neuron = (int(part) for part in key.split("."))
+    layer, neuron = parse_neuron_key(key)
     return layer, neuron, prompts
 
 
@@ -126,10 +127,10 @@ def neuron_options(results: dict[str, dict]) -> list[tuple[str, str]]:
     check_results(results)
     keys = [key for key, prompts in results["prompts.json"]["prompts"].items() if prompts]
     n_heads = {key: len(_pairs(results, key)) for key in keys}
-    order = sorted(keys, key=lambda k: (n_heads[k] == 0, *(int(part) for part in k.split("."))))
+    order = sorted(keys, key=lambda k: (n_heads[k] == 0, *parse_neuron_key(k)))
     options = []
     for key in order:
-        layer, neuron = key.split(".")
+        layer, neuron = parse_neuron_key(key)
         heads = f"{n_heads[key]} head{'s' * (n_heads[key] != 1)}"
         options.append((f"L{layer}.N{neuron} → {_token(results, key)!r} · {heads}", key))
     return options
@@ -140,7 +141,7 @@ def head_options(results: dict[str, dict], key: str) -> list[tuple[str, int]]:
     _neuron(results, key)
     options = []
     for pair in _pairs(results, key):
-        label = f"L{pair['head_layer']}.H{pair['head_index']} · active on {pair['active_fraction']:.0%}"
+        label = f"{head_name(pair['head_layer'], pair['head_index'])} · active on {pair['active_fraction']:.0%}"
         score = _record(results, "scores.json", pair)
         if score is not None and score["E"] is not None:
             label += f" · E {score['E']:.2f}"
