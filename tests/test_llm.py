@@ -251,3 +251,13 @@ def test_a_short_key_is_no_secret_to_scrub_from_messages(tmp_path, caplog):
     with FakeOpenAIServer(answer=lambda p: "extra") as server, caplog.at_level(logging.WARNING, logger="ctx_utils.llm"):
         assert make_client(server, tmp_path, api_key="x").ask_yes_no("q") is None
     assert any("'extra'" in r.getMessage() for r in caplog.records), "the answer was mangled in the log line"
+
+
+def test_the_cache_key_holds_the_model_and_the_server(tmp_path):
+    """Another model or another server is another answer: neither may be served from the first one's cache."""
+    with FakeOpenAIServer(answer=lambda p: "Yes") as server, FakeOpenAIServer(answer=lambda p: "No") as other:
+        make_client(server, tmp_path).complete("same prompt", max_tokens=1)
+        make_client(server, tmp_path, model="another-model").complete("same prompt", max_tokens=1)
+        assert len(server.requests) == 2, "a different model was served the first model's cached answer"
+        answer = make_client(other, tmp_path).complete("same prompt", max_tokens=1)
+        assert len(other.requests) == 1 and answer.text == "No", "another server was served the first server's answer"
