@@ -2,7 +2,7 @@
 
 Reading the key off the wiring is what made the clean organism unfailable: a head's role says what it may
 read, not what the trained model does with it. So the key is measured on the trained model, on held-out
-(test-split) planted prompts, the paper's way (zero-ablate a head's values, §2.6): for planted token ``i``
+(test-split) planted prompts, the paper's way (zero-ablate a head's values, section 2.6 of arXiv 2402.15055): for planted token ``i``
 and its next-token neuron (layer 1, neuron ``i``, the only writer of the token), and for every layer-0 head
 ``h``, ablate ``h`` and read, at each prompt's last token, the neuron's activation and the token's
 probability, per group of prompts (``local``, ``topic``, ``both``, ``inhibited``, ``distractor``).
@@ -16,8 +16,11 @@ together), ``scale``: ``act_drop[g] = (mean clean − mean ablated activation on
   prompts: it matters for ``c`` specifically;
 * ``h`` is **needed everywhere** when it removes at least ``threshold`` on both contexts (the trigger head:
   a real, necessary input of the neuron, but no context look-up);
-* ``h`` **inhibits** (carries the inhibiting context) when its ablation *raises* the activation on the
-  inhibited prompts by at least ``threshold``.
+* ``h`` **suppresses everywhere** when its ablation *raises* the activation by at least ``threshold`` on
+  both contexts (free heads that learned to hold the neuron down wherever no context is seen);
+* ``h`` **inhibits** (carries the inhibiting context) when its ablation raises the activation on the
+  inhibited prompts by at least ``threshold``, and by at least ``threshold`` more than on either context's
+  own prompts (so a head that suppresses everywhere is not counted as the inhibitor).
 
 ``pairs`` (token, layer, neuron, head) of carriers is what the pipeline's (neuron, head) pairs are scored
 against; ``inhibitory_pairs`` separately, since step 3's rules look only for large *positive* attributions.
@@ -31,9 +34,8 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
-from ctx_utils.ablate import zero_value_hooks
-from ctx_utils.heads import tokenize_prompts
 from ctx_utils.organism.corpus import config_for, planted_prompts
+from ctx_utils.prompts import pad
 
 GROUPS = ("local", "topic", "both", "inhibited", "distractor")
 THRESHOLD = 0.2
@@ -42,24 +44,40 @@ DIGITS = 4
 
 
 @torch.no_grad()
-def _readout(model, texts: list[str], token_ids: list[int], n_neurons: int, heads: list[tuple[int, int]],
+def _readout(model, rows: list[list[int]], token_ids: list[int], n_neurons: int, head: int | None,
              batch_size: int = 64) -> tuple[Tensor, Tensor]:
     """Layer-1 neurons ``0..n_neurons-1`` and the planted tokens' probabilities at each prompt's last token.
 
-    Returns ``(activations [n_prompts, n_neurons], probs [n_prompts, n_tokens])`` with ``heads`` zero-ablated.
+    ``model`` is the folder's ``GPT2LMHeadModel``; ``head`` (a layer-0 head, or None) is zero-ablated as
+    ``ctx_utils.ablate.zero_value_hooks`` does on the TransformerLens model, whose compatibility mode folds
+    value biases (with layer norm's bias, ``b_V + b_LN @ W_V``) into the output bias, so ``hook_v = 0`` keeps
+    them: here by zeroing the head's value weights and moving ``b_LN @ W_V`` into its value bias for the run,
+    which is the same and about 20× faster on this tiny model.
+    Returns ``(activations [n_prompts, n_neurons], probs [n_prompts, n_tokens])``.
     """
+    attn = model.transformer.h[0].attn.c_attn  # Conv1D: [d_model, 3·d_model] = q | k | v
+    saved = (attn.weight.clone(), attn.bias.clone())
+    if head is not None:
+        d_model, d_head = model.config.n_embd, model.config.n_embd // model.config.n_head
+        cols = slice(2 * d_model + head * d_head, 2 * d_model + (head + 1) * d_head)
+        attn.bias[cols] += model.transformer.h[0].ln_1.bias @ attn.weight[:, cols]  # the folded value bias stays
+        attn.weight[:, cols] = 0
     grabbed: list[Tensor] = []
-    hooks = zero_value_hooks(heads) + [("blocks.1.mlp.hook_post", lambda post, hook: grabbed.append(post[..., :n_neurons]))]
-    tokens, last = tokenize_prompts(model, texts)
+    hook = model.transformer.h[1].mlp.act.register_forward_hook(lambda _m, _i, out: grabbed.append(out[..., :n_neurons]))
     acts, probs = [], []
-    with model.hooks(fwd_hooks=hooks):
-        for start in range(0, len(tokens), batch_size):
+    try:
+        for start in range(0, len(rows), batch_size):
+            ids, mask = pad(rows[start : start + batch_size], 0)
             grabbed.clear()
-            logits = model(tokens[start : start + batch_size].to(model.cfg.device))  # [batch, pos, d_vocab]
-            rows = torch.arange(len(logits), device=logits.device)
-            pos = last[start : start + batch_size].to(logits.device)
-            acts.append(grabbed[0][rows, pos].float().cpu())
-            probs.append(logits[rows, pos].float().softmax(-1)[:, token_ids].cpu())
+            logits = model(input_ids=ids, attention_mask=mask).logits  # [batch, pos, vocab]
+            index = torch.arange(len(ids))
+            last = mask.sum(1) - 1
+            acts.append(grabbed[0][index, last].float())
+            probs.append(logits[index, last].float().softmax(-1)[:, token_ids])
+    finally:
+        hook.remove()
+        attn.weight.copy_(saved[0])
+        attn.bias.copy_(saved[1])
     return torch.cat(acts), torch.cat(probs)
 
 
@@ -79,21 +97,21 @@ def _group_prompts(folder: Path, n_prompts: int) -> tuple[list, dict[tuple[str, 
     return list(config.plants), index, texts
 
 
-def measure_causal_key(folder: str | Path, threshold: float = THRESHOLD, n_prompts: int = N_PROMPTS, model=None) -> dict:
+def measure_causal_key(folder: str | Path, threshold: float = THRESHOLD, n_prompts: int = N_PROMPTS) -> dict:
     """The causal answer key of the organism in ``folder`` (see the module docstring); JSON-ready, rounded.
 
-    ``model`` is the folder's model already loaded with :func:`ctx_utils.models.load_model` (loaded here if
-    None). One forward pass over all prompts per ablated head: about 10 s on one CPU thread for 16 heads.
+    One forward pass over all prompts (about 750) per ablated head: a few seconds on one CPU thread.
     """
-    from ctx_utils.models import load_model
+    from transformers import AutoTokenizer, GPT2LMHeadModel
 
     folder = Path(folder)
     plants, index, texts = _group_prompts(folder, n_prompts)
-    model = load_model(str(folder), device="cpu") if model is None else model
-    token_ids = [int(model.to_tokens(p.token, prepend_bos=False)[0, 0]) for p in plants]
-    n_heads = model.cfg.n_heads
-    clean_act, clean_prob = _readout(model, texts, token_ids, len(plants), [])
-    ablated = [_readout(model, texts, token_ids, len(plants), [(0, h)]) for h in range(n_heads)]
+    model = GPT2LMHeadModel.from_pretrained(folder).eval()
+    tokenizer = AutoTokenizer.from_pretrained(folder)
+    rows = [[tokenizer.bos_token_id] + ids for ids in tokenizer(texts, add_special_tokens=False)["input_ids"]]
+    token_ids = [tokenizer.convert_tokens_to_ids("Ġ" + p.token.strip()) for p in plants]
+    clean_act, clean_prob = _readout(model, rows, token_ids, len(plants), None)
+    ablated = [_readout(model, rows, token_ids, len(plants), h) for h in range(model.config.n_head)]
 
     def mean(values: Tensor, rows: list[int]) -> float:
         return float(values[rows].mean()) if rows else float("nan")
@@ -103,7 +121,7 @@ def measure_causal_key(folder: str | Path, threshold: float = THRESHOLD, n_promp
         groups = {g: index.get((plant.token, g), []) for g in GROUPS}
         scale = mean(clean_act[:, i], groups["local"] + groups["topic"])
         tok = plant.token.strip()
-        heads, carriers, everywhere, inhibitors = [], {f"{tok}/local": [], f"{tok}/topic": []}, [], []
+        heads, carriers, everywhere, suppress, inhibitors = [], {f"{tok}/local": [], f"{tok}/topic": []}, [], [], []
         for h, (act, prob) in enumerate(ablated):
             act_drop = {g: (mean(clean_act[:, i], rows) - mean(act[:, i], rows)) / scale for g, rows in groups.items() if rows}
             prob_drop = {g: mean(clean_prob[:, i], rows) - mean(prob[:, i], rows) for g, rows in groups.items() if rows}
@@ -115,7 +133,10 @@ def measure_causal_key(folder: str | Path, threshold: float = THRESHOLD, n_promp
                 carriers[f"{tok}/local"].append(h)
             elif topic >= threshold and topic - local >= threshold:
                 carriers[f"{tok}/topic"].append(h)
-            if act_drop.get("inhibited", 0.0) <= -threshold:
+            elif local <= -threshold and topic <= -threshold:
+                suppress.append(h)
+            rise = -act_drop.get("inhibited", 0.0)
+            if rise >= threshold and rise - max(-local, -topic) >= threshold:
                 inhibitors.append(h)
         for context, hs in carriers.items():
             pairs += [{"token": plant.token, "context": context, "layer": 1, "neuron": i, "head": h} for h in hs]
@@ -123,7 +144,8 @@ def measure_causal_key(folder: str | Path, threshold: float = THRESHOLD, n_promp
         neurons.append({
             "token": plant.token, "layer": 1, "neuron": i, "scale": round(scale, DIGITS),
             "n_prompts": {g: len(rows) for g, rows in groups.items() if rows},
-            "carriers": carriers, "needed_everywhere": everywhere, "inhibitors": inhibitors, "heads": heads,
+            "carriers": carriers, "needed_everywhere": everywhere, "suppress_everywhere": suppress,
+            "inhibitors": inhibitors, "heads": heads,
         })
     return {
         "method": "zero-ablate one layer-0 head's values; read neuron and token at the last token of held-out prompts",
@@ -134,3 +156,27 @@ def measure_causal_key(folder: str | Path, threshold: float = THRESHOLD, n_promp
 
 def _rounded(values: dict[str, float]) -> dict[str, float]:
     return {k: round(v, DIGITS) for k, v in values.items()}
+
+
+def main() -> None:
+    """``python -m ctx_utils.organism.answer_key <folder>``: measure the key again and store it in ground_truth.json."""
+    import argparse
+    import json
+
+    from ctx_utils.results import save_json
+
+    parser = argparse.ArgumentParser(description=main.__doc__)
+    parser.add_argument("folder", type=Path)
+    args = parser.parse_args()
+    path = args.folder / "ground_truth.json"
+    if not path.exists():
+        parser.error(f"{path} is missing: train the organism first (python -m ctx_utils.organism.train --out {args.folder}).")
+    truth = json.loads(path.read_text(encoding="utf-8"))
+    truth.pop("schema_version", None)
+    truth["causal_key"] = measure_causal_key(args.folder)
+    save_json(path, truth)
+    print(f"{path}: {len(truth['causal_key']['pairs'])} carrier pairs, {len(truth['causal_key']['inhibitory_pairs'])} inhibitory")
+
+
+if __name__ == "__main__":
+    main()
