@@ -14,7 +14,8 @@ band) and scores the (neuron, head) pairs on the planted neurons against the fol
 * precision = pairs that are key pairs / pairs; recall = key pairs found / key pairs (excitatory carriers;
   the inhibitor's pair is listed apart, since the active rules only flag large positive attributions);
 * contexts = planted contexts with at least one of their carrier heads among the pairs;
-* other = pairs on neurons that are not planted (the key says nothing about them).
+* other = pairs on neurons that are not planted (the key says nothing about them);
+* tokens = planted tokens the model learned (a neuron that died in training has no carriers in the key).
 
 On the null control every pair on a planted neuron is a false positive (its key has no carrier); the
 false-positive rate is pairs / (planted neurons × candidate heads). With scores (the default, at 600
@@ -110,6 +111,7 @@ def run_model(folder: Path, sizes: list[int], with_scores: bool) -> list[dict]:
         for rule in RULES:
             pairs = heads.pairs_from_attributions(model, found, attributions, rule=rule, band=BAND)
             row = {"folder": str(folder), "config": name, "seed": seed, "docs": n_docs, "rule": rule,
+                   "learned": sum(n["learned"] for n in key["neurons"]),
                    "cells": len(planted) * model.cfg.n_heads, **score_pairs(pairs, key, planted)}
             if with_scores and n_docs == SCORE_DOCS:
                 row["E"] = e_scores(model, found, prompt_sets, pairs, planted, generate_corpus("test", seed, config)[:SCORE_DOCS], rule)
@@ -125,11 +127,11 @@ def fmt(value: float | None) -> str:
 
 def print_tables(rows: list[dict]) -> None:
     print("\nRecovery of the causal key (pairs on the planted neurons; band 25-75 %)")
-    print(f"{'model':10s} {'seed':>4s} {'docs':>5s} {'rule':>6s} {'pairs':>5s} {'prec':>5s} {'recall':>6s} {'contexts':>8s} {'inhib':>5s} {'other':>5s}")
+    print(f"{'model':10s} {'seed':>4s} {'tokens':>6s} {'docs':>5s} {'rule':>6s} {'pairs':>5s} {'prec':>5s} {'recall':>6s} {'contexts':>8s} {'inhib':>5s} {'other':>5s}")
     for r in rows:
         if not r["in_table"]:
             continue
-        print(f"{r['config']:10s} {r['seed']:4d} {r['docs']:5d} {r['rule']:>6s} {r['pairs']:5d} {fmt(r['precision']):>5s} "
+        print(f"{r['config']:10s} {r['seed']:4d} {r['learned']:>4d}/4 {r['docs']:5d} {r['rule']:>6s} {r['pairs']:5d} {fmt(r['precision']):>5s} "
               f"{fmt(r['recall']):>6s} {r['contexts_found']:>4d}/{r['contexts']:<3d} {r['inhibitory_found']:>2d}/{r['inhibitory']:<2d} {r['other_pairs']:5d}")
     scored = [r for r in rows if "E" in r]
     if scored:
@@ -163,7 +165,8 @@ def main() -> None:
         folder = trained_folder(config, seed, args.work)
         cache = args.work / f"rows-{config}-s{seed}.json"  # reused when the same sizes were run on the same weights
         settings = {"docs": sorted(args.docs), "scores": not args.no_scores,
-                    "sha256": json.loads((folder / "training.json").read_text())["model_sha256"]}
+                    "sha256": json.loads((folder / "training.json").read_text())["model_sha256"],
+                    "key": json.loads((folder / "ground_truth.json").read_text())["causal_key"]["pairs"]}
         if cache.exists() and json.loads(cache.read_text())["settings"] == settings:
             rows += json.loads(cache.read_text())["rows"]
             continue

@@ -22,6 +22,10 @@ together), ``scale``: ``act_drop[g] = (mean clean − mean ablated activation on
   inhibited prompts by at least ``threshold``, and by at least ``threshold`` more than on either context's
   own prompts (so a head that suppresses everywhere is not counted as the inhibitor).
 
+A neuron whose token the model did not learn (mean probability < ``MIN_LEARNED`` on its context prompts:
+a neuron that died in training) has no carriers: ``learned`` is false and its effects are not recorded,
+since they are fractions of an activation of about zero.
+
 ``pairs`` (token, layer, neuron, head) of carriers is what the pipeline's (neuron, head) pairs are scored
 against; ``inhibitory_pairs`` separately, since step 3's rules look only for large *positive* attributions.
 The token's probability drop is recorded beside each effect (the neuron is the only way to the token).
@@ -41,6 +45,7 @@ GROUPS = ("local", "topic", "both", "inhibited", "distractor")
 THRESHOLD = 0.2
 N_PROMPTS = 40  # per group and token: held-out prompts, the first ones of the test split
 DIGITS = 4
+MIN_LEARNED = 0.5  # the token's mean probability on its context prompts, for the neuron to count as learned
 
 
 @torch.no_grad()
@@ -120,9 +125,10 @@ def measure_causal_key(folder: str | Path, threshold: float = THRESHOLD, n_promp
     for i, plant in enumerate(plants):
         groups = {g: index.get((plant.token, g), []) for g in GROUPS}
         scale = mean(clean_act[:, i], groups["local"] + groups["topic"])
+        token_prob = mean(clean_prob[:, i], groups["local"] + groups["topic"])
         tok = plant.token.strip()
         heads, carriers, everywhere, suppress, inhibitors = [], {f"{tok}/local": [], f"{tok}/topic": []}, [], [], []
-        for h, (act, prob) in enumerate(ablated):
+        for h, (act, prob) in enumerate(ablated if token_prob >= MIN_LEARNED else []):
             act_drop = {g: (mean(clean_act[:, i], rows) - mean(act[:, i], rows)) / scale for g, rows in groups.items() if rows}
             prob_drop = {g: mean(clean_prob[:, i], rows) - mean(prob[:, i], rows) for g, rows in groups.items() if rows}
             heads.append({"head": h, "act_drop": _rounded(act_drop), "prob_drop": _rounded(prob_drop)})
@@ -143,6 +149,7 @@ def measure_causal_key(folder: str | Path, threshold: float = THRESHOLD, n_promp
         inhibitory += [{"token": plant.token, "context": f"{tok}/inhibited", "layer": 1, "neuron": i, "head": h} for h in inhibitors]
         neurons.append({
             "token": plant.token, "layer": 1, "neuron": i, "scale": round(scale, DIGITS),
+            "token_probability": round(token_prob, DIGITS), "learned": token_prob >= MIN_LEARNED,
             "n_prompts": {g: len(rows) for g, rows in groups.items() if rows},
             "carriers": carriers, "needed_everywhere": everywhere, "suppress_everywhere": suppress,
             "inhibitors": inhibitors, "heads": heads,
