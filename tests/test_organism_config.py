@@ -172,3 +172,21 @@ def test_causal_key_shows_the_designed_circuit(measured_key):
     assert {("only/topic", h) for h in tied} <= carriers, "the redundant pair does not both carry only/topic"
     assert {k["head"] for k in measured_key["inhibitory_pairs"]} == by_role("inhibitor")
     assert len({c for c, _ in carriers}) == 8, f"not every context has a carrier: {sorted(carriers)}"
+
+
+def test_trainer_takes_a_seed_and_a_config_and_saves_them(tmp_path):
+    """Two optimiser steps of a tiny realistic organism: the folder records its config, seed and hash."""
+    import hashlib
+
+    from ctx_utils.organism.train import train
+
+    tiny = replace(REALISTIC, name="tiny", corpus=replace(REALISTIC.corpus, n_train=64, n_test=300),
+                   hparams={**REALISTIC.hparams, "epochs": 1})
+    report = train(tmp_path, seed=3, config=tiny)
+    assert load_config(tmp_path / CONFIG_FILE) == tiny
+    assert config_for(tmp_path) == (tiny.corpus, 3)
+    assert report["seed"] == 3 and report["config"] == "tiny" and report["steps"] == 2
+    assert report["model_sha256"] == hashlib.sha256((tmp_path / "model.safetensors").read_bytes()).hexdigest()
+    truth = json.loads((tmp_path / "ground_truth.json").read_text())
+    assert [h["role"] for h in truth["heads"]] == [r.role for r in REALISTIC.heads]
+    assert {n["token"] for n in truth["causal_key"]["neurons"]} == {p.token for p in REALISTIC.corpus.plants}

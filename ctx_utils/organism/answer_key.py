@@ -49,41 +49,51 @@ MIN_LEARNED = 0.5  # the token's mean probability on its context prompts, for th
 
 
 @torch.no_grad()
-def _readout(model, rows: list[list[int]], token_ids: list[int], n_neurons: int, head: int | None,
-             batch_size: int = 64) -> tuple[Tensor, Tensor]:
-    """Layer-1 neurons ``0..n_neurons-1`` and the planted tokens' probabilities at each prompt's last token.
+def _ablations(model, rows: list[list[int]], token_ids: list[int], n_neurons: int) -> list[tuple[Tensor, Tensor]]:
+    """Planted neurons and tokens at each prompt's last token: clean, then with each layer-0 head ablated.
 
-    ``model`` is the folder's ``GPT2LMHeadModel``; ``head`` (a layer-0 head, or None) is zero-ablated as
-    ``ctx_utils.ablate.zero_value_hooks`` does on the TransformerLens model, whose compatibility mode folds
-    value biases (with layer norm's bias, ``b_V + b_LN @ W_V``) into the output bias, so ``hook_v = 0`` keeps
-    them: here by zeroing the head's value weights and moving ``b_LN @ W_V`` into its value bias for the run,
-    which is the same and about 20× faster on this tiny model.
-    Returns ``(activations [n_prompts, n_neurons], probs [n_prompts, n_tokens])``.
+    Returns ``[(activations [n_prompts, n_neurons], probs [n_prompts, n_tokens])]``, first clean, then one per
+    head. A head is zero-ablated as ``ctx_utils.ablate.zero_value_hooks`` does on the TransformerLens model,
+    whose compatibility mode folds value biases (with layer norm's, ``c = b_V + b_LN @ W_V``) into the output
+    bias, so ``hook_v = 0`` leaves the head writing ``c @ W_O`` everywhere. The organism makes this cheap and
+    exact: layer 0 is attention only and layer 1 MLP only, so the last token's output depends only on its
+    own residual, where each head's write is additive: ablating head ``h`` replaces ``z_h @ W_O[h]`` by
+    ``c_h @ W_O[h]`` there. One forward pass, then 16 small MLP reads instead of 16 forward passes.
     """
-    attn = model.transformer.h[0].attn.c_attn  # Conv1D: [d_model, 3·d_model] = q | k | v
-    saved = (attn.weight.clone(), attn.bias.clone())
-    if head is not None:
-        d_model, d_head = model.config.n_embd, model.config.n_embd // model.config.n_head
-        cols = slice(2 * d_model + head * d_head, 2 * d_model + (head + 1) * d_head)
-        attn.bias[cols] += model.transformer.h[0].ln_1.bias @ attn.weight[:, cols]  # the folded value bias stays
-        attn.weight[:, cols] = 0
+    blocks = model.transformer.h
+    if any(p.abs().max() > 0 for m in (blocks[0].mlp, blocks[1].attn) for p in m.parameters()):
+        raise ValueError("The causal key assumes the organism's shape (layer 0 attention only, layer 1 MLP only).")
+    n_heads, d_model = model.config.n_head, model.config.n_embd
+    d_head = d_model // n_heads
+    attn = blocks[0].attn
     grabbed: list[Tensor] = []
-    hook = model.transformer.h[1].mlp.act.register_forward_hook(lambda _m, _i, out: grabbed.append(out[..., :n_neurons]))
-    acts, probs = [], []
+    hook = attn.c_proj.register_forward_pre_hook(lambda _m, args: grabbed.append(args[0]))  # z: [batch, pos, heads·d_head]
+    resid, z = [], []
     try:
-        for start in range(0, len(rows), batch_size):
-            ids, mask = pad(rows[start : start + batch_size], 0)
+        for start in range(0, len(rows), 256):
+            ids, mask = pad(rows[start : start + 256], 0)
             grabbed.clear()
-            logits = model(input_ids=ids, attention_mask=mask).logits  # [batch, pos, vocab]
-            index = torch.arange(len(ids))
-            last = mask.sum(1) - 1
-            acts.append(grabbed[0][index, last].float())
-            probs.append(logits[index, last].float().softmax(-1)[:, token_ids])
+            out = model.transformer(input_ids=ids, attention_mask=mask, output_hidden_states=True)
+            index, last = torch.arange(len(ids)), mask.sum(1) - 1
+            resid.append(out.hidden_states[1][index, last])  # after block 0: [batch, d_model]
+            z.append(grabbed[0][index, last].reshape(len(ids), n_heads, d_head))
     finally:
         hook.remove()
-        attn.weight.copy_(saved[0])
-        attn.bias.copy_(saved[1])
-    return torch.cat(acts), torch.cat(probs)
+    resid_last, z_last = torch.cat(resid), torch.cat(z)  # [n, d_model], [n, heads, d_head]
+    w_v = attn.c_attn.weight[:, 2 * d_model :]  # [d_model, heads·d_head]
+    kept = (attn.c_attn.bias[2 * d_model :] + blocks[0].ln_1.bias @ w_v).reshape(n_heads, d_head)  # c_h
+    w_o = attn.c_proj.weight.reshape(n_heads, d_head, d_model)
+    mlp = blocks[1].mlp
+
+    def read(x: Tensor) -> tuple[Tensor, Tensor]:
+        post = mlp.act(mlp.c_fc(blocks[1].ln_2(x)))  # [n, d_mlp]
+        logits = model.lm_head(model.transformer.ln_f(x + mlp.c_proj(post)))  # [n, vocab]
+        return post[:, :n_neurons], logits.softmax(-1)[:, token_ids]
+
+    out = [read(resid_last)]
+    for h in range(n_heads):
+        out.append(read(resid_last - (z_last[:, h] - kept[h]) @ w_o[h]))
+    return out
 
 
 def _group_prompts(folder: Path, n_prompts: int) -> tuple[list, dict[tuple[str, str], list[int]], list[str]]:
@@ -105,7 +115,7 @@ def _group_prompts(folder: Path, n_prompts: int) -> tuple[list, dict[tuple[str, 
 def measure_causal_key(folder: str | Path, threshold: float = THRESHOLD, n_prompts: int = N_PROMPTS) -> dict:
     """The causal answer key of the organism in ``folder`` (see the module docstring); JSON-ready, rounded.
 
-    One forward pass over all prompts (about 750) per ablated head: a few seconds on one CPU thread.
+    One forward pass over the held-out prompts (about 750), then each head's ablation: seconds on one CPU thread.
     """
     from transformers import AutoTokenizer, GPT2LMHeadModel
 
@@ -115,8 +125,7 @@ def measure_causal_key(folder: str | Path, threshold: float = THRESHOLD, n_promp
     tokenizer = AutoTokenizer.from_pretrained(folder)
     rows = [[tokenizer.bos_token_id] + ids for ids in tokenizer(texts, add_special_tokens=False)["input_ids"]]
     token_ids = [tokenizer.convert_tokens_to_ids("Ġ" + p.token.strip()) for p in plants]
-    clean_act, clean_prob = _readout(model, rows, token_ids, len(plants), None)
-    ablated = [_readout(model, rows, token_ids, len(plants), h) for h in range(model.config.n_head)]
+    (clean_act, clean_prob), *ablated = _ablations(model, rows, token_ids, len(plants))
 
     def mean(values: Tensor, rows: list[int]) -> float:
         return float(values[rows].mean()) if rows else float("nan")

@@ -180,8 +180,7 @@ def apply_roles(model, wiring: RoleWiring) -> None:
     """Project the weights back onto the roles' wiring (called after every optimiser step)."""
     if model.config.n_head != len(wiring.roles):
         raise ValueError(f"The wiring has {len(wiring.roles)} head roles; the model has {model.config.n_head} heads.")
-    r, d_model = wiring.reserved, model.config.n_embd
-    plain = list(range(r, d_model))
+    r = wiring.reserved
     wte = model.transformer.wte.weight  # [vocab, d_model]
     slotted = torch.zeros(wte.shape[0], dtype=torch.bool)
     slotted[list(wiring.slot_of)] = True
