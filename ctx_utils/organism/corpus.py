@@ -32,8 +32,10 @@ Documents are words separated by single spaces, 20–50 words, several sentences
 
 from __future__ import annotations
 
+import json
 import random
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass, fields
+from pathlib import Path
 
 SPLITS = ("train", "test")
 N_DOCS = {"train": 6000, "test": 3000}
@@ -67,6 +69,16 @@ class Plant:
     neutral_word: str  # replaces the topic word in the same sentences in every other document: " race"
     after_token: tuple[str, ...]  # how a planted sentence ends after the token
     after_distractor: tuple[str, ...]  # how a distractor sentence ends after the trigger
+    # Realistic organism only (empty in the clean one):
+    topic_family: tuple[str, ...] = ()  # more topic words making the same topic context (" hike", " climb")
+    inhibitor_word: str = ""  # a word that, in a context document, stops the token from following
+    inhibitor_sentences: tuple[str, ...] = ()  # sentences that introduce the inhibitor word
+    after_inhibited: tuple[str, ...] = ()  # how an inhibited planted sentence ends after the trigger
+
+    @property
+    def topic_words(self) -> tuple[str, ...]:
+        """Every word that makes the topic context (the topic word first, then its family)."""
+        return (self.topic_word, *self.topic_family)
 
 
 PLANTS: tuple[Plant, ...] = (
@@ -120,6 +132,68 @@ STANDALONE = ("we will phone the office later .", "they saw the sea .", "it was 
               "the weather was warm .", "nobody said a word .", "the shop was busy .", "a light came from the hall .")
 
 
+@dataclass(frozen=True)
+class CorpusConfig:
+    """Everything that defines an organism's corpus; the default is the clean organism's (``data/organism``).
+
+    ``kind_weights`` weigh ``local``, ``topic`` and ``distractor`` documents; the realistic organism adds
+    ``both`` documents (a token's two contexts together), ``inhibited`` ones (a context *and* the plant's
+    inhibitor word: the token does not follow) and, in ``cooccur_rate`` of the planted documents, a sentence
+    with another plant's topic word. ``signal=False`` is the null control: documents look the same, but
+    whether the token follows the trigger is drawn at the same overall rate, whatever the context.
+    Features left at zero draw no random numbers, so the clean corpus is unchanged by their existence.
+    """
+
+    plants: tuple[Plant, ...] = PLANTS
+    n_train: int = 6000
+    n_test: int = 3000
+    filler_only_rate: float = FILLER_ONLY_RATE
+    fragment_rate: float = FRAGMENT_RATE
+    kind_weights: tuple[float, ...] = KIND_WEIGHTS
+    both_weight: float = 0.0
+    inhibited_weight: float = 0.0
+    cooccur_rate: float = 0.0
+    signal: bool = True
+    stream: str = "ctx-organism"  # prefix of the random streams: another prefix, unrelated documents
+
+    def n_docs(self, split: str) -> int:
+        return {"train": self.n_train, "test": self.n_test}[split]
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict) -> CorpusConfig:
+        """The inverse of :meth:`to_dict` (JSON lists back to tuples); unknown keys are an error."""
+        data = dict(data)
+        plants = tuple(
+            Plant(**{k: tuple(v) if isinstance(v, list) else v for k, v in plant.items()}) for plant in data.pop("plants")
+        )
+        unknown = set(data) - {f.name for f in fields(cls)}
+        if unknown:
+            raise ValueError(f"Unknown corpus setting(s) {sorted(unknown)}: the config was written by another version.")
+        if "kind_weights" in data:
+            data["kind_weights"] = tuple(data["kind_weights"])
+        return cls(plants=plants, **data)
+
+
+DEFAULT_CONFIG = CorpusConfig()
+CONFIG_FILE = "organism_config.json"  # written by the trainer into every organism folder
+
+
+def config_for(model_folder: str | Path) -> tuple[CorpusConfig, int] | None:
+    """The corpus config and seed an organism folder was trained on (its ``organism_config.json``).
+
+    None when the folder has no such file (then it is not an organism trained by this kit). What
+    ``CTX_MODEL=<folder>`` should scan is ``generate_corpus(split, seed, config)`` of this answer.
+    """
+    path = Path(model_folder).expanduser() / CONFIG_FILE
+    if not path.exists():
+        return None
+    data = json.loads(path.read_text(encoding="utf-8"))
+    return CorpusConfig.from_dict(data["config"]["corpus"]), int(data["seed"])
+
+
 def _filler(rng: random.Random) -> str:
     """One harmless sentence, 4–12 words."""
     if rng.random() < 0.15:
@@ -128,29 +202,57 @@ def _filler(rng: random.Random) -> str:
     return " ".join(w for w in words if w)
 
 
-def _planted(rng: random.Random, plant: Plant, kind: str) -> tuple[list[str], str, str]:
-    """(sentences before the planted one, the planted sentence up to the trigger, the rest after it).
+KINDS_ALL = (*KINDS, "both", "inhibited")  # the realistic organism's extra kinds come last (see _kinds)
+FOLLOWS = ("local", "topic", "both")  # kinds after which the planted token follows (when there is signal)
 
-    ``kind`` is ``local``, ``topic`` or ``distractor``. The topic sentence (with the neutral word instead
-    in the other kinds) sits one or two filler sentences before the trigger, so the topic word is always
-    several words away from the prediction and the trigger's position is the same for every kind.
-    """
+
+def _kinds(plant: Plant, config: CorpusConfig) -> tuple[tuple[str, ...], tuple[float, ...]]:
+    """The document kinds of a plant and their weights. Zero weights at the end change no draw of the clean corpus."""
+    inhibited = config.inhibited_weight if plant.inhibitor_word else 0.0
+    return KINDS_ALL, (*config.kind_weights, config.both_weight, inhibited)
+
+
+def _topic_sentence(rng: random.Random, plant: Plant, topical: bool) -> str:
+    """One of the plant's topic sentences: with a topic word (one of its family) or with the neutral word."""
     sentence = rng.choice(plant.topic_sentences)
-    if kind != "topic":
-        sentence = sentence.replace(plant.topic_word.strip(), plant.neutral_word.strip())
-    before = [sentence] + [_filler(rng) for _ in range(rng.randint(1, 2))]
-    if kind == "topic":
-        frame = rng.choice(plant.plain_frames)
-    elif kind == "local":
-        frame = rng.choice(plant.local_frames)
-    else:
-        frame = rng.choice(plant.plain_frames)
+    if not topical:
+        return sentence.replace(plant.topic_word.strip(), plant.neutral_word.strip())
+    if plant.topic_family:  # no draw for a single topic word: the clean corpus stays as it was
+        return sentence.replace(plant.topic_word.strip(), rng.choice(plant.topic_words).strip())
+    return sentence
+
+
+def _planted(
+    rng: random.Random, plant: Plant, kind: str, config: CorpusConfig = DEFAULT_CONFIG
+) -> tuple[list[str], str, str, bool]:
+    """(sentences before the planted one, the planted sentence up to the trigger, the rest, token follows).
+
+    ``kind`` is one of :data:`KINDS_ALL`. The topic sentence (with the neutral word instead in the other
+    kinds) sits one or two filler sentences before the trigger, so the topic word is always several words
+    away from the prediction and the trigger's position is the same for every kind. An ``inhibited``
+    document is a local or topic one with the inhibitor sentence added; ``config.cooccur_rate`` adds another
+    plant's topic sentence.
+    """
+    base = rng.choice(("local", "topic")) if kind == "inhibited" else kind
+    before = [_topic_sentence(rng, plant, base in ("topic", "both"))] + [_filler(rng) for _ in range(rng.randint(1, 2))]
+    if kind == "inhibited":
+        before.insert(rng.randint(0, len(before)), rng.choice(plant.inhibitor_sentences))
+    if config.cooccur_rate and rng.random() < config.cooccur_rate:
+        other = rng.choice([q for q in config.plants if q is not plant])
+        before.insert(rng.randint(0, len(before)), _topic_sentence(rng, other, True))
+    frame = rng.choice(plant.local_frames if base in ("local", "both") else plant.plain_frames)
     prompt = frame + plant.trigger
-    if kind == "distractor":
-        rest = " " + rng.choice(plant.after_distractor)
-    else:
+    follows = kind in FOLLOWS
+    if not config.signal:  # null control: the same overall rate, independent of the context
+        kinds, weights = _kinds(plant, config)
+        follows = rng.random() < sum(w for k, w in zip(kinds, weights) if k in FOLLOWS) / sum(weights)
+    if follows:
         rest = plant.token + " " + rng.choice(plant.after_token)
-    return before, prompt, rest
+    elif kind == "inhibited" and config.signal:
+        rest = " " + rng.choice(plant.after_inhibited)
+    else:
+        rest = " " + rng.choice(plant.after_distractor)
+    return before, prompt, rest, follows
 
 
 @dataclass(frozen=True)
@@ -195,32 +297,33 @@ def _fragment(rng: random.Random, plant: Plant) -> str:
     return " " + " ".join(kept + [rest])
 
 
-def _rng(split: str, seed: int) -> random.Random:
+def _rng(split: str, seed: int, stream: str = "ctx-organism") -> random.Random:
     if split not in SPLITS:
         raise ValueError(f"Unknown split {split!r}: choose one of {SPLITS}.")
     # A string seed is hashed with SHA-512 by ``random``: identical on every machine and Python run,
     # and the test split gets an unrelated stream, so its documents are held out.
-    return random.Random(f"ctx-organism/{split}/{seed}")
+    return random.Random(f"{stream}/{split}/{seed}")
 
 
-def _documents(split: str, seed: int) -> list[tuple[str, PlantedPrompt | None]]:
+def _documents(split: str, seed: int, config: CorpusConfig = DEFAULT_CONFIG) -> list[tuple[str, PlantedPrompt | None]]:
     """Every document of a split with its planted prompt (None for filler-only documents)."""
-    rng = _rng(split, seed)
+    rng = _rng(split, seed, config.stream)
     docs: list[tuple[str, PlantedPrompt | None]] = []
-    for _ in range(N_DOCS[split]):
+    for _ in range(config.n_docs(split)):
         n_words_target = rng.randint(20, 40)
         sentences: list[str] = []
         planted: PlantedPrompt | None = None
         draw = rng.random()
-        if draw < FRAGMENT_RATE:
-            sentences = [_fragment(rng, rng.choice(PLANTS))]
-        elif draw >= FRAGMENT_RATE + FILLER_ONLY_RATE:
-            plant = rng.choice(PLANTS)
-            kind = rng.choices(KINDS, weights=KIND_WEIGHTS)[0]
-            before, prompt, rest = _planted(rng, plant, kind)
+        if draw < config.fragment_rate:
+            sentences = [_fragment(rng, rng.choice(config.plants))]
+        elif draw >= config.fragment_rate + config.filler_only_rate:
+            plant = rng.choice(config.plants)
+            kinds, weights = _kinds(plant, config)
+            kind = rng.choices(kinds, weights=weights)[0]
+            before, prompt, rest, follows = _planted(rng, plant, kind, config)
             lead = [_filler(rng) for _ in range(rng.randint(0, 1))]
             prefix = " ".join(lead + before + [prompt])
-            planted = PlantedPrompt(plant.token, kind, context_name(plant, kind), prefix, kind != "distractor")
+            planted = PlantedPrompt(plant.token, kind, context_name(plant, kind), prefix, follows)
             sentences = lead + before + [prompt + rest]
         while len(" ".join(sentences).split()) < n_words_target:
             sentences.append(_filler(rng))
@@ -229,31 +332,36 @@ def _documents(split: str, seed: int) -> list[tuple[str, PlantedPrompt | None]]:
     return docs
 
 
-def generate_corpus(split: str = "train", seed: int = 0) -> list[str]:
-    """The documents of a split (``train``: 6000, ``test``: 3000, held out by a different seed stream)."""
-    return [text for text, _ in _documents(split, seed)]
+def generate_corpus(split: str = "train", seed: int = 0, config: CorpusConfig = DEFAULT_CONFIG) -> list[str]:
+    """The documents of a split (clean organism: ``train`` 6000, ``test`` 3000, held out by a different seed stream)."""
+    return [text for text, _ in _documents(split, seed, config)]
 
 
-def planted_prompts(split: str = "train", seed: int = 0) -> list[PlantedPrompt]:
+def planted_prompts(split: str = "train", seed: int = 0, config: CorpusConfig = DEFAULT_CONFIG) -> list[PlantedPrompt]:
     """Every planted sentence of a split, cut right before the planted token (or where it would go)."""
-    return [planted for _, planted in _documents(split, seed) if planted is not None]
+    return [planted for _, planted in _documents(split, seed, config) if planted is not None]
 
 
-def vocabulary() -> list[str]:
+def vocabulary(config: CorpusConfig = DEFAULT_CONFIG) -> list[str]:
     """Every word the corpus can contain, sorted (the tokenizer's word list)."""
     texts: list[str] = list(STANDALONE) + list(SUBJECTS) + list(VERBS) + list(OBJECTS) + list(EXTRAS)
-    for plant in PLANTS:
+    for plant in config.plants:
         texts += [plant.token, plant.trigger, plant.local_word, plant.topic_word, ".", *plant.local_frames,
-                  *plant.plain_frames, *plant.topic_sentences, plant.neutral_word, *plant.after_token, *plant.after_distractor]
+                  *plant.plain_frames, *plant.topic_sentences, plant.neutral_word, *plant.after_token, *plant.after_distractor,
+                  *plant.topic_family, plant.inhibitor_word, *plant.inhibitor_sentences, *plant.after_inhibited]
     return sorted({word for text in texts for word in text.split()})
 
 
-def ground_truth(seed: int = 0, n_examples: int = 5) -> dict:
+def ground_truth(seed: int = 0, n_examples: int = 5, config: CorpusConfig = DEFAULT_CONFIG) -> dict:
     """The answer key: per planted token, its contexts and distractors, each with marker and examples.
 
-    Examples are train-split prompts that end right before the planted token. Each context names the
-    layer-0 head wired to carry it (``head_layer``, ``head_index``): what step 3 should find.
+    Examples are train-split prompts that end right before the planted token. In the clean organism each
+    context names the layer-0 head wired to carry it (``head_layer``, ``head_index``): what step 3 should
+    find. Any other config gets :func:`described_contexts` instead, and its heads come from the trained
+    model's causal answer key (:mod:`ctx_utils.organism.answer_key`), measured, not wired.
     """
+    if config != DEFAULT_CONFIG:
+        return described_contexts(seed, n_examples, config)
     by_context: dict[str, list[str]] = {}
     for p in planted_prompts("train", seed):
         by_context.setdefault(p.context, []).append(p.prompt)
@@ -282,3 +390,48 @@ def ground_truth(seed: int = 0, n_examples: int = 5) -> dict:
             "heads_expected": "each context is wired to its own layer-0 head (head_layer, head_index above)",
         })
     return {"seed": seed, "n_docs": dict(N_DOCS), "planted": planted}
+
+
+def described_contexts(seed: int, n_examples: int, config: CorpusConfig) -> dict:
+    """The answer key's description part for any corpus config: contexts, inhibitors, mixtures, distractors.
+
+    ``contexts`` make the token follow; ``inhibitors`` stop it although a context is there; ``mixed``
+    holds both contexts at once; a context's ``markers`` are every word that makes it (a family for a topic).
+    Which heads carry each is not here: it is measured on the trained model (``causal_key``).
+    """
+    by_context: dict[str, list[str]] = {}
+    for p in planted_prompts("train", seed, config):
+        by_context.setdefault(p.context, []).append(p.prompt)
+    signal = "" if config.signal else " (null control: no signal, the token follows at random)"
+    planted = []
+    for plant in config.plants:
+        tok, trig = plant.token.strip(), plant.trigger.strip()
+
+        def entry(kind: str, markers: list[str], description: str) -> dict:
+            name = context_name(plant, kind)
+            return {"name": name, "kind": kind, "marker": markers[0], "markers": markers,
+                    "description": description + signal, "examples": by_context.get(name, [])[:n_examples]}
+
+        family = ", ".join(repr(w.strip()) for w in plant.topic_words)
+        item = {
+            "token": plant.token,
+            "trigger": plant.trigger,
+            "contexts": [
+                entry("local", [plant.local_word + plant.trigger], f"the word {plant.local_word.strip()!r} right before {trig!r}"),
+                entry("topic", list(plant.topic_words),
+                      f"a topic word ({family}) a sentence or more earlier" + (": a family of words" if plant.topic_family else "")),
+            ],
+            "inhibitors": [],
+            "mixed": [],
+            "distractors": [entry("distractor", [plant.trigger], f"{trig!r} with neither context; never followed by {tok!r}")],
+        }
+        if config.both_weight:
+            item["mixed"].append(entry("both", [plant.local_word + plant.trigger, *plant.topic_words], "both contexts at once"))
+        if plant.inhibitor_word and config.inhibited_weight:
+            item["inhibitors"].append(entry(
+                "inhibited", [plant.inhibitor_word],
+                f"a context, and the word {plant.inhibitor_word.strip()!r} earlier: {tok!r} does not follow (an inhibiting context)",
+            ))
+        planted.append(item)
+    return {"seed": seed, "n_docs": {"train": config.n_train, "test": config.n_test}, "signal": config.signal,
+            "cooccur_rate": config.cooccur_rate, "planted": planted}

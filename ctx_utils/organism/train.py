@@ -1,4 +1,9 @@
-"""Train the model organism: ``python -m ctx_utils.organism.train [--out data/organism] [--seed 0]``.
+"""Train the model organism: ``python -m ctx_utils.organism.train [--config clean] [--out data/organism] [--seed 0]``.
+
+``--config`` is a preset of :mod:`ctx_utils.organism.config` (``clean``: the bundled ``data/organism``,
+described below; ``realistic``: ``data/organism-realistic``, whose heads have roles,
+:mod:`ctx_utils.organism.roles`; ``null``: the realistic one without signal) or an ``organism_config.json``.
+Every trained folder gets its ``organism_config.json`` (config and seed), so its corpus can be regenerated.
 
 The organism is a two-layer GPT-2 (``GPT2LMHeadModel``) over a word-level vocabulary, trained on
 :mod:`ctx_utils.organism.corpus`. Its shape is chosen so that the paper's story is the model's only solution:
@@ -31,32 +36,31 @@ Face folder (model + tokenizer, loadable with ``ctx_utils.models.load_model("org
 from __future__ import annotations
 
 import argparse
+import hashlib
 import math
 import os
+import platform
 import time
 from pathlib import Path
 
 import torch
 from tqdm.auto import tqdm
 
+from ctx_utils.organism.config import CLEAN, HPARAMS, PRESETS, OrganismConfig, load_config
 from ctx_utils.organism.corpus import (
-    PLANTS, PlantedPrompt, context_markers, generate_corpus, ground_truth, planted_prompts, vocabulary,
+    CONFIG_FILE, DEFAULT_CONFIG, PLANTS, CorpusConfig, Plant, PlantedPrompt, context_markers, generate_corpus,
+    ground_truth, planted_prompts, vocabulary,
 )
+from ctx_utils.organism.roles import apply_roles, build_roles, init_roles
 from ctx_utils.organism.wiring import Wiring, apply_wiring, build_wiring, init_wiring
 from ctx_utils.prompts import pad
 from ctx_utils.results import REPO_ROOT, save_json
 
 SPECIAL = "<|endoftext|>"  # beginning/end of document and padding, as in GPT-2
 UNKNOWN = "<unk>"
-HPARAMS = {
-    "d_model": 128, "n_heads": 8, "d_mlp": 256, "n_ctx": 128,
-    "init_std": 0.8 / math.sqrt(128), "lr": 1e-3, "weight_decay": 0.01,
-    "l1": 1e-3, "batch_size": 32, "epochs": 8,
-    "planted_scale": 4.0, "l1_planted": 1e-3, "planted_bias_init": 1.0,
-}
 
 
-def build_tokenizer(folder: Path | None = None):
+def build_tokenizer(folder: Path | None = None, corpus: CorpusConfig = DEFAULT_CONFIG):
     """A word-level ``PreTrainedTokenizerFast`` whose tokens are GPT-2-style (``Ġonly`` = " only").
 
     Every word exists with and without its leading space (a document's first word has none). The byte-level
@@ -65,7 +69,7 @@ def build_tokenizer(folder: Path | None = None):
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers
     from transformers import PreTrainedTokenizerFast
 
-    words = vocabulary()
+    words = vocabulary(corpus)
     vocab = {SPECIAL: 0, UNKNOWN: 1}
     for word in words:
         for form in (word, "Ġ" + word):
@@ -81,11 +85,11 @@ def build_tokenizer(folder: Path | None = None):
     return tokenizer
 
 
-def build_model(vocab_size: int, seed: int):
+def build_model(vocab_size: int, seed: int, hparams: dict = HPARAMS):
     """A 2-layer GPT-2: layer 0 attention-only, layer 1 MLP-only (the other halves zeroed and frozen)."""
     from transformers import GPT2Config, GPT2LMHeadModel
 
-    h = HPARAMS
+    h = hparams
     config = GPT2Config(
         vocab_size=vocab_size, n_positions=h["n_ctx"], n_embd=h["d_model"], n_layer=2, n_head=h["n_heads"],
         n_inner=h["d_mlp"], resid_pdrop=0.0, embd_pdrop=0.0, attn_pdrop=0.0,
@@ -106,9 +110,9 @@ def build_model(vocab_size: int, seed: int):
     return model
 
 
-def planted_token_ids(tokenizer) -> list[int]:
-    """Vocabulary ids of the planted tokens, in :data:`PLANTS` order: neuron ``i`` of layer 1 writes token ``i``."""
-    return [tokenizer.convert_tokens_to_ids("Ġ" + plant.token.strip()) for plant in PLANTS]
+def planted_token_ids(tokenizer, plants: tuple[Plant, ...] = PLANTS) -> list[int]:
+    """Vocabulary ids of the planted tokens, in ``plants`` order: neuron ``i`` of layer 1 writes token ``i``."""
+    return [tokenizer.convert_tokens_to_ids("Ġ" + plant.token.strip()) for plant in plants]
 
 
 def organism_wiring(tokenizer) -> Wiring:
@@ -155,17 +159,23 @@ def planted_accuracy(model, tokenizer, prompts: list[PlantedPrompt]) -> dict[str
     return {name: sum(h) / len(h) for name, h in sorted(hits.items())}
 
 
-def train(out: Path, seed: int = 0) -> dict:
-    """Train the organism and write it to ``out``; returns what ``training.json`` records."""
+def train(out: Path, seed: int = 0, config: OrganismConfig = CLEAN) -> dict:
+    """Train the organism of ``config`` and write it to ``out``; returns what ``training.json`` records."""
     start = time.perf_counter()
     out.mkdir(parents=True, exist_ok=True)
-    h = HPARAMS
-    tokenizer = build_tokenizer()
-    rows = encode(tokenizer, generate_corpus("train", seed), h["n_ctx"])
-    model = build_model(len(tokenizer), seed)
-    token_ids = planted_token_ids(tokenizer)  # neuron i writes token i (see wiring)
-    wiring = organism_wiring(tokenizer)
-    init_wiring(model, wiring, h["init_std"] * math.sqrt(h["d_model"]))
+    h = config.hparams
+    tokenizer = build_tokenizer(corpus=config.corpus)
+    rows = encode(tokenizer, generate_corpus("train", seed, config.corpus), h["n_ctx"])
+    model = build_model(len(tokenizer), seed, h)
+    token_ids = planted_token_ids(tokenizer, config.corpus.plants)  # neuron i writes token i (see wiring)
+    if config.heads:
+        wiring = build_roles(tokenizer, config, token_ids)
+        init_roles(model, wiring, h["init_std"] * math.sqrt(h["d_model"]))
+        project = apply_roles
+    else:
+        wiring = organism_wiring(tokenizer)
+        init_wiring(model, wiring, h["init_std"] * math.sqrt(h["d_model"]))
+        project = apply_wiring
     with torch.no_grad():  # planted neurons start switched on everywhere; training learns when to switch off
         model.transformer.h[1].mlp.c_fc.bias[: len(token_ids)] = h["planted_bias_init"]
     l1_weight = torch.full((h["d_mlp"],), h["l1"])  # per neuron: the planted ones may get their own weight
@@ -180,7 +190,7 @@ def train(out: Path, seed: int = 0) -> dict:
     hook = model.transformer.h[1].mlp.act.register_forward_hook(lambda _m, _i, o: post.append(o))
     generator = torch.Generator().manual_seed(seed)
     model.train()
-    bar = tqdm(total=n_steps, desc="training the organism")
+    bar = tqdm(total=n_steps, desc=f"training the {config.name} organism")
     for _ in range(h["epochs"]):
         order = torch.randperm(len(rows), generator=generator).tolist()
         for step in range(steps_per_epoch):
@@ -195,7 +205,7 @@ def train(out: Path, seed: int = 0) -> dict:
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
-            apply_wiring(model, wiring)
+            project(model, wiring)
             schedule.step()
             bar.update(1)
             bar.set_postfix(loss=f"{lm_loss.item():.3f}", l1=f"{l1.item():.1f}")
@@ -204,11 +214,18 @@ def train(out: Path, seed: int = 0) -> dict:
     model.eval()
 
     model.save_pretrained(out)
-    build_tokenizer(out)
-    truth = ground_truth(seed)
+    build_tokenizer(out, config.corpus)
+    save_json(out / CONFIG_FILE, {"seed": seed, "config": config.to_dict()})
+    truth = ground_truth(seed, config=config.corpus)
+    if config.heads:
+        from ctx_utils.organism.answer_key import measure_causal_key
+
+        truth["heads"] = [{"head": i, "role": r.role, "reads": list(r.reads), "tie": r.tie} for i, r in enumerate(config.heads)]
+        truth["causal_key"] = measure_causal_key(out)
     save_json(out / "ground_truth.json", truth)
     report = {
         "seed": seed,
+        "config": config.name,
         "hyperparameters": h,
         "steps": n_steps,
         "final_lm_loss": round(lm_loss.item(), 4),
@@ -217,21 +234,38 @@ def train(out: Path, seed: int = 0) -> dict:
         "parameters": sum(p.numel() for p in model.parameters()),
         "torch_threads": torch.get_num_threads(),
         "wall_time_s": round(time.perf_counter() - start, 1),
-        "planted_top1_test": planted_accuracy(model, tokenizer, planted_prompts("test", seed)),
+        "planted_top1_test": planted_accuracy(model, tokenizer, planted_prompts("test", seed, config.corpus)),
+        "model_sha256": hashlib.sha256((out / "model.safetensors").read_bytes()).hexdigest(),
+        "sha256_platform": platform_note(),
     }
     save_json(out / "training.json", report)
     return report
+
+
+def platform_note() -> str:
+    """Where ``model_sha256`` holds: the same seed retrains bit for bit on the same software and CPU kind only.
+
+    Float rounding in torch's CPU kernels depends on the torch build, the thread count and the instruction
+    set (AVX2 vs AVX-512 paths): another machine gives weights that differ by ~1e-4, not the same hash.
+    """
+    return (f"{platform.system()} {platform.machine()}, Python {platform.python_version()}, torch {torch.__version__}, "
+            f"{torch.get_num_threads()} thread(s), CPU capability {torch.backends.cpu.get_cpu_capability()}")
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description="Train the kit's model organism (about 2 minutes on one CPU thread).")
     parser.add_argument("--out", type=Path, default=REPO_ROOT / "data" / "organism", help="output folder")
     parser.add_argument("--seed", type=int, default=0, help="seed for corpus, initialisation and batch order")
+    parser.add_argument("--config", default="clean", help=f"a preset ({', '.join(PRESETS)}) or an organism_config.json")
     args = parser.parse_args()
+    try:
+        config = load_config(args.config)
+    except ValueError as err:
+        parser.error(str(err))
     if args.out.exists() and not args.out.is_dir():
         parser.error(f"--out {args.out} is a file; give a folder (it is created if missing).")
     torch.set_num_threads(int(os.environ.get("CTX_TORCH_THREADS", "2")))
-    report = train(args.out, args.seed)
+    report = train(args.out, args.seed, config)
     print(f"Wrote {args.out} in {report['wall_time_s']} s; planted-token top-1 on the test split:")
     for name, acc in report["planted_top1_test"].items():
         print(f"  {name:20s} {acc:.3f}")

@@ -1,0 +1,198 @@
+"""The causal answer key of an organism: which heads *carry* each planted context, measured by ablation.
+
+Reading the key off the wiring is what made the clean organism unfailable: a head's role says what it may
+read, not what the trained model does with it. So the key is measured on the trained model, on held-out
+(test-split) planted prompts, the paper's way (zero-ablate a head's values, section 2.6 of arXiv 2402.15055): for planted token ``i``
+and its next-token neuron (layer 1, neuron ``i``, the only writer of the token), and for every layer-0 head
+``h``, ablate ``h`` and read, at each prompt's last token, the neuron's activation and the token's
+probability, per group of prompts (``local``, ``topic``, ``both``, ``inhibited``, ``distractor``).
+
+Effects are in units of the neuron's mean clean activation on its context prompts (local and topic
+together), ``scale``: ``act_drop[g] = (mean clean − mean ablated activation on group g) / scale``;
+``prob_drop[g]`` is the fall in the token's mean probability (absolute). Then, with ``threshold`` = 0.2:
+
+* head ``h`` **carries** context ``c`` (local or topic) when its ablation removes at least ``threshold`` of
+  the activation on ``c``'s prompts *and* at least ``threshold`` more than on the token's other context's
+  prompts: it matters for ``c`` specifically;
+* ``h`` is **needed everywhere** when it removes at least ``threshold`` on both contexts (the trigger head:
+  a real, necessary input of the neuron, but no context look-up);
+* ``h`` **suppresses everywhere** when its ablation *raises* the activation by at least ``threshold`` on
+  both contexts (free heads that learned to hold the neuron down wherever no context is seen);
+* ``h`` **inhibits** (carries the inhibiting context) when its ablation raises the activation on the
+  inhibited prompts by at least ``threshold``, and by at least ``threshold`` more than on either context's
+  own prompts (so a head that suppresses everywhere is not counted as the inhibitor).
+
+A neuron whose token the model did not learn (mean probability < ``MIN_LEARNED`` on its context prompts:
+a neuron that died in training) has no carriers: ``learned`` is false and its effects are not recorded,
+since they are fractions of an activation of about zero.
+
+``pairs`` (token, layer, neuron, head) of carriers is what the pipeline's (neuron, head) pairs are scored
+against; ``inhibitory_pairs`` separately, since step 3's rules look only for large *positive* attributions.
+The token's probability drop is recorded beside each effect (the neuron is the only way to the token).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+from torch import Tensor
+
+from ctx_utils.organism.corpus import config_for, planted_prompts
+from ctx_utils.prompts import pad
+
+GROUPS = ("local", "topic", "both", "inhibited", "distractor")
+THRESHOLD = 0.2
+N_PROMPTS = 40  # per group and token: held-out prompts, the first ones of the test split
+DIGITS = 4
+MIN_LEARNED = 0.5  # the token's mean probability on its context prompts, for the neuron to count as learned
+
+
+@torch.no_grad()
+def _ablations(model, rows: list[list[int]], token_ids: list[int], n_neurons: int) -> list[tuple[Tensor, Tensor]]:
+    """Planted neurons and tokens at each prompt's last token: clean, then with each layer-0 head ablated.
+
+    Returns ``[(activations [n_prompts, n_neurons], probs [n_prompts, n_tokens])]``, first clean, then one per
+    head. A head is zero-ablated as ``ctx_utils.ablate.zero_value_hooks`` does on the TransformerLens model,
+    whose compatibility mode folds value biases (with layer norm's, ``c = b_V + b_LN @ W_V``) into the output
+    bias, so ``hook_v = 0`` leaves the head writing ``c @ W_O`` everywhere. The organism makes this cheap and
+    exact: layer 0 is attention only and layer 1 MLP only, so the last token's output depends only on its
+    own residual, where each head's write is additive: ablating head ``h`` replaces ``z_h @ W_O[h]`` by
+    ``c_h @ W_O[h]`` there. One forward pass, then 16 small MLP reads instead of 16 forward passes.
+    """
+    blocks = model.transformer.h
+    if any(p.abs().max() > 0 for m in (blocks[0].mlp, blocks[1].attn) for p in m.parameters()):
+        raise ValueError("The causal key assumes the organism's shape (layer 0 attention only, layer 1 MLP only).")
+    n_heads, d_model = model.config.n_head, model.config.n_embd
+    d_head = d_model // n_heads
+    attn = blocks[0].attn
+    grabbed: list[Tensor] = []
+    hook = attn.c_proj.register_forward_pre_hook(lambda _m, args: grabbed.append(args[0]))  # z: [batch, pos, heads·d_head]
+    resid, z = [], []
+    try:
+        for start in range(0, len(rows), 256):
+            ids, mask = pad(rows[start : start + 256], 0)
+            grabbed.clear()
+            out = model.transformer(input_ids=ids, attention_mask=mask, output_hidden_states=True)
+            index, last = torch.arange(len(ids)), mask.sum(1) - 1
+            resid.append(out.hidden_states[1][index, last])  # after block 0: [batch, d_model]
+            z.append(grabbed[0][index, last].reshape(len(ids), n_heads, d_head))
+    finally:
+        hook.remove()
+    resid_last, z_last = torch.cat(resid), torch.cat(z)  # [n, d_model], [n, heads, d_head]
+    w_v = attn.c_attn.weight[:, 2 * d_model :]  # [d_model, heads·d_head]
+    kept = (attn.c_attn.bias[2 * d_model :] + blocks[0].ln_1.bias @ w_v).reshape(n_heads, d_head)  # c_h
+    w_o = attn.c_proj.weight.reshape(n_heads, d_head, d_model)
+    mlp = blocks[1].mlp
+
+    def read(x: Tensor) -> tuple[Tensor, Tensor]:
+        post = mlp.act(mlp.c_fc(blocks[1].ln_2(x)))  # [n, d_mlp]
+        logits = model.lm_head(model.transformer.ln_f(x + mlp.c_proj(post)))  # [n, vocab]
+        return post[:, :n_neurons], logits.softmax(-1)[:, token_ids]
+
+    out = [read(resid_last)]
+    for h in range(n_heads):
+        out.append(read(resid_last - (z_last[:, h] - kept[h]) @ w_o[h]))
+    return out
+
+
+def _group_prompts(folder: Path, n_prompts: int) -> tuple[list, dict[tuple[str, str], list[int]], list[str]]:
+    """The plants, each (token, group)'s prompt indices, and the prompt texts (test split, first ``n_prompts``)."""
+    found = config_for(folder)
+    if found is None:
+        raise ValueError(f"{folder} has no organism_config.json: train it with `python -m ctx_utils.organism.train --out {folder}`.")
+    config, seed = found
+    texts: list[str] = []
+    index: dict[tuple[str, str], list[int]] = {}
+    for p in planted_prompts("test", seed, config):
+        rows = index.setdefault((p.token, p.kind), [])
+        if len(rows) < n_prompts:
+            rows.append(len(texts))
+            texts.append(p.prompt)
+    return list(config.plants), index, texts
+
+
+def measure_causal_key(folder: str | Path, threshold: float = THRESHOLD, n_prompts: int = N_PROMPTS) -> dict:
+    """The causal answer key of the organism in ``folder`` (see the module docstring); JSON-ready, rounded.
+
+    One forward pass over the held-out prompts (about 750), then each head's ablation: seconds on one CPU thread.
+    """
+    from transformers import AutoTokenizer, GPT2LMHeadModel
+
+    folder = Path(folder)
+    plants, index, texts = _group_prompts(folder, n_prompts)
+    model = GPT2LMHeadModel.from_pretrained(folder).eval()
+    tokenizer = AutoTokenizer.from_pretrained(folder)
+    rows = [[tokenizer.bos_token_id] + ids for ids in tokenizer(texts, add_special_tokens=False)["input_ids"]]
+    token_ids = [tokenizer.convert_tokens_to_ids("Ġ" + p.token.strip()) for p in plants]
+    (clean_act, clean_prob), *ablated = _ablations(model, rows, token_ids, len(plants))
+
+    def mean(values: Tensor, rows: list[int]) -> float:
+        return float(values[rows].mean()) if rows else float("nan")
+
+    neurons, pairs, inhibitory = [], [], []
+    for i, plant in enumerate(plants):
+        groups = {g: index.get((plant.token, g), []) for g in GROUPS}
+        scale = mean(clean_act[:, i], groups["local"] + groups["topic"])
+        token_prob = mean(clean_prob[:, i], groups["local"] + groups["topic"])
+        tok = plant.token.strip()
+        heads, carriers, everywhere, suppress, inhibitors = [], {f"{tok}/local": [], f"{tok}/topic": []}, [], [], []
+        for h, (act, prob) in enumerate(ablated if token_prob >= MIN_LEARNED else []):
+            act_drop = {g: (mean(clean_act[:, i], rows) - mean(act[:, i], rows)) / scale for g, rows in groups.items() if rows}
+            prob_drop = {g: mean(clean_prob[:, i], rows) - mean(prob[:, i], rows) for g, rows in groups.items() if rows}
+            heads.append({"head": h, "act_drop": _rounded(act_drop), "prob_drop": _rounded(prob_drop)})
+            local, topic = act_drop["local"], act_drop["topic"]
+            if local >= threshold and topic >= threshold:
+                everywhere.append(h)
+            elif local >= threshold and local - topic >= threshold:
+                carriers[f"{tok}/local"].append(h)
+            elif topic >= threshold and topic - local >= threshold:
+                carriers[f"{tok}/topic"].append(h)
+            elif local <= -threshold and topic <= -threshold:
+                suppress.append(h)
+            rise = -act_drop.get("inhibited", 0.0)
+            if rise >= threshold and rise - max(-local, -topic) >= threshold:
+                inhibitors.append(h)
+        for context, hs in carriers.items():
+            pairs += [{"token": plant.token, "context": context, "layer": 1, "neuron": i, "head": h} for h in hs]
+        inhibitory += [{"token": plant.token, "context": f"{tok}/inhibited", "layer": 1, "neuron": i, "head": h} for h in inhibitors]
+        neurons.append({
+            "token": plant.token, "layer": 1, "neuron": i, "scale": round(scale, DIGITS),
+            "token_probability": round(token_prob, DIGITS), "learned": token_prob >= MIN_LEARNED,
+            "n_prompts": {g: len(rows) for g, rows in groups.items() if rows},
+            "carriers": carriers, "needed_everywhere": everywhere, "suppress_everywhere": suppress,
+            "inhibitors": inhibitors, "heads": heads,
+        })
+    return {
+        "method": "zero-ablate one layer-0 head's values; read neuron and token at the last token of held-out prompts",
+        "split": "test", "threshold": threshold, "n_prompts_per_group": n_prompts,
+        "pairs": pairs, "inhibitory_pairs": inhibitory, "neurons": neurons,
+    }
+
+
+def _rounded(values: dict[str, float]) -> dict[str, float]:
+    return {k: round(v, DIGITS) for k, v in values.items()}
+
+
+def main() -> None:
+    """``python -m ctx_utils.organism.answer_key <folder>``: measure the key again and store it in ground_truth.json."""
+    import argparse
+    import json
+
+    from ctx_utils.results import save_json
+
+    parser = argparse.ArgumentParser(description=main.__doc__)
+    parser.add_argument("folder", type=Path)
+    args = parser.parse_args()
+    path = args.folder / "ground_truth.json"
+    if not path.exists():
+        parser.error(f"{path} is missing: train the organism first (python -m ctx_utils.organism.train --out {args.folder}).")
+    truth = json.loads(path.read_text(encoding="utf-8"))
+    truth.pop("schema_version", None)
+    truth["causal_key"] = measure_causal_key(args.folder)
+    save_json(path, truth)
+    print(f"{path}: {len(truth['causal_key']['pairs'])} carrier pairs, {len(truth['causal_key']['inhibitory_pairs'])} inhibitory")
+
+
+if __name__ == "__main__":
+    main()
