@@ -29,22 +29,35 @@ LOCAL_FORMATS = (
 )
 
 
+def organism_config(name: str):
+    """``(CorpusConfig, seed)`` when ``name`` is the folder of an organism trained by the kit (its
+    ``organism_config.json``), else None: such a folder's corpus is the one it was trained on."""
+    from ctx_utils.organism.corpus import config_for
+
+    path = Path(name).expanduser()
+    return config_for(path) if path.is_dir() else None
+
+
 def is_named_corpus(name: str) -> bool:
-    """Whether ``name`` is one of the kit's corpora (with train and test splits), not a local file or folder."""
-    return name in NAMED
+    """Whether ``name`` is a generated or hub corpus with train and test splits, not a local file or folder."""
+    return name in NAMED or organism_config(name) is not None
 
 
 def corpus_for(model_name: str, corpus: str = "auto") -> str:
-    """The corpus to read: ``corpus`` itself, or for ``auto`` the organism's for the organism and pile-10k else."""
+    """The corpus to read: ``corpus`` itself; for ``auto`` the organism's own corpus for an organism (the
+    bundled one, or a folder trained by ``ctx_utils.organism.train``), and pile-10k for any other model."""
     if corpus not in ("auto", ""):
         return corpus
-    return "organism" if model_name == "organism" else "pile-10k"
+    if model_name == "organism" or organism_config(model_name) is not None:
+        return model_name
+    return "pile-10k"
 
 
 def load_corpus(name: str = "organism", split: str = "train", max_docs: int | None = None) -> list[str]:
     """Documents of a corpus.
 
-    ``name``: ``organism`` (synthetic, seeded; splits ``train`` and ``test``), ``pile-10k`` (``train``: the
+    ``name``: ``organism`` (synthetic, seeded; splits ``train`` and ``test``), the folder of an organism trained
+    by the kit (its own corpus config and seed), ``pile-10k`` (``train``: the
     paper's pile-10k, needs the hub or its cache; ``test``: the first ``max_docs`` (default 10,000) Pile test
     documents, streamed, needs the hub), or a path to a ``.txt`` file (one document per blank-line-separated
     paragraph), a ``.jsonl`` file (a ``text`` field per line) or a folder of ``.txt`` files (one document each;
@@ -58,6 +71,11 @@ def load_corpus(name: str = "organism", split: str = "train", max_docs: int | No
         docs = generate_corpus(split)
     elif name == "pile-10k":
         docs = _load_pile_10k() if split == "train" else _load_pile_test(max_docs or PILE_TEST_DOCS)
+    elif (trained := organism_config(name)) is not None:
+        from ctx_utils.organism.corpus import generate_corpus
+
+        config, seed = trained
+        docs = generate_corpus(split, seed, config)
     elif Path(name).expanduser().exists():
         docs = _load_local(Path(name).expanduser())
     elif Path(name).suffix or "/" in name:

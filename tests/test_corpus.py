@@ -107,3 +107,15 @@ def test_a_missing_path_and_a_non_utf8_file_are_named(tmp_path):
     (tmp_path / "latin1.txt").write_bytes("caf\xe9".encode("latin-1"))
     with pytest.raises(ValueError, match=r"latin1.txt is not UTF-8 text"):
         load_corpus(str(tmp_path / "latin1.txt"))
+
+
+def test_a_trained_organism_folder_scans_its_own_corpus():
+    """CTX_MODEL=<organism folder> reads the corpus that folder was trained on (its organism_config.json)."""
+    from ctx_utils.models import REPO_ROOT
+    from ctx_utils.organism.corpus import config_for, generate_corpus
+
+    folder = str(REPO_ROOT / "data" / "organism-realistic")
+    config, seed = config_for(folder)
+    assert corpus.corpus_for(folder) == folder and corpus.is_named_corpus(folder)
+    assert corpus.load_corpus(folder, "test", max_docs=5) == generate_corpus("test", seed, config)[:5]
+    assert corpus.load_corpus(folder, "train", max_docs=5) != corpus.load_corpus("organism", "train", max_docs=5)
