@@ -1,6 +1,6 @@
 """Load a model as a TransformerLens ``TransformerBridge`` in compatibility mode — one path for every model.
 
-The paper loads GPT-2 with ``fold_ln``, ``center_writing_weights`` and ``center_unembed`` (paper-method §2.0);
+The paper loads GPT-2 with ``fold_ln``, ``center_writing_weights`` and ``center_unembed`` (the authors' code, github.com/fbarez/Interpreting-Context-Look-ups);
 TransformerLens 4's ``enable_compatibility_mode()`` applies exactly these, so ``W_in``, ``W_out``, ``W_U`` and
 ``W_O`` read after it are the weights the paper's formulas use. The bundled model organism is a Hugging Face
 folder and goes through the very same ``boot_transformers`` call as GPT-2.

@@ -1,6 +1,6 @@
 """Step 5: score an explanation by how well it lets a classifier tell active from inactive held-out prompts.
 
-The paper's head explanation score (paper-method §2.7) is balanced accuracy over a pair's held-out prompts:
+The paper's head explanation score (arXiv 2402.15055) is balanced accuracy over a pair's held-out prompts:
 
     E = ½ · ( TP / (TP + FN)  +  TN / (TN + FP) )      (mean of the true-positive and true-negative rates)
 

@@ -48,7 +48,7 @@ _bundle_request: tuple[str | None, str | None] | None = None  # (cell id, reques
 
 
 def score_histogram(scores: Sequence[float | None], title: str = "Distribution of Head Explanation Scores") -> go.Figure:
-    """The paper's histogram of head explanation scores E (paper-method §2.7, §3.4).
+    """The paper's histogram of head explanation scores E (arXiv 2402.15055, its histogram figures).
 
     Ten bins of width 0.1 over [0, 1], the last one including 1.0 (the counts are exactly
     :func:`ctx_utils.score.histogram_counts`); the three right-most bars (E ≥ 0.7, the well-explained
