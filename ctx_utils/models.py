@@ -194,7 +194,10 @@ def check_hub_available(repo_id: str) -> None:
 
 
 def load_model(name_or_folder: str = "organism", device: str | None = None):
-    """Load a model as a ``TransformerBridge`` with compatibility mode on (folded LN, centred weights).
+    """Load a model as a ``TransformerBridge`` with compatibility mode on (folded LN, centred weights), frozen.
+
+    Its weights do not require gradients: every step only reads the model, so ``float(model.b_O[l] @ w)``
+    gives a number without torch's "requires_grad" warning (call ``model.requires_grad_(True)`` to train).
 
     ``name_or_folder`` is one of :data:`MODEL_NAMES` (``gpt2`` is an alias of ``gpt2-small``) or a local
     Hugging Face folder. ``device`` defaults to :func:`pick_device`, which checks it first.
@@ -208,6 +211,7 @@ def load_model(name_or_folder: str = "organism", device: str | None = None):
     model = TransformerBridge.boot_transformers(source, device=device)
     model.enable_compatibility_mode()
     model.eval()
+    model.requires_grad_(False)  # the kit only reads the model: no autograd graph, no requires_grad warnings
     return model
 
 
