@@ -1,7 +1,7 @@
 """Step 6: switch a head off and see whether the neuron's token loses probability — where the head was active.
 
 Steps 1–5 found (neuron, head) pairs by *attribution*: a linear read of how much the head writes along the
-neuron's input direction. Ablation is the causal check (paper-method §2.9): zero the head's value vectors at
+neuron's input direction. Ablation is the causal check (arXiv 2402.15055 §5.4): zero the head's value vectors at
 every position (``blocks.{L}.attn.hook_v[:, :, H, :] = 0``, which removes the head's whole output; in
 compatibility mode it equals zeroing ``hook_z``), rerun the neuron's held-out prompts and read the
 probability of the neuron's token after the last prompt token. If the head is the neuron's context look-up,

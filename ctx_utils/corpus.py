@@ -1,7 +1,7 @@
 """Text corpora to scan for max-activating prompts: the organism's synthetic corpus, the Pile, or local files.
 
 ``load_corpus`` returns a plain list of documents (strings). The paper explains heads on pile-10k and scores
-the explanations on separate, held-out Pile test documents (paper-method §2.2); each corpus here has both:
+the explanations on separate, held-out Pile test documents (arXiv 2402.15055; the authors' code uses pile-10k and the first 10k Pile test documents); each corpus here has both:
 
 * ``organism``: generated on the fly from a fixed seed (no download, identical on every machine), with a
   held-out ``test`` split from a different seed stream;

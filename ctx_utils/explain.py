@@ -2,8 +2,8 @@
 
 For each (neuron, head) pair, the paper shows GPT-4 the neuron's max-activating prompts split into those where
 the head is active (positive) and those where it is not (negative), each with the neuron's token appended,
-and asks when the head is active (paper-method §2.6). To score the explanation it then shows GPT-4 one
-held-out prompt at a time with only the explanation, and asks "active? (Yes/No)" (§2.7). The score
+and asks when the head is active (arXiv 2402.15055, Appendix C). To score the explanation it then shows GPT-4 one
+held-out prompt at a time with only the explanation, and asks "active? (Yes/No)". The score
 E = ½(TPR + TNR) lives in :mod:`ctx_utils.score`.
 
 Two prompt variants are reproduced exactly (``variant=``):
@@ -11,7 +11,7 @@ Two prompt variants are reproduced exactly (``variant=``):
 * ``"oct2023"``: the run whose data the authors released (``paper-data/``); the explanation prompt ends in a
   completion stub, "Explanation: This attention head is active when the document", which the model continues;
   the classification prompt puts the question first. Verified byte-for-byte against the released data.
-* ``"feb2024"``: the final run (paper-method §5.1–5.2): the explanation prompt ends "In two to three
+* ``"feb2024"``: the final run (the authors' code at HEAD, `src/datahandlers.py`; arXiv 2402.15055, Appendix C): the explanation prompt ends "In two to three
   sentences, suggest when the attention head is active."; the classification prompt puts the explanation first.
 
 Without an LLM (no ``OPENAI_API_KEY``), the same calls run the offline explainer of

@@ -1,4 +1,4 @@
-"""Step 3 of the paper: which attention heads drive a next-token neuron (paper-method §2.4–§2.5).
+"""Step 3 of the paper: which attention heads drive a next-token neuron (arXiv 2402.15055).
 
 For a neuron ``(layer, n)`` and a prompt, every attention head ``h`` in an earlier layer writes
 ``z_h @ W_O[h]`` into the residual stream at the prompt's last token; the part of that output the neuron
@@ -14,7 +14,7 @@ above mean + 2σ over the candidate heads, the Feb-2024 run). Heads active on so
 prompts (25–75 %) are the candidate "context look-ups": their active prompts are the positive examples and
 the rest the negative examples handed to the explainer in step 4.
 
-Decisions on the authors' pitfalls (paper-method §7), each deliberate:
+Decisions on the pitfalls of the authors' code (github.com/fbarez/Interpreting-Context-Look-ups), each deliberate:
 
 * **Same-layer heads** are excluded by default, as in the paper, although they also act before the MLP;
   ``include_same_layer=True`` adds them (the honest choice when a model's look-up heads sit in the neuron's

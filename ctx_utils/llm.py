@@ -1,7 +1,7 @@
 """A small, careful client for any OpenAI-compatible chat endpoint (OpenAI, or a local Ollama / vLLM server).
 
 The paper asks GPT-4 twice per (neuron, head) pair: once to *explain* when the head is active, then once per
-held-out prompt to *classify* it from the explanation alone (paper-method §2.6–2.7). This module does the
+held-out prompt to *classify* it from the explanation alone (arXiv 2402.15055; the prompts are in its Appendix C). This module does the
 asking, and only that. It is careful in the ways a class of learners with their own API keys needs:
 
 * **Configuration** comes from arguments or the environment: ``OPENAI_API_KEY``, ``OPENAI_BASE_URL`` (a local

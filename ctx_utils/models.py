@@ -1,6 +1,6 @@
 """Load a model as a TransformerLens ``TransformerBridge`` in compatibility mode — one path for every model.
 
-The paper loads GPT-2 with ``fold_ln``, ``center_writing_weights`` and ``center_unembed`` (paper-method §2.0);
+The paper loads GPT-2 with ``fold_ln``, ``center_writing_weights`` and ``center_unembed`` (the authors' code, github.com/fbarez/Interpreting-Context-Look-ups);
 TransformerLens 4's ``enable_compatibility_mode()`` applies exactly these, so ``W_in``, ``W_out``, ``W_U`` and
 ``W_O`` read after it are the weights the paper's formulas use. The bundled model organism is a Hugging Face
 folder and goes through the very same ``boot_transformers`` call as GPT-2.
@@ -194,7 +194,10 @@ def check_hub_available(repo_id: str) -> None:
 
 
 def load_model(name_or_folder: str = "organism", device: str | None = None):
-    """Load a model as a ``TransformerBridge`` with compatibility mode on (folded LN, centred weights).
+    """Load a model as a ``TransformerBridge`` with compatibility mode on (folded LN, centred weights), frozen.
+
+    Its weights do not require gradients: every step only reads the model, so ``float(model.b_O[l] @ w)``
+    gives a number without torch's "requires_grad" warning (call ``model.requires_grad_(True)`` to train).
 
     ``name_or_folder`` is one of :data:`MODEL_NAMES` (``gpt2`` is an alias of ``gpt2-small``) or a local
     Hugging Face folder. ``device`` defaults to :func:`pick_device`, which checks it first.
@@ -208,6 +211,7 @@ def load_model(name_or_folder: str = "organism", device: str | None = None):
     model = TransformerBridge.boot_transformers(source, device=device)
     model.enable_compatibility_mode()
     model.eval()
+    model.requires_grad_(False)  # the kit only reads the model: no autograd graph, no requires_grad warnings
     return model
 
 

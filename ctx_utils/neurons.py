@@ -2,10 +2,10 @@
 
 A late-layer MLP neuron writes ``W_out[layer][neuron]`` (a d_model vector) into the residual stream each time
 it fires; dotted with the unembedding ``W_U`` that is the neuron's *direct* effect on every logit. The paper
-(paper-method §2.1) calls the largest of these dot products the neuron's **congruence** and its argmax the
+(arXiv 2402.15055) calls the largest of these dot products the neuron's **congruence** and its argmax the
 neuron's **token**; a "next-token neuron" is one with high congruence whose token is a real word. Gurnee et
 al. (2024) look at the same vocabulary projection through its *shape* instead (kurtosis and skew of the
-cosine similarities, §6.2): :func:`vocab_moments` gives that view for comparison.
+cosine similarities; arXiv 2401.12181): :func:`vocab_moments` gives that view for comparison.
 
 All weights are read after ``enable_compatibility_mode()`` (folded LayerNorm, centred writing weights and
 unembedding), as the paper's TransformerLens flags do.
@@ -21,7 +21,7 @@ from torch import Tensor
 from ctx_utils.indices import check_layer, check_neuron
 from ctx_utils.settings import DEFAULTS
 
-#: The paper's layers per GPT-2 size (paper-method §2.1), keyed by (n_layers, d_model).
+#: The paper's layers per GPT-2 size (the authors' code, github.com/fbarez/Interpreting-Context-Look-ups, `experiment_data/1_next_token_neurons`), keyed by (n_layers, d_model).
 PAPER_LAYERS: dict[tuple[int, int], list[int]] = {
     (12, 768): [9, 10, 11],  # GPT-2 small
     (24, 1024): [20, 21, 22, 23],  # GPT-2 medium

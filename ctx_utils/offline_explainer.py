@@ -1,14 +1,14 @@
 """Step 4 without an LLM: explain a (neuron, head) pair in a few plain-words cues a person can check.
 
 The paper asks GPT-4 what separates the prompts on which a head is active from those on which it is not
-(arXiv 2402.15055, §3.3), then scores the explanation by letting a reader that sees only the explanation
+(arXiv 2402.15055; its Appendix C gives the prompts), then scores the explanation by letting a reader that sees only the explanation
 classify held-out prompts. This module is the offline explainer; :mod:`ctx_utils.offline_reader` is the
 offline reader, and it reads nothing but the sentence written here. So the sentence is the whole rule:
 
 1. **Cues.** Every statement the reader's language allows about a training prompt (token removed): how the
    text ends (last 1-3 words or marks), which words and word pairs it contains, which words are among its last
    4, and whether it has at least N words. Length matters because every prompt was cut to the shortest suffix
-   that keeps 80 % of the neuron's activation (§3.1): a head that looks far back comes with a long prompt.
+   that keeps 80 % of the neuron's activation (step 2, :mod:`ctx_utils.prompts`): a head that looks far back comes with a long prompt.
 2. **One decisive cue**, when a cue holds in every active training prompt and in no inactive one (at least 5
    of each): "Active (next token ' only') exactly when the text contains 'license' (12/12 active, 0/14
    inactive)." This is what names a planted marker in the organism.

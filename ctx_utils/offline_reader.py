@@ -1,6 +1,6 @@
 """Step 5 without an LLM: read an explanation's *text* and decide, for one held-out prompt, "active?" Yes/No.
 
-In the paper (arXiv 2402.15055, §3.3 and Appendix A), GPT-4 scores an explanation by reading it, and nothing
+In the paper (arXiv 2402.15055; its Appendix C gives the prompt), GPT-4 scores an explanation by reading it, and nothing
 else, next to one held-out prompt and answering whether the head is active. This module is that reader for
 the offline explainer (:mod:`ctx_utils.offline_explainer`): it parses the explanation sentence back into the
 cues it states and applies them. It never sees the training prompts, the explainer's counts or any hidden

@@ -7,8 +7,8 @@ cleaned copy (``paper-data/``, documented in its README) has one folder per mode
                    explanations.jsonl  classifications.jsonl  ablation.json (optional)
 
 This module reads any folder of that layout and recomputes the paper's statistics from it: the head
-explanation score E per (neuron, head) pair (paper-method §2.7), its mean / std / skew / skew test, and the
-ablation's two-sample KS test (§2.9). It can also fetch the authors' original files for GPT-2 small and
+explanation score E per (neuron, head) pair (arXiv 2402.15055), its mean / std / skew / skew test, and the
+ablation's two-sample KS test (arXiv 2402.15055 §5.4). It can also fetch the authors' original files for GPT-2 small and
 medium from GitHub and convert them into the same layout, so a learner without the cleaned copy gets the same
 numbers. Nothing here loads a pickle: the ablation pickles are never downloaded.
 
@@ -259,7 +259,7 @@ def offline_beside_gpt4(data: ModelData, n: int = 12, max_prompts: int = MAX_TES
 
 
 def ablation_stats(pairs: Sequence[dict[str, Any]] | None) -> dict[str, Any]:
-    """The paper's ablation test (§2.9): per-pair mean probability decreases, active vs inactive prompts.
+    """The paper's ablation test (arXiv 2402.15055 §5.4): per-pair mean probability decreases, active vs inactive prompts.
 
     KS = ``scipy.stats.ks_2samp`` of all non-null active means against all non-null inactive means. Without
     ablation data every value is None.
@@ -354,7 +354,7 @@ def compare_with_kit(kit_dir: str | Path, data: ModelData) -> dict[str, Any]:
 
 # ---------------------------------------------------------------------- download and conversion
 
-# The authors' files at COMMIT, relative to neuron_groups/ (paper-data README §5). No pickle is listed.
+# The authors' files at COMMIT, relative to neuron_groups/ (see RAW_FILES below). No pickle is listed.
 _STAGE = "experiment_data/"
 RAW_FILES: dict[str, dict[str, str | tuple[str, str]]] = {
     "gpt2-small": {

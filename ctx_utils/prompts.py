@@ -1,6 +1,6 @@
 """Step 2 of the paper: the documents that activate each neuron most, cut down to short prompts.
 
-Three stages (arXiv 2402.15055, §3 and Appendix A):
+Three stages (arXiv 2402.15055; the authors' code, ``notebooks/2_find_max_activating`` and ``3_trim_max_activating``):
 
 1. **Scan** (:func:`scan_top_documents`): run the corpus through the model once, in batches, and keep per
    neuron the ``k`` documents with the largest maximum activation (``blocks.{l}.mlp.hook_post``) and the
@@ -18,7 +18,7 @@ Three stages (arXiv 2402.15055, §3 and Appendix A):
 Tokenisation, decided once for the whole kit: every sequence is ``[BOS] + tokens``, as
 ``model.to_tokens`` does and as the head attribution of step 3 does. The authors searched the cut *without*
 BOS and then attributed on the decoded text *with* BOS and newlines replaced by spaces, so the tokens could
-differ (paper-method §7, pitfalls 4 and 5). Here each candidate cut is turned into exactly the text that
+differ (the authors' code, github.com/fbarez/Interpreting-Context-Look-ups, `src/neuron_texts.py`). Here each candidate cut is turned into exactly the text that
 step 3 will read (decoded, newlines → spaces), re-tokenised with BOS, and *that* activation is measured
 and stored.
 

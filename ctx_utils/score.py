@@ -1,6 +1,6 @@
 """Step 5: score an explanation by how well it lets a classifier tell active from inactive held-out prompts.
 
-The paper's head explanation score (paper-method §2.7) is balanced accuracy over a pair's held-out prompts:
+The paper's head explanation score (arXiv 2402.15055) is balanced accuracy over a pair's held-out prompts:
 
     E = ½ · ( TP / (TP + FN)  +  TN / (TN + FP) )      (mean of the true-positive and true-negative rates)
 
@@ -64,14 +64,19 @@ def head_explanation_score(truth: Sequence[bool], predicted: Sequence[bool], mis
 
 
 def summarize_scores(scores: Sequence[float]) -> dict[str, float | int]:
-    """The paper's summary of E over pairs: mean, std (ddof 0), skew and skewtest p (alternative 'greater')."""
+    """The paper's summary of E over pairs: mean, std (ddof 0), skew and skewtest p (alternative 'greater').
+
+    Skew and its test are NaN when they are undefined: fewer than 3 scores (skew) or 8 (skewtest), or scores
+    that are all equal (no spread, e.g. a small model's pairs all at E = 1.0), where skew divides zero by zero
+    and scipy would warn of "catastrophic cancellation" instead of saying so.
+    """
     e = np.asarray([s for s in scores if s is not None], dtype=float)
     if e.size == 0:
         raise ValueError("No scored pairs to summarize.")
     summary: dict[str, float | int] = {"n_pairs": int(e.size), "mean_E": float(e.mean()), "std_E": float(e.std())}
-    summary["skew"] = float(stats.skew(e)) if e.size > 2 else float("nan")
-    # skewtest needs at least 8 samples; below that the p-value is undefined, said plainly as NaN.
-    summary["skewtest_p"] = float(stats.skewtest(e, alternative="greater").pvalue) if e.size >= 8 else float("nan")
+    spread = e.var() > (np.finfo(float).eps * e.mean()) ** 2  # scipy's own test for data too alike for moments
+    summary["skew"] = float(stats.skew(e)) if e.size > 2 and spread else float("nan")
+    summary["skewtest_p"] = float(stats.skewtest(e, alternative="greater").pvalue) if e.size >= 8 and spread else float("nan")
     return summary
 
 

@@ -49,7 +49,7 @@ _bundle_request: tuple[str | None, str | None] | None = None  # (cell id, reques
 
 
 def score_histogram(scores: Sequence[float | None], title: str = "Distribution of Head Explanation Scores") -> go.Figure:
-    """The paper's histogram of head explanation scores E (paper-method §2.7, §3.4).
+    """The paper's histogram of head explanation scores E (arXiv 2402.15055, its histogram figures).
 
     Ten bins of width 0.1 over [0, 1], the last one including 1.0 (the counts are exactly
     :func:`ctx_utils.score.histogram_counts`); the three right-most bars (E ≥ 0.7, the well-explained
@@ -79,6 +79,48 @@ def score_histogram(scores: Sequence[float | None], title: str = "Distribution o
         bargap=0,
         template="plotly_white",
     )
+    return fig
+
+
+def head_attributions(
+    attr: Tensor | np.ndarray, n_heads: int, title: str, labels: Sequence[str] | None = None, per_prompt: bool = True
+) -> go.Figure:
+    """Each candidate head's attribution to a neuron, drawn in the shape that fits the model.
+
+    ``attr``: ``[n_prompts, head_layers × n_heads]`` in flat head order (``layer × n_heads + head``), or one
+    row ``[head_layers × n_heads]``. With ``per_prompt`` (and more than one row) a slider steps through the
+    prompts; otherwise the mean over the rows is drawn. Several layers of candidate heads give the paper's
+    layers × heads heat map; a single layer (a small model such as the organism, whose neuron sits in layer 1)
+    would be a 1 × ``n_heads`` strip, so each head gets a bar instead. Colours are centred at 0 (red pushes
+    the neuron up, blue down) on one scale for every prompt, and the axes count whole layers and heads.
+    ``labels``: one name per flat head for the bars (default ``"H<index>"``).
+    """
+    values = torch.as_tensor(attr, dtype=torch.float32).detach().cpu()
+    values = values[None] if values.ndim == 1 else values  # [n_prompts, n_candidate_heads]
+    if values.ndim != 2 or values.shape[1] == 0 or values.shape[1] % n_heads:
+        raise ValueError(f"attr must be [n_prompts, head_layers × {n_heads}] (flat head order); got {list(values.shape)}.")
+    rows = values if per_prompt and len(values) > 1 else values.mean(0, keepdim=True)
+    grid = rows.reshape(len(rows), -1, n_heads).numpy()  # [frame, head layer, head]
+    limit = float(np.abs(grid).max()) or 1.0
+    names = list(labels) if labels is not None else [f"H{h}" for h in range(n_heads)]
+    if grid.shape[1] == 1:
+        traces = [go.Bar(x=names, y=frame[0].tolist(), marker={"color": frame[0].tolist(), "colorscale": "RdBu_r",
+                                                              "cmin": -limit, "cmax": limit, "showscale": True,
+                                                              "colorbar": {"title": "attribution"}},
+                         hovertemplate="%{x}: %{y:.3f}<extra></extra>") for frame in grid]
+        axes = {"xaxis": {"title": "head", "type": "category"},
+                "yaxis": {"title": "attribution", "range": [-1.05 * limit, 1.05 * limit], "zeroline": True}}
+    else:
+        traces = [go.Heatmap(z=frame.tolist(), colorscale="RdBu_r", zmin=-limit, zmax=limit, colorbar={"title": "attribution"},
+                             hovertemplate="L%{y}.H%{x}: %{z:.3f}<extra></extra>") for frame in grid]
+        axes = {"xaxis": {"title": "head", "dtick": 1}, "yaxis": {"title": "layer", "dtick": 1, "autorange": "reversed"}}
+    fig = go.Figure(traces[0])
+    fig.update_layout(title=title, template="plotly_white", **axes)
+    if len(traces) > 1:
+        fig.frames = [go.Frame(data=[trace], name=str(i)) for i, trace in enumerate(traces)]
+        fig.update_layout(sliders=[{"currentvalue": {"prefix": "prompt "}, "steps": [
+            {"label": str(i), "method": "animate", "args": [[str(i)], {"mode": "immediate", "frame": {"duration": 0, "redraw": True}}]}
+            for i in range(len(traces))]}])
     return fig
 
 

@@ -1,6 +1,7 @@
 """The loader: one path for the organism, hub models and local folders; fast, clear failures."""
 
 import time
+import warnings
 
 import pytest
 
@@ -147,6 +148,10 @@ def test_explicit_model_choice_is_checked_at_once():
 def test_organism_loads_through_the_same_path():
     model = load_model("organism", device="cpu")
     assert model.cfg.n_layers >= 2
+    assert not any(p.requires_grad for p in model.parameters())  # frozen: reading a weight gives no grad warning
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        float(model.b_O[0] @ model.W_in[1][:, 0])
     tokens = model.to_tokens(" the")
     assert tokens[0, 0].item() == model.tokenizer.bos_token_id
 

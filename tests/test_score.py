@@ -41,6 +41,18 @@ def test_summary_statistics_match_numpy_and_scipy_by_hand():
         summarize_scores([None])
 
 
+def test_equal_scores_have_no_skew_and_no_warning():
+    """A small model's pairs can all score E = 1.0: skew is 0/0 there, said as NaN rather than a scipy warning."""
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # scipy's "Precision loss … catastrophic cancellation" would raise here
+        for scores in ([1.0] * 4, [1.0] * 12, [0.75] * 9):
+            s = summarize_scores(scores)
+            assert s["std_E"] == 0 and math.isnan(s["skew"]) and math.isnan(s["skewtest_p"])
+        assert not math.isnan(summarize_scores([1.0] * 11 + [0.75])["skew"])  # one different score: a skew again
+
+
 def test_histogram_uses_ten_bins_over_zero_to_one_with_the_authors_edges():
     counts = histogram_counts([0.0, 0.05, 0.5, 0.95, 1.0, 0.3])
     assert len(counts) == 10 and sum(counts) == 6

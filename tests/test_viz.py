@@ -7,6 +7,7 @@ import sys
 import urllib.request
 
 import numpy as np
+import plotly.graph_objects as go
 import pytest
 import torch
 from circuitsvis.utils.render import RenderedHTML
@@ -211,3 +212,24 @@ def test_attention_layer_shows_every_head(tiny_model):
     assert np.allclose(np.asarray(view.props["attention"]), expected.numpy(), atol=1e-4)
     with pytest.raises(ValueError, match="layers 0–1"):
         viz.attention_layer(tiny_model, text, layer=5)
+
+
+def test_head_attributions_are_bars_when_the_heads_fill_one_layer():
+    """The organism's neuron sits in layer 1: its 8 candidate heads would be a 1 × 8 heat-map strip."""
+    attr = torch.tensor([[0.5, -0.1, 2.0, 0.0, 0.0, 0.0, 0.0, 0.0], [0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, -4.0]])
+    fig = viz.head_attributions(attr, n_heads=8, title="t")
+    assert isinstance(fig.data[0], go.Bar) and list(fig.data[0].x) == [f"H{h}" for h in range(8)]
+    assert len(fig.frames) == 2 and list(fig.frames[1].data[0].y) == attr[1].tolist()  # one frame per prompt
+    assert tuple(fig.layout.yaxis.range) == pytest.approx((-4.2, 4.2))  # one scale for every prompt, centred at 0
+    mean = viz.head_attributions(attr, n_heads=8, title="t", per_prompt=False)
+    assert not mean.frames and list(mean.data[0].y) == pytest.approx(attr.mean(0).tolist())
+
+
+def test_head_attributions_are_a_layers_by_heads_map_with_whole_ticks():
+    attr = torch.arange(2 * 3 * 4, dtype=torch.float32).reshape(2, 12) - 6  # 2 prompts, 3 layers × 4 heads
+    fig = viz.head_attributions(attr, n_heads=4, title="t")
+    assert isinstance(fig.data[0], go.Heatmap) and np.asarray(fig.data[0].z).shape == (3, 4)
+    assert fig.layout.xaxis.dtick == 1 and fig.layout.yaxis.dtick == 1  # no ticks at -0.5 / 0.5
+    assert fig.data[0].zmin == -fig.data[0].zmax == -17
+    with pytest.raises(ValueError, match="head_layers × 5"):
+        viz.head_attributions(attr, n_heads=5, title="t")

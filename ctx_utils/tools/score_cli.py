@@ -5,7 +5,7 @@ For every model folder of a paper-data folder (read by :mod:`ctx_utils.paper_dat
 
 1. the offline explainer writes the pair's explanation from its positive / negative train examples only;
 2. the offline reader classifies the pair's held-out prompts (at most ``--max-test``) from that explanation's
-   *text* only, as GPT-4 did with its own explanation in the paper (arXiv 2402.15055, §3.3);
+   *text* only, as GPT-4 did with its own explanation in the paper (arXiv 2402.15055);
 3. E (Oct-2023 convention, ``missing="defined_rate"``) of both, on the same prompts; the paired difference
    offline − GPT-4 with a 95 % percentile-bootstrap interval over pairs (10 000 resamples, seed 0) and the
    wins / ties / losses;
