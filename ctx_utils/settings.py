@@ -131,12 +131,15 @@ STEP_FIELDS: dict[str, tuple[str, ...]] = {
     "ablation": _HELD_OUT,
 }
 
-#: Named sets of settings. ``paper``: the final paper's run at full size (a GPU: all 10,000 documents);
-#: ``oct2023``: the run of the authors' released data (top-3 rule, > 25 % band, at full size).
+#: Named sets of settings. ``paper``: the final (Feb-2024) run at full size (a GPU: all 10,000 documents; the
+#: first 20 prompts per neuron, 10 held-out prompts per pair); ``oct2023``: the run of the authors' released
+#: data (top-3 rule, > 25 % band, all surviving prompts of the top 30, 20 held-out prompts per pair).
 PRESETS: dict[str, dict[str, Any]] = {
     "default": {},
-    "paper": {"n_docs": 10_000, "max_test_docs": 10_000, "rule": "2sigma", "band": "25-75", "prompt_variant": "feb2024"},
-    "oct2023": {"n_docs": 10_000, "max_test_docs": 10_000, "rule": "top3", "band": ">25", "prompt_variant": "oct2023"},
+    "paper": {"n_docs": 10_000, "max_test_docs": 10_000, "rule": "2sigma", "band": "25-75", "prompt_variant": "feb2024",
+              "keep": 20, "max_held_out": 10},
+    "oct2023": {"n_docs": 10_000, "max_test_docs": 10_000, "rule": "top3", "band": ">25", "prompt_variant": "oct2023",
+                "keep": 30, "max_held_out": 20},
 }
 
 
