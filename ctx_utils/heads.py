@@ -45,6 +45,9 @@ from ctx_utils.indices import as_index, check_neuron
 from ctx_utils.settings import BANDS, DEFAULTS, RULES  # noqa: F401  (RULES, BANDS: the choices, re-exported)
 from ctx_utils.tokens import neuron_key
 
+#: A head whose |attribution| is at most this share of the prompt's largest wrote nothing (see active_heads).
+ZERO_SHARE = 1e-6
+
 Rule = Literal["top3", "2sigma"]
 Band = Literal["25-75", ">25"]
 
@@ -182,17 +185,23 @@ def active_heads(attr: Float[Tensor, "n_prompts n_heads"], rule: Rule = DEFAULTS
 
     ``top3``: the three heads with the largest attribution (Oct-2023 run). ``2sigma``: attribution above the
     prompt's mean + 2 × std over the candidate heads, torch's unbiased std (Feb-2024 run).
+
+    Under either rule a head with no attribution is never active: one whose ``|attr|`` is at most
+    :data:`ZERO_SHARE` of the prompt's largest ``|attr|`` wrote nothing the neuron reads (float round-off,
+    ~1e-10, where a head attends to nothing it reacts to). Without this, top-3 on a prompt where only one
+    head writes anything would pick two more heads by round-off.
     """
     _check_choice("rule", rule, RULES)
     if attr.ndim != 2 or attr.shape[0] == 0 or attr.shape[1] == 0:
         raise ValueError(f"attr must be a non-empty [n_prompts, n_heads] matrix, got shape {tuple(attr.shape)}.")
+    wrote = attr.abs() > ZERO_SHARE * attr.abs().amax(dim=1, keepdim=True)
     if rule == "top3":
         top = attr.topk(min(3, attr.shape[1]), dim=1).indices
-        return torch.zeros_like(attr, dtype=torch.bool).scatter_(1, top, True)
+        return torch.zeros_like(attr, dtype=torch.bool).scatter_(1, top, True) & wrote
     if attr.shape[1] < 2:
         raise ValueError("The 2sigma rule needs at least two candidate heads (a std of one value is undefined); use rule='top3'.")
     threshold = attr.mean(dim=1, keepdim=True) + 2 * attr.std(dim=1, keepdim=True)
-    return attr > threshold
+    return (attr > threshold) & wrote
 
 
 def select_pairs(

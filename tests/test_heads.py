@@ -171,3 +171,13 @@ def test_pairs_carry_step_1s_token_id(model):
     neuron_list = [{"layer": 1, "neuron": 7, "token": " only", "token_id": 9}]
     pairs = heads.pairs_from_attributions(model, neuron_list, {"1.7": attr}, rule="top3")
     assert [(p["head"], p["token"], p["token_id"]) for p in pairs] == [(2, " only", 9), (3, " only", 9)]
+
+
+@pytest.mark.parametrize("rule", ["top3", "2sigma"])
+def test_a_head_with_no_attribution_is_never_active(rule):
+    """Round-off (1e-10 beside 2.0) must not make a head active: top-3 would otherwise fill its three slots."""
+    attr = torch.tensor([[2.0, 1e-10, -3e-11, 2e-10, 0.0, 1e-12, 0.0, 0.0]] * 3 + [[2.0, 1.5, 1.2, 0.1, 0, 0, 0, 0]])
+    active = heads.active_heads(attr, rule)
+    assert active[:3].sum(dim=1).tolist() == [1, 1, 1] and active[:3, 0].all()
+    if rule == "top3":
+        assert active[3].tolist() == [True, True, True, False, False, False, False, False]
