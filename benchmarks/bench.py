@@ -29,6 +29,14 @@ small's shape (12 layers, d_model 768, 12 heads, d_mlp 3072, vocab 50257):
 
 Writes ``results/bench.json`` (figures + machine info). About 3–5 minutes on 2 CPU cores; ``--quick`` runs
 smaller corpora.
+
+``--course`` instead profiles the whole course's computation at GPT-2-small size, step by step, as the
+pipeline runs it once (steps 1–3, the held-out steps, the random-neuron baseline, the ablation): wall time and
+peak resident memory per step, on a random GPT-2-small-shaped folder (12 layers, d_model 768, vocab 50,257)
+whose byte-level BPE tokenizer is trained on the kit's real-text sample (``data/pile-prompts``), and documents
+of real text built from that sample to a chosen length. The sizes are the CPU preset's settings (flags).
+A random model's truncation is not a trained model's (it stops at the longest cut more often), so that step
+is a lower bound; the rest costs the same whatever the weights. Writes ``results/bench-course.json``.
 """
 
 from __future__ import annotations
@@ -48,7 +56,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from ctx_utils import neurons, prompts  # noqa: E402
+from ctx_utils import fixtures, neurons, prompts  # noqa: E402
 from ctx_utils.models import ORGANISM_DIR, load_model  # noqa: E402
 from ctx_utils.results import results_root, save_json  # noqa: E402
 
@@ -257,20 +265,139 @@ def bench_model(
     return {"scan": scan, "truncation": trunc, "attribution": attr}
 
 
+# ------------------------------------------------------------------------ the course at GPT-2-small size
+
+
+def save_gpt2_small_bpe(folder: Path, seed: int = 0) -> Path:
+    """A random GPT-2-small-shaped model whose byte-level BPE tokenizer is trained on the real-text sample.
+
+    The sample holds enough text for about 16,000 tokens; the model keeps GPT-2's 50,257 logits (the unused
+    ids decode to ``""``), so congruence and the unembedding cost what they cost on GPT-2 small.
+    """
+    from transformers import GPT2Config, GPT2LMHeadModel
+
+    tokenizer = fixtures.train_tokenizer(fixtures.sample_texts("train") + fixtures.sample_texts("test"), 50_257)
+    torch.manual_seed(seed)
+    GPT2LMHeadModel(GPT2Config(bos_token_id=0, eos_token_id=0, pad_token_id=0)).save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    return folder
+
+
+def real_text_docs(tokenizer, split: str, n: int, mean_tokens: int, seed: int = 0) -> list[str]:
+    """``n`` documents of real text: sample prompts joined, each to a length uniform in [¼, 1¾] × ``mean_tokens``
+    tokens (at most 1,023: GPT-2's window with BOS), so batches mix lengths as a real corpus does."""
+    texts = fixtures.sample_texts(split)
+    rng = random.Random(seed)
+    docs = []
+    for _ in range(n):
+        target = min(1023, rng.randint(max(1, mean_tokens // 4), mean_tokens * 7 // 4))
+        parts, count = [], 0
+        while count < target:
+            text = rng.choice(texts)
+            parts.append(text)
+            count += len(tokenizer(text, add_special_tokens=False)["input_ids"]) + 1
+        ids = tokenizer(" ".join(parts), add_special_tokens=False)["input_ids"][:target]
+        docs.append(tokenizer.decode(ids))
+    return docs
+
+
+def _vm_kib(field: str) -> int:
+    with open("/proc/self/status") as status:
+        return int(next(line for line in status if line.startswith(field)).split()[1])
+
+
+def measured(steps: dict, name: str, fn):
+    """Run ``fn`` as one step: wall and CPU seconds, and the peak resident memory during it (VmHWM after a reset).
+
+    On a shared machine the CPU seconds of a one-thread run are the steadier figure: other processes stretch
+    the wall time, not the work."""
+    with open("/proc/self/clear_refs", "w") as refs:
+        refs.write("5")  # the peak restarts from the current resident size
+    start, cpu = time.perf_counter(), time.process_time()
+    out = fn()
+    seconds, cpu = time.perf_counter() - start, time.process_time() - cpu
+    steps[name] = {"seconds": round(seconds, 2), "cpu_seconds": round(cpu, 2),
+                   "peak_rss_gib": round(_vm_kib("VmHWM") / 2**20, 3)}
+    print(f"{name:<38} {seconds:8.1f} s wall {cpu:8.1f} s CPU   peak RSS {steps[name]['peak_rss_gib']:.2f} GiB", flush=True)
+    return out
+
+
+def course_profile(args) -> dict:
+    """The pipeline's model work for one course run at GPT-2-small size, with the sizes given on the command line."""
+    from ctx_utils import ablate, heads
+
+    steps: dict[str, dict] = {}
+    sizes = {k: getattr(args, k) for k in ("n_docs", "max_test_docs", "activity_docs", "doc_tokens", "per_layer",
+                                           "top_k", "keep", "random_per_layer", "batch_size", "max_held_out")}
+    print(f"course profile at GPT-2-small size, {torch.get_num_threads()} torch thread(s): {sizes}", flush=True)
+    with tempfile.TemporaryDirectory() as tmp:
+        folder = str(save_gpt2_small_bpe(Path(tmp)))
+        model = measured(steps, "load model", lambda: load_model(folder, device="cpu"))
+        docs = real_text_docs(model.tokenizer, "train", args.n_docs, args.doc_tokens)
+        test_docs = real_text_docs(model.tokenizer, "test", args.max_test_docs, args.doc_tokens, seed=1)
+    n_tokens = sum(len(s) for s in prompts.tokenize(model, docs))
+    print(f"{len(docs)} documents, {n_tokens} tokens ({n_tokens / len(docs):.0f} per document)", flush=True)
+    layers, bs = neurons.default_layers(model), args.batch_size
+    activity = measured(steps, "1 activity scan (activity_docs)",
+                        lambda: prompts.max_activations(model, docs[: args.activity_docs], layers, bs, progress=False))
+    min_activity = 0.1 * max(float(activity[layer].max()) for layer in layers)
+    chosen = measured(steps, "1 congruence, 3 x 3072 x 50257", lambda: neurons.select_next_token_neurons(
+        model, layers, args.per_layer, activity=activity, min_activity=min_activity))
+    measured(steps, "1 vocab moments, all neurons (nb 01)", lambda: [neurons.vocab_moments(model, l) for l in layers])
+    top = measured(steps, "2 scan (n_docs)", lambda: prompts.scan_top_documents(
+        model, docs, chosen, k=args.top_k, batch_size=bs, progress=False))
+    found = measured(steps, "2 truncation", lambda: prompts.find_activating_prompts(
+        model, docs, chosen, k=args.top_k, keep=args.keep, top=top, batch_size=bs, progress=False))
+    attr = measured(steps, "3 attribution", lambda: heads.attribute_neurons(model, chosen, found, batch_size=bs))
+    pairs = heads.pairs_from_attributions(model, chosen, attr, "top3", ">25")
+    with_pairs = [n for n in chosen if any((p["layer"], p["neuron"]) == (n["layer"], n["neuron"]) for p in pairs)]
+    held = measured(steps, "5 held-out scan + truncation", lambda: prompts.find_activating_prompts(
+        model, test_docs, with_pairs, k=args.top_k, keep=args.keep, batch_size=bs, progress=False))
+    held = {key: entries[: args.max_held_out] for key, entries in held.items()}
+    activity_held = measured(steps, "5 held-out attribution", lambda: ablate.held_out_activity(model, held))
+    random_set = measured(steps, "5 random neurons (congruence again)",
+                          lambda: neurons.random_neurons(model, layers, args.random_per_layer))
+    measured(steps, "5 random: scan + truncation (n_docs)", lambda: prompts.find_activating_prompts(
+        model, docs, random_set, k=args.top_k, keep=args.keep, batch_size=bs, progress=False))
+    measured(steps, "5 random: held-out scan + truncation", lambda: prompts.find_activating_prompts(
+        model, test_docs, random_set, k=args.top_k, keep=args.keep, batch_size=bs, progress=False))
+    measured(steps, f"6 ablation ({len(pairs)} pairs)", lambda: ablate.ablation_effects(
+        model, pairs, held, activity_held, batch_size=bs))
+    total, cpu = (sum(step[k] for step in steps.values()) for k in ("seconds", "cpu_seconds"))
+    peak = max(step["peak_rss_gib"] for step in steps.values())
+    print(f"{'total':<38} {total:8.1f} s wall {cpu:8.1f} s CPU   peak RSS {peak:.2f} GiB", flush=True)
+    counts = {"scan_tokens": n_tokens, "truncated_documents": sum(len(v) for v in top.values()),
+              "attributed_prompts": sum(len(v) for v in found.values()),
+              "held_out_prompts": sum(len(v) for v in held.values())}
+    return {"sizes": sizes, "tokens_per_doc": n_tokens / len(docs), "neurons": len(chosen), "pairs": len(pairs),
+            "counts": counts, "steps": steps, "total_seconds": total, "total_cpu_seconds": cpu, "peak_rss_gib": peak}
+
+
+def machine() -> dict:
+    return {
+        "platform": platform.platform(),
+        "processor": platform.processor() or platform.machine(),
+        "cpu_count": os.cpu_count(),
+        "torch": torch.__version__,
+        "torch_threads": torch.get_num_threads(),
+    }
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--quick", action="store_true", help="smaller corpora (about a minute)")
+    parser.add_argument("--course", action="store_true", help="profile the course's steps at GPT-2-small size")
+    course = parser.add_argument_group("--course sizes (the settings of the same names)")
+    for flag, default in (("n_docs", 200), ("max_test_docs", 200), ("activity_docs", 100), ("doc_tokens", 512),
+                          ("per_layer", 20), ("top_k", 30), ("keep", 20), ("random_per_layer", 10),
+                          ("batch_size", 8), ("max_held_out", 20)):
+        course.add_argument(f"--{flag.replace('_', '-')}", dest=flag, type=int, default=default)
     args = parser.parse_args()
-    out = {
-        "machine": {
-            "platform": platform.platform(),
-            "processor": platform.processor() or platform.machine(),
-            "cpu_count": os.cpu_count(),
-            "torch": torch.__version__,
-            "torch_threads": torch.get_num_threads(),
-        },
-        "models": {},
-    }
+    if args.course:
+        out = {"machine": machine(), "course": course_profile(args)}
+        print(f"\nwrote {save_json(results_root() / 'bench-course.json', out)}")
+        return
+    out = {"machine": machine(), "models": {}}
     if (ORGANISM_DIR / "config.json").exists():
         from ctx_utils.corpus import load_corpus
 

@@ -25,6 +25,8 @@ Decisions on the pitfalls of the authors' code (github.com/fbarez/Interpreting-C
 * **BOS is prepended** when prompts are tokenised, as in the paper's attribution; prompts are tokenised one
   by one and the last real position is each prompt's own length − 1, so a literal ``<|endoftext|>`` in a
   prompt (GPT-2's pad = BOS) cannot shift it, unlike the authors' "count non-pad tokens" rule.
+* **Parallel residual** (GPT-NeoX / Pythia): a block's MLP reads the block's input, so only heads of
+  earlier layers can drive it and ``include_same_layer=True`` is refused there.
 * **Right padding**: pads come after the last real token and causal attention never looks ahead, so they
   cannot change what we read there (a test checks batched equals one-by-one).
 * **No misalignment**: active flags are a ``[prompt, head]`` matrix computed per row, so a prompt on which no
@@ -76,6 +78,12 @@ def head_label(model, head: int) -> str:
 def _check_neuron(model, layer: int, neuron: int, include_same_layer: bool) -> tuple[int, int]:
     """``(layer, neuron)`` as ints, checked, and with at least one candidate head."""
     layer, neuron = check_neuron(model, layer, neuron)
+    if include_same_layer and getattr(model.cfg, "parallel_attn_mlp", False):
+        raise ValueError(
+            "include_same_layer=True needs a sequential block, but this model has a parallel residual "
+            "(GPT-NeoX / Pythia): its MLP reads the block's input, not the block's attention output, so the "
+            "heads of the neuron's own layer cannot drive it. Leave include_same_layer=False."
+        )
     if n_candidate_heads(model, layer, include_same_layer) == 0:
         raise ValueError(
             f"A neuron in layer {layer} has no attention heads in earlier layers. "
@@ -175,6 +183,33 @@ def head_attributions(
         attr = torch.einsum("blhd,lhd->blh", z_last, directions)
         out.append(attr.flatten(1).float().cpu())
     return torch.cat(out)
+
+
+@torch.no_grad()
+def linearity_gap(model, text: str, layer: int, neuron: int, include_same_layer: bool = False) -> list[dict]:
+    """Check :func:`head_attributions` on one prompt: per head layer, heads + ``b_O`` against the attention output.
+
+    The attribution is linear, so layer ``l``'s head attributions plus ``b_O[l] · w_in`` must equal the layer's
+    whole attention output ``hook_attn_out[last] · w_in`` (``w_in = W_in[layer][:, neuron]``). Both sides are
+    read from the *same* tokens — the prompt with BOS, as :func:`tokenize_prompts` makes them. (Running the
+    string itself would use the model's own default, which is no BOS for Pythia: a different sequence.)
+
+    Returns one row per head layer: ``{"layer", "heads_sum", "attn_out", "gap"}`` with ``gap = heads_sum −
+    attn_out``; it is float rounding (≈1e-7 relative) when the attribution is right.
+    """
+    layer, neuron = _check_neuron(model, layer, neuron, include_same_layer)
+    attr = head_attributions(model, [text], layer, neuron, include_same_layer, batch_size=1)[0]
+    tokens, last = tokenize_prompts(model, [text])
+    n_head_layers = layer + int(include_same_layer)
+    names = [naming.attn_out_hook(l) for l in range(n_head_layers)]
+    _, cache = model.run_with_cache(tokens.to(model.cfg.device), names_filter=names, stop_at_layer=n_head_layers)
+    w_in: Float[Tensor, "d_model"] = model.blocks[layer].mlp.W_in[:, neuron]
+    n_heads, rows = model.cfg.n_heads, []
+    for l, name in enumerate(names):
+        whole = float(cache[name][0, int(last[0])] @ w_in)
+        parts = float(attr[l * n_heads : (l + 1) * n_heads].sum() + model.blocks[l].attn.b_O @ w_in)
+        rows.append({"layer": l, "heads_sum": parts, "attn_out": whole, "gap": parts - whole})
+    return rows
 
 
 # ------------------------------------------------------------------------------------------ active rules

@@ -91,6 +91,11 @@ def z_hook(layer: int) -> str:
     return f"blocks.{layer}.attn.hook_z"
 
 
+def attn_out_hook(layer: int) -> str:
+    """The hook of a layer's whole attention output (heads summed, ``b_O`` added): ``[batch, pos, d_model]``."""
+    return f"blocks.{layer}.hook_attn_out"
+
+
 def v_hook(layer: int) -> str:
     """The hook of a layer's per-head value vectors (zeroing head ``h`` there ablates it)."""
     return f"blocks.{layer}.attn.hook_v"

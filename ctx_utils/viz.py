@@ -380,7 +380,8 @@ def _layer_pattern(model: Any, text: str, layer: int) -> Any:
         raise ValueError(f"No layer {layer}: this model has layers 0–{model.cfg.n_layers - 1}.")
     name = f"blocks.{layer}.attn.hook_pattern"
     with torch.no_grad():
-        _, cache = model.run_with_cache(text, names_filter=[name], stop_at_layer=layer + 1)
+        tokens = model.to_tokens(text, prepend_bos=True)  # explicit: Pythia's default is no BOS
+        _, cache = model.run_with_cache(tokens, names_filter=[name], stop_at_layer=layer + 1)
     return cache[name][0]
 
 
@@ -390,14 +391,14 @@ def attention_head(model: Any, text: str, layer: int, head: int) -> CircuitsView
     if not (0 <= layer < n_layers and 0 <= head < n_heads):
         raise ValueError(f"No head L{layer}.H{head}: this model has layers 0–{n_layers - 1}, heads 0–{n_heads - 1}.")
     pattern = _layer_pattern(model, text, layer)[head]  # [dest, src]
-    return attention_patterns(model.to_str_tokens(text), pattern, [head_name(layer, head)])
+    return attention_patterns(model.to_str_tokens(text, prepend_bos=True), pattern, [head_name(layer, head)])
 
 
 def attention_layer(model: Any, text: str, layer: int) -> CircuitsView:
     """Run ``model`` on ``text`` (with BOS) and show the attention patterns of every head of ``layer``."""
     pattern = _layer_pattern(model, text, layer)
     names = [head_name(layer, h) for h in range(pattern.shape[0])]
-    return attention_patterns(model.to_str_tokens(text), pattern, names)
+    return attention_patterns(model.to_str_tokens(text, prepend_bos=True), pattern, names)
 
 
 def colour_scale(values: Sequence[float] | Tensor | np.ndarray) -> float:

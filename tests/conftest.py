@@ -45,3 +45,38 @@ def tiny_model(tiny_model_dir):
     from ctx_utils.models import load_model
 
     return load_model(str(tiny_model_dir), device="cpu")
+
+
+# ------------------------------------------- byte-level BPE fixtures: GPT-2 and Pythia (GPT-NeoX) architecture
+
+
+@pytest.fixture(scope="session")
+def gpt2_fixture_dir() -> Path:
+    """A random 3-layer ``GPT2LMHeadModel`` folder with a byte-level BPE tokenizer (ctx_utils.fixtures, cached)."""
+    from ctx_utils.fixtures import fixture_dir
+
+    return fixture_dir("gpt2")
+
+
+@pytest.fixture(scope="session")
+def pythia_fixture_dir() -> Path:
+    """A random 3-layer ``GPTNeoXForCausalLM`` folder (rotary, parallel residual) with a byte-level BPE tokenizer."""
+    from ctx_utils.fixtures import fixture_dir
+
+    return fixture_dir("pythia")
+
+
+@pytest.fixture(scope="session", params=["gpt2", "pythia"])
+def bpe_fixture(request):
+    """Each fixture architecture in turn: ``(arch, folder, bridge, hf_model)``, both models loaded once, on CPU.
+
+    ``bridge`` comes from the kit's loader (compatibility mode); ``hf_model`` is the same folder loaded by
+    Hugging Face alone, for independent reference computations.
+    """
+    from transformers import AutoModelForCausalLM
+
+    from ctx_utils.models import load_model
+
+    folder = request.getfixturevalue(f"{request.param}_fixture_dir")
+    hf_model = AutoModelForCausalLM.from_pretrained(folder).eval()
+    return request.param, folder, load_model(str(folder), device="cpu"), hf_model
