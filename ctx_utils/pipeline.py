@@ -36,7 +36,7 @@ from ctx_utils import prompts as prompts_step
 from ctx_utils import score as score_step
 from ctx_utils.corpus import corpus_for, is_named_corpus, load_corpus
 from ctx_utils.models import choose_model, load_model
-from ctx_utils.results import SCHEMA_VERSION, ResultFileError, load_json, results_dir, save_json
+from ctx_utils.results import REPO_ROOT, SCHEMA_VERSION, ResultFileError, load_json, results_dir, save_json
 from ctx_utils.settings import Settings, SettingsError, load_settings
 
 STEPS: tuple[str, ...] = ("neurons", "prompts", "heads", "held_out", "explanations", "scores", "ablation")
@@ -50,18 +50,28 @@ def resolve(settings: Settings, quiet: bool = False) -> Settings:
 
     Fingerprints are taken of resolved settings, so ``auto`` and the name it chose make the same results.
     """
-    model = settings.model
+    model = _local_path(settings.model)
     if model == "auto" or not Path(model).expanduser().is_dir():
         choice = choose_model(model)
         model = choice.name
         if not quiet and settings.model == "auto":
             print(f"Model: {choice.name}. {choice.reason}")
-    corpus = corpus_for(model, settings.corpus)
-    test_corpus = corpus if settings.test_corpus == "auto" else settings.test_corpus
+    corpus = corpus_for(model, _local_path(settings.corpus))
+    test_corpus = corpus if settings.test_corpus == "auto" else _local_path(settings.test_corpus)
     explainer = settings.explainer
     if explainer == "auto":
         explainer = "llm" if explain_step.llm_configured() else "offline"
     return settings.replace(model=model, corpus=corpus, test_corpus=test_corpus, explainer=explainer)
+
+
+def _local_path(value: str) -> str:
+    """A relative path that exists from here, or else from the kit's root (notebooks run in ``notebooks/``), made
+    absolute so every notebook and the script read the same file; any other value unchanged."""
+    for base in (Path.cwd(), REPO_ROOT):
+        path = (base / value).expanduser()
+        if value and not Path(value).is_absolute() and (Path(value).suffix or "/" in value) and path.exists():
+            return str(path.resolve())
+    return value
 
 
 def setup(**overrides: Any) -> Settings:
@@ -191,8 +201,13 @@ def compute_heads(settings: Settings, model, neuron_list: list[dict], prompt_set
 
 
 def compute_held_out(settings: Settings, model, neuron_list: list[dict]) -> dict:
-    """Steps 2-3 again on the held-out documents, for the neurons with pairs (:func:`ctx_utils.score.held_out_set`)."""
+    """Steps 2-3 again on the held-out documents, for the neurons with pairs (:func:`ctx_utils.score.held_out_set`).
+
+    No neuron with a pair (step 3 found none) gives an empty set, not an error: later steps then report that.
+    """
     docs = documents(settings, held_out=True)
+    if not neuron_list:
+        return {"n_docs": len(docs), "prompts": {}, "active": {}}
     held = score_step.held_out_set(model, neuron_list, docs, k=settings.top_k, max_tokens=settings.max_tokens,
                                    keep=settings.keep, ratio=settings.ratio, rule=settings.rule,
                                    include_same_layer=settings.same_layer, batch_size=settings.batch_size)
@@ -260,13 +275,19 @@ def random_baseline(settings: Settings, model, explained: list[dict], llm=None) 
 
 
 def compute_ablation(settings: Settings, model, pairs: list[dict], held: dict) -> dict:
-    """Step 6: zero each pair's head and measure the drop in its token's probability, active vs inactive."""
+    """Step 6: zero each pair's head and measure the drop in its token's probability, active vs inactive.
+
+    The KS tests are None when a group has no value (no pairs, or no held-out prompt on one side).
+    """
     effects = ablate_step.ablation_effects(model, pairs, held["prompts"], ablate_step.activity_matrix(model, held, settings.same_layer),
                                            batch_size=settings.batch_size)
-    ks = ablate_step.ks_test([e["mean_decrease_active"] for e in effects], [e["mean_decrease_inactive"] for e in effects])
-    act_ks = ablate_step.ks_test([e["mean_act_decrease_active"] for e in effects],
-                                 [e["mean_act_decrease_inactive"] for e in effects])
-    return {"pairs": effects, "ks": ks, "ks_neuron_activation": act_ks}
+    return {"pairs": effects, "ks": _ks(effects, "mean_decrease"), "ks_neuron_activation": _ks(effects, "mean_act_decrease")}
+
+
+def _ks(effects: list[dict], field: str) -> dict | None:
+    active = [e[f"{field}_active"] for e in effects if e.get(f"{field}_active") is not None]
+    inactive = [e[f"{field}_inactive"] for e in effects if e.get(f"{field}_inactive") is not None]
+    return ablate_step.ks_test(active, inactive) if active and inactive else None
 
 
 # ------------------------------------------------------------------------------- the calls notebooks make

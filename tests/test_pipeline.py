@@ -118,3 +118,13 @@ def test_notebooks_get_settings_documents_and_inputs_from_the_pipeline(path):
             assert len(re.findall(r'os\.environ\.get\("CTX_', code)) == 1
             continue
         assert forbidden not in code, f"{path.name} calls {forbidden} itself: go through ctx_utils.pipeline"
+
+
+def test_relative_paths_are_read_from_the_kit_root_in_any_folder(tmp_path, monkeypatch):
+    """Notebooks run in notebooks/: CTX_CORPUS=data/... (relative to the kit) must still name the same file."""
+    monkeypatch.chdir(tmp_path)
+    settings = pipeline.resolve(DEFAULTS.replace(model="organism", corpus="data/pile-prompts/train.jsonl",
+                                                 test_corpus="data/pile-prompts/test.jsonl"), quiet=True)
+    root = Path(pipeline.REPO_ROOT)
+    assert settings.corpus == str(root / "data/pile-prompts/train.jsonl")
+    assert settings.test_corpus == str(root / "data/pile-prompts/test.jsonl")
