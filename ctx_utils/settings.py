@@ -133,11 +133,14 @@ STEP_FIELDS: dict[str, tuple[str, ...]] = {
 
 #: Named sets of settings. ``paper``: the final (Feb-2024) run at full size (a GPU: all 10,000 documents; the
 #: first 20 prompts per neuron, 10 held-out prompts per pair); ``oct2023``: the run of the authors' released
-#: data (top-3 rule, > 25 % band, all surviving prompts of the top 30, 20 held-out prompts per pair).
+#: data (top-3 rule, > 25 % band, all surviving prompts of the top 30, 20 held-out prompts per pair); ``cpu``:
+#: GPT-2 small on a laptop CPU (few documents and prompts, batches of 2 to bound attention memory; README).
 PRESETS: dict[str, dict[str, Any]] = {
     "default": {},
     "paper": {"n_docs": 10_000, "max_test_docs": 10_000, "rule": "2sigma", "band": "25-75", "prompt_variant": "feb2024",
               "keep": 20, "max_held_out": 10},
+    "cpu": {"n_docs": 40, "max_test_docs": 30, "activity_docs": 20, "per_layer": 4, "random_per_layer": 2,
+            "top_k": 10, "keep": 8, "max_held_out": 8, "batch_size": 2},
     "oct2023": {"n_docs": 10_000, "max_test_docs": 10_000, "rule": "top3", "band": ">25", "prompt_variant": "oct2023",
                 "keep": 30, "max_held_out": 20},
 }
