@@ -28,7 +28,7 @@ from tqdm.auto import tqdm
 from ctx_utils.heads import n_candidate_heads, tokenize_prompts
 from ctx_utils.indices import as_index, check_heads, check_neuron
 from ctx_utils.settings import DEFAULTS
-from ctx_utils.tokens import head_name, neuron_key, parse_neuron_key
+from ctx_utils.tokens import head_name, neuron_key, parse_neuron_key, v_hook
 
 PAPER_Y_RANGE = (-0.075, 0.075)  # the y-limits of the paper's box plot
 
@@ -78,7 +78,7 @@ def zero_value_hooks(heads: Sequence[tuple[int, int]]) -> list[tuple[str, object
 
         return hook
 
-    return [(f"blocks.{layer}.attn.hook_v", make_hook(indices)) for layer, indices in sorted(by_layer.items())]
+    return [(v_hook(layer), make_hook(indices)) for layer, indices in sorted(by_layer.items())]
 
 
 def _batches(model, texts: Sequence[str], batch_size: int) -> Iterator[tuple[Tensor, Tensor]]:
