@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterator, Mapping, Sequence
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
@@ -30,10 +31,13 @@ from ctx_utils.indices import as_index, check_heads, check_neuron
 from ctx_utils.settings import DEFAULTS
 from ctx_utils.tokens import head_name, neuron_key, parse_neuron_key, v_hook
 
+if TYPE_CHECKING:  # the model type, for readers and type checkers; not imported at run time
+    from transformer_lens.model_bridge import TransformerBridge
+
 PAPER_Y_RANGE = (-0.075, 0.075)  # the y-limits of the paper's box plot
 
 
-def token_id(model, token: str | int) -> int:
+def token_id(model: TransformerBridge, token: str | int) -> int:
     """The vocabulary id of ``token``: a string that is exactly one token (``" only"``), or an id, checked.
 
     Step 1 stores each neuron's ``token_id`` beside its ``token``; pass the id when you have it. A string is
@@ -81,7 +85,7 @@ def zero_value_hooks(heads: Sequence[tuple[int, int]]) -> list[tuple[str, object
     return [(v_hook(layer), make_hook(indices)) for layer, indices in sorted(by_layer.items())]
 
 
-def _batches(model, texts: Sequence[str], batch_size: int) -> Iterator[tuple[Tensor, Tensor]]:
+def _batches(model: TransformerBridge, texts: Sequence[str], batch_size: int) -> Iterator[tuple[Tensor, Tensor]]:
     """Right-padded token batches with BOS prepended, and each prompt's last real position.
 
     Tokenised exactly as step 3 does (``heads.tokenize_prompts``): right padding never changes a real
@@ -98,7 +102,7 @@ def _batches(model, texts: Sequence[str], batch_size: int) -> Iterator[tuple[Ten
 
 @torch.no_grad()
 def last_token_readout(
-    model,
+    model: TransformerBridge,
     texts: Sequence[str],
     ablate_heads: Sequence[tuple[int, int]] = (),
     neuron: tuple[int, int] | None = None,
@@ -139,14 +143,14 @@ def last_token_readout(
 
 
 def next_token_probs(
-    model, texts: Sequence[str], ablate_heads: Sequence[tuple[int, int]] = (), batch_size: int = DEFAULTS.batch_size
+    model: TransformerBridge, texts: Sequence[str], ablate_heads: Sequence[tuple[int, int]] = (), batch_size: int = DEFAULTS.batch_size
 ) -> Tensor:
     """``softmax(logits)`` after each prompt's last token, with the given heads ablated: ``[n_prompts, d_vocab]``."""
     return last_token_readout(model, texts, ablate_heads, batch_size=batch_size)["probs"]
 
 
 def token_probabilities(
-    model, texts: Sequence[str], token: str | int, ablate_heads: Sequence[tuple[int, int]] = (), batch_size: int = DEFAULTS.batch_size
+    model: TransformerBridge, texts: Sequence[str], token: str | int, ablate_heads: Sequence[tuple[int, int]] = (), batch_size: int = DEFAULTS.batch_size
 ) -> Tensor:
     """Probability of ``token`` (one token, or its id: :func:`token_id`) after each prompt, heads ablated: ``[n_prompts]``."""
     target = token_id(model, token)
@@ -154,7 +158,7 @@ def token_probabilities(
 
 
 def neuron_activations(
-    model, texts: Sequence[str], layer: int, neuron: int, ablate_heads: Sequence[tuple[int, int]] = (),
+    model: TransformerBridge, texts: Sequence[str], layer: int, neuron: int, ablate_heads: Sequence[tuple[int, int]] = (),
     batch_size: int = DEFAULTS.batch_size,
 ) -> Tensor:
     """The neuron's activation (``mlp.hook_post``) at each prompt's last token, heads ablated: ``[n_prompts]``."""
@@ -168,7 +172,7 @@ def _texts(entries: Sequence[str | Mapping]) -> list[str]:
 
 
 def activity_matrix(
-    model, held: Mapping[str, Mapping], include_same_layer: bool = DEFAULTS.same_layer
+    model: TransformerBridge, held: Mapping[str, Mapping], include_same_layer: bool = DEFAULTS.same_layer
 ) -> dict[str, Bool[Tensor, "n_prompts n_candidate_heads"]]:
     """Ground truth for :func:`ablation_effects` from held_out.json: which heads are active on each test prompt.
 
@@ -188,7 +192,7 @@ def activity_matrix(
 
 
 def ablation_effects(
-    model,
+    model: TransformerBridge,
     pairs: Sequence[Mapping],
     test_prompts: Mapping[str, Sequence[str | Mapping]],
     activity: Mapping[str, Tensor | Sequence[Sequence[bool]]],
@@ -333,7 +337,7 @@ def ablation_box(
 
 
 def top1_accuracy(
-    model, groups: Mapping[str, Sequence[str]], token: str | int, heads: Sequence[tuple[int, int]], batch_size: int = DEFAULTS.batch_size
+    model: TransformerBridge, groups: Mapping[str, Sequence[str]], token: str | int, heads: Sequence[tuple[int, int]], batch_size: int = DEFAULTS.batch_size
 ) -> list[dict]:
     """How often ``token`` (one token, or its id) is the model's top-1 prediction in each group of prompts, normally and per ablated head.
 

@@ -35,7 +35,7 @@ Decisions on the pitfalls of the authors' code (github.com/fbarez/Interpreting-C
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 import torch
 from jaxtyping import Bool, Float, Int
@@ -47,6 +47,9 @@ from ctx_utils.indices import as_index, check_neuron
 from ctx_utils.settings import BANDS, DEFAULTS, RULES  # noqa: F401  (RULES, BANDS: the choices, re-exported)
 from ctx_utils.tokens import neuron_key
 
+if TYPE_CHECKING:  # the model type, for readers and type checkers; not imported at run time
+    from transformer_lens.model_bridge import TransformerBridge
+
 #: A head whose |attribution| is at most this share of the prompt's largest wrote nothing (see active_heads).
 ZERO_SHARE = 1e-6
 
@@ -57,17 +60,17 @@ Band = Literal["25-75", ">25"]
 # --------------------------------------------------------------------------------------------- naming
 
 
-def n_candidate_heads(model, layer: int, include_same_layer: bool = DEFAULTS.same_layer) -> int:
+def n_candidate_heads(model: TransformerBridge, layer: int, include_same_layer: bool = DEFAULTS.same_layer) -> int:
     """How many heads can drive a neuron of ``layer``: all heads of layers ``< layer`` (``≤`` with the option)."""
     return (layer + int(include_same_layer)) * model.cfg.n_heads
 
 
-def split_head(model, head: int) -> tuple[int, int]:
+def split_head(model: TransformerBridge, head: int) -> tuple[int, int]:
     """Flat head index → ``(head_layer, head_index)``; flat = head_layer × n_heads + head_index (the paper's)."""
     return naming.split_head(model.cfg.n_heads, as_index(head, "A flat head number"))
 
 
-def head_label(model, head: int) -> str:
+def head_label(model: TransformerBridge, head: int) -> str:
     """Flat head index → ``"L<layer>.H<index>"``, the name used in the notebooks and the paper's tables."""
     return naming.head_label(model.cfg.n_heads, head)
 
@@ -75,7 +78,7 @@ def head_label(model, head: int) -> str:
 # ----------------------------------------------------------------------------------------- input checks
 
 
-def _check_neuron(model, layer: int, neuron: int, include_same_layer: bool) -> tuple[int, int]:
+def _check_neuron(model: TransformerBridge, layer: int, neuron: int, include_same_layer: bool) -> tuple[int, int]:
     """``(layer, neuron)`` as ints, checked, and with at least one candidate head."""
     layer, neuron = check_neuron(model, layer, neuron)
     if include_same_layer and getattr(model.cfg, "parallel_attn_mlp", False):
@@ -110,7 +113,7 @@ def _check_texts(texts: list[str]) -> None:
 # ------------------------------------------------------------------------------------------ attribution
 
 
-def tokenize_prompts(model, texts: list[str]) -> tuple[Int[Tensor, "n_prompts pos"], Int[Tensor, "n_prompts"]]:
+def tokenize_prompts(model: TransformerBridge, texts: list[str]) -> tuple[Int[Tensor, "n_prompts pos"], Int[Tensor, "n_prompts"]]:
     """Tokenise each prompt with BOS, right-pad them into one tensor, and return each prompt's last position.
 
     Prompts are tokenised one at a time so the last position is the prompt's own length − 1, whatever its
@@ -133,7 +136,7 @@ def tokenize_prompts(model, texts: list[str]) -> tuple[Int[Tensor, "n_prompts po
 
 
 def read_directions(
-    model, layer: int, neuron: int, include_same_layer: bool = DEFAULTS.same_layer
+    model: TransformerBridge, layer: int, neuron: int, include_same_layer: bool = DEFAULTS.same_layer
 ) -> Float[Tensor, "head_layers n_heads d_head"]:
     """Each candidate head's read direction ``W_O[l, h] @ W_in[layer][:, neuron]`` (one d_head vector per head).
 
@@ -150,7 +153,7 @@ def read_directions(
 
 @torch.no_grad()
 def head_attributions(
-    model,
+    model: TransformerBridge,
     texts: list[str],
     layer: int,
     neuron: int,
@@ -186,7 +189,7 @@ def head_attributions(
 
 
 @torch.no_grad()
-def linearity_gap(model, text: str, layer: int, neuron: int, include_same_layer: bool = False) -> list[dict]:
+def linearity_gap(model: TransformerBridge, text: str, layer: int, neuron: int, include_same_layer: bool = False) -> list[dict]:
     """Check :func:`head_attributions` on one prompt: per head layer, heads + ``b_O`` against the attention output.
 
     The attribution is linear, so layer ``l``'s head attributions plus ``b_O[l] · w_in`` must equal the layer's
@@ -265,7 +268,7 @@ def select_pairs(
 
 
 def attribute_neurons(
-    model,
+    model: TransformerBridge,
     neurons: list[dict],
     prompts: dict[str, list[dict]],
     include_same_layer: bool = DEFAULTS.same_layer,
@@ -286,7 +289,7 @@ def attribute_neurons(
 
 
 def pairs_from_attributions(
-    model,
+    model: TransformerBridge,
     neurons: list[dict],
     attributions: dict[str, Float[Tensor, "n_prompts n_candidate_heads"]],
     rule: Rule = DEFAULTS.rule,
@@ -325,7 +328,7 @@ def pairs_from_attributions(
 
 
 def find_head_pairs(
-    model,
+    model: TransformerBridge,
     neurons: list[dict],
     prompts: dict[str, list[dict]],
     rule: Rule = DEFAULTS.rule,
@@ -340,7 +343,7 @@ def find_head_pairs(
 
 
 def head_is_active(
-    model,
+    model: TransformerBridge,
     texts: list[str],
     layer: int,
     neuron: int,
@@ -369,7 +372,7 @@ def active_fractions(active: Bool[Tensor, "n_prompts n_heads"]) -> list[float]:
     return [round(count / n_prompts, 6) for count in active.sum(dim=0).tolist()]
 
 
-def heads_summary(model, attributions: dict[str, Tensor], rule: Rule = DEFAULTS.rule) -> dict[str, dict]:
+def heads_summary(model: TransformerBridge, attributions: dict[str, Tensor], rule: Rule = DEFAULTS.rule) -> dict[str, dict]:
     """Per neuron: the number of prompts and every candidate head's active fraction (heads.json's ``neurons``)."""
     return {
         key: {"n_prompts": len(attr), "active_fraction": active_fractions(active_heads(attr, rule))}

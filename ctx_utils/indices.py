@@ -10,9 +10,13 @@ from __future__ import annotations
 
 import operator
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
+
+if TYPE_CHECKING:  # the model type, for readers and type checkers; not imported at run time
+    from transformer_lens.model_bridge import TransformerBridge
 
 
 def as_index(value: object, what: str) -> int:
@@ -29,7 +33,7 @@ def as_index(value: object, what: str) -> int:
     return index
 
 
-def check_layer(model, layer: object) -> int:
+def check_layer(model: TransformerBridge, layer: object) -> int:
     """``layer`` as an int, or a clear error when it is not a layer of ``model``."""
     index = as_index(layer, "Layer")
     n_layers = model.cfg.n_layers
@@ -38,7 +42,7 @@ def check_layer(model, layer: object) -> int:
     return index
 
 
-def check_neuron(model, layer: object, neuron: object) -> tuple[int, int]:
+def check_neuron(model: TransformerBridge, layer: object, neuron: object) -> tuple[int, int]:
     """``(layer, neuron)`` as ints, or a clear error when it is not an MLP neuron of ``model``."""
     layer = check_layer(model, layer)
     index = as_index(neuron, "Neuron")
@@ -48,7 +52,7 @@ def check_neuron(model, layer: object, neuron: object) -> tuple[int, int]:
     return layer, index
 
 
-def check_heads(model, heads: Sequence[Sequence[object]]) -> list[tuple[int, int]]:
+def check_heads(model: TransformerBridge, heads: Sequence[Sequence[object]]) -> list[tuple[int, int]]:
     """Validate ``(layer, head_index)`` pairs against the model's shape; returns them as a list of int tuples."""
     n_layers, n_heads = model.cfg.n_layers, model.cfg.n_heads
     checked = []

@@ -14,12 +14,16 @@ unembedding), as the paper's TransformerLens flags do.
 from __future__ import annotations
 
 from collections.abc import Iterable
+from typing import TYPE_CHECKING
 
 import torch
 from torch import Tensor
 
 from ctx_utils.indices import check_layer, check_neuron
 from ctx_utils.settings import DEFAULTS
+
+if TYPE_CHECKING:  # the model type, for readers and type checkers; not imported at run time
+    from transformer_lens.model_bridge import TransformerBridge
 
 #: The paper's layers per GPT-2 size (the authors' code, github.com/fbarez/Interpreting-Context-Look-ups, `experiment_data/1_next_token_neurons`), keyed by (n_layers, d_model).
 PAPER_LAYERS: dict[tuple[int, int], list[int]] = {
@@ -46,7 +50,7 @@ def rejected_tokens(model_name: str) -> tuple[str, ...]:
 CHUNK = 256
 
 
-def default_layers(model) -> list[int]:
+def default_layers(model: TransformerBridge) -> list[int]:
     """The layers the paper scans: GPT-2 small 9–11, medium 20–23, large 31–35; else the last quarter (≥ 1)."""
     n_layers = model.cfg.n_layers
     if (n_layers, model.cfg.d_model) in PAPER_LAYERS:
@@ -54,13 +58,13 @@ def default_layers(model) -> list[int]:
     return list(range(n_layers - max(1, n_layers // 4), n_layers))
 
 
-def token_string(model, token: int) -> str:
+def token_string(model: TransformerBridge, token: int) -> str:
     """The vocabulary string of one token id, leading space kept (``" only"``)."""
     return model.tokenizer.decode([int(token)])
 
 
 @torch.no_grad()
-def congruence(model, layer: int) -> tuple[Tensor, Tensor]:
+def congruence(model: TransformerBridge, layer: int) -> tuple[Tensor, Tensor]:
     """Each neuron's congruence and token: max and argmax over the vocabulary of ``W_out[layer] @ W_U``.
 
     Returns ``(scores, tokens)``, both of shape ``[d_mlp]``. The ``[d_mlp, d_vocab]`` product is computed in
@@ -83,7 +87,7 @@ def passes_token_rule(token: str, reject: Iterable[str] = ()) -> bool:
 
 
 def select_next_token_neurons(
-    model,
+    model: TransformerBridge,
     layers: list[int] | None = None,
     per_layer: int = DEFAULTS.per_layer,
     reject: Iterable[str] = (),
@@ -141,7 +145,7 @@ def select_next_token_neurons(
     return chosen
 
 
-def random_neurons(model, layers: list[int], per_layer: int, seed: int = 0) -> list[dict]:
+def random_neurons(model: TransformerBridge, layers: list[int], per_layer: int, seed: int = 0) -> list[dict]:
     """The paper's baseline: ``per_layer`` neurons drawn uniformly per layer, with no token filter.
 
     Same dict shape as :func:`select_next_token_neurons` (the token is still the argmax token, for display),
@@ -172,7 +176,7 @@ def random_neurons(model, layers: list[int], per_layer: int, seed: int = 0) -> l
 
 
 @torch.no_grad()
-def vocab_moments(model, layer: int, neurons: list[int] | Tensor | None = None) -> dict:
+def vocab_moments(model: TransformerBridge, layer: int, neurons: list[int] | Tensor | None = None) -> dict:
     """Gurnee et al.'s view: skew and kurtosis of ``cos(W_U[:, t], W_out[layer][n])`` over all tokens t.
 
     With z the standardised cosines (population std), skew = mean(z³) and kurtosis = mean(z⁴) (not excess:

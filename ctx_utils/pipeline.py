@@ -24,7 +24,7 @@ import json
 import sys
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -38,6 +38,9 @@ from ctx_utils.corpus import corpus_for, is_named_corpus, load_corpus
 from ctx_utils.models import choose_model, load_model
 from ctx_utils.results import REPO_ROOT, SCHEMA_VERSION, ResultFileError, load_json, results_dir, save_json
 from ctx_utils.settings import Settings, SettingsError, load_settings
+
+if TYPE_CHECKING:  # the model type, for readers and type checkers; not imported at run time
+    from transformer_lens.model_bridge import TransformerBridge
 
 STEPS: tuple[str, ...] = ("neurons", "prompts", "heads", "held_out", "explanations", "scores", "ablation")
 
@@ -162,7 +165,7 @@ def _load_or_compute(settings: Settings, step: str, compute: Callable[[], dict],
 # ---------------------------------------------------------------------------------------------- steps
 
 
-def compute_neurons(settings: Settings, model) -> dict:
+def compute_neurons(settings: Settings, model: TransformerBridge) -> dict:
     """Step 1: next-token neurons by congruence, with the activity check (neurons that never fire are skipped)."""
     layers = neurons_step.default_layers(model)
     docs = documents(settings, max_docs=settings.activity_docs)
@@ -176,13 +179,13 @@ def compute_neurons(settings: Settings, model) -> dict:
             "neurons": [{k: n[k] for k in ("layer", "neuron", "token", "token_id", "congruence", "rank")} for n in selected]}
 
 
-def scan(settings: Settings, model, neuron_list: list[dict]) -> dict[str, list[dict]]:
+def scan(settings: Settings, model: TransformerBridge, neuron_list: list[dict]) -> dict[str, list[dict]]:
     """Step 2a: each neuron's top documents (notebook 02 shows it; :func:`compute_prompts` reuses it)."""
     return prompts_step.scan_top_documents(model, documents(settings), neuron_list, k=settings.top_k,
                                            batch_size=settings.batch_size)
 
 
-def compute_prompts(settings: Settings, model, neuron_list: list[dict], top: dict | None = None) -> dict:
+def compute_prompts(settings: Settings, model: TransformerBridge, neuron_list: list[dict], top: dict | None = None) -> dict:
     """Step 2: scan, truncate (> ``ratio`` of the document maximum), drop ≥ ``max_tokens``, keep ``keep``."""
     docs = documents(settings)
     top = scan(settings, model, neuron_list) if top is None else top
@@ -193,14 +196,14 @@ def compute_prompts(settings: Settings, model, neuron_list: list[dict], top: dic
             "prompts": found}
 
 
-def compute_heads(settings: Settings, model, neuron_list: list[dict], prompt_sets: dict) -> dict:
+def compute_heads(settings: Settings, model: TransformerBridge, neuron_list: list[dict], prompt_sets: dict) -> dict:
     """Step 3: every candidate head's attribution to each neuron, the active heads, the pairs in the band."""
     attributions = heads_step.attribute_neurons(model, neuron_list, prompt_sets, settings.same_layer, settings.batch_size)
     pairs = heads_step.pairs_from_attributions(model, neuron_list, attributions, settings.rule, settings.band)
     return {"pairs": pairs, "neurons": heads_step.heads_summary(model, attributions, settings.rule)}
 
 
-def compute_held_out(settings: Settings, model, neuron_list: list[dict]) -> dict:
+def compute_held_out(settings: Settings, model: TransformerBridge, neuron_list: list[dict]) -> dict:
     """Steps 2-3 again on the held-out documents, for the neurons with pairs (:func:`ctx_utils.score.held_out_set`).
 
     No neuron with a pair (step 3 found none) gives an empty set, not an error: later steps then report that.
@@ -244,7 +247,7 @@ def score_held_out(settings: Settings, explained: list[dict], held: dict, llm=No
                                          max_prompts=settings.max_held_out)
 
 
-def compute_scores(settings: Settings, model, explained: list[dict], held: dict, llm=None) -> dict:
+def compute_scores(settings: Settings, model: TransformerBridge, explained: list[dict], held: dict, llm=None) -> dict:
     """Step 5: E per pair on held-out prompts, its summary, and the random-neuron baseline."""
     scored = score_held_out(settings, explained, held, llm)
     return {"pairs": scored, "summary": _summary([s["E"] for s in scored]),
@@ -252,7 +255,7 @@ def compute_scores(settings: Settings, model, explained: list[dict], held: dict,
             "random_baseline": random_baseline(settings, model, explained, llm)}
 
 
-def random_baseline(settings: Settings, model, explained: list[dict], llm=None) -> dict:
+def random_baseline(settings: Settings, model: TransformerBridge, explained: list[dict], llm=None) -> dict:
     """The paper's baseline: steps 2-5 on random neurons of the same layers (how good is E by chance?).
 
     As many random neurons per layer as the layer has explained neurons, at most ``random_per_layer``.
@@ -274,7 +277,7 @@ def random_baseline(settings: Settings, model, explained: list[dict], llm=None) 
             "summary": _summary([s["E"] for s in scored])}
 
 
-def compute_ablation(settings: Settings, model, pairs: list[dict], held: dict) -> dict:
+def compute_ablation(settings: Settings, model: TransformerBridge, pairs: list[dict], held: dict) -> dict:
     """Step 6: zero each pair's head and measure the drop in its token's probability, active vs inactive.
 
     The KS tests are None when a group has no value (no pairs, or no held-out prompt on one side).

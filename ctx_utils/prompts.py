@@ -51,6 +51,7 @@ import warnings
 from collections import defaultdict
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import torch
 from jaxtyping import Float
@@ -61,9 +62,12 @@ from ctx_utils.indices import check_layer, check_neuron
 from ctx_utils.settings import DEFAULTS
 from ctx_utils.tokens import hook_name, neuron_key, pad, tokenize  # noqa: F401  (re-exported: the tokenisation of step 2)
 
+if TYPE_CHECKING:  # the model type, for readers and type checkers; not imported at run time
+    from transformer_lens.model_bridge import TransformerBridge
+
 
 @torch.no_grad()
-def mlp_post(model, seqs: list[list[int]], layers: list[int]) -> tuple[dict[int, Tensor], Tensor]:
+def mlp_post(model: TransformerBridge, seqs: list[list[int]], layers: list[int]) -> tuple[dict[int, Tensor], Tensor]:
     """One batched forward: ``{layer: Float[Tensor, "batch pos d_mlp"]}`` and the ``[batch, pos]`` mask.
 
     Caches only the ``hook_post`` of ``layers`` and stops after the last of them (``stop_at_layer``). No
@@ -97,7 +101,7 @@ class _StopForward(Exception):
 
 
 @torch.no_grad()
-def neuron_post(model, seqs: list[list[int]], columns: dict[int, Tensor]) -> tuple[dict[int, Tensor], Tensor]:
+def neuron_post(model: TransformerBridge, seqs: list[list[int]], columns: dict[int, Tensor]) -> tuple[dict[int, Tensor], Tensor]:
     """Like :func:`mlp_post`, but only the neurons ``columns[layer]``: ``{layer: [batch, pos, n_columns]}``.
 
     The last needed layer's MLP is not run at all: the forward stops at that layer's normalised MLP input
@@ -182,7 +186,7 @@ def check_corpus(docs: list[str]) -> None:
         raise ValueError("Every document must be a string.")
 
 
-def check_neurons(model, neurons: list[dict]) -> list[dict]:
+def check_neurons(model: TransformerBridge, neurons: list[dict]) -> list[dict]:
     """The neuron list with plain-int ``layer`` and ``neuron``; a clear error when it is empty or names a
     neuron the model does not have."""
     if not neurons:
@@ -195,7 +199,7 @@ def check_neurons(model, neurons: list[dict]) -> list[dict]:
 
 
 def scan_top_documents(
-    model, docs: list[str], neurons: list[dict], k: int = DEFAULTS.top_k, batch_size: int = DEFAULTS.batch_size, progress: bool = True
+    model: TransformerBridge, docs: list[str], neurons: list[dict], k: int = DEFAULTS.top_k, batch_size: int = DEFAULTS.batch_size, progress: bool = True
 ) -> dict[str, list[dict]]:
     """Per neuron, the ``k`` documents with the largest maximum activation, in one streaming pass.
 
@@ -257,7 +261,7 @@ def _top_k(act: Tensor, doc: Tensor, pos: Tensor, k: int) -> tuple[Tensor, Tenso
 
 
 def max_activations(
-    model, docs: list[str], layers: list[int], batch_size: int = DEFAULTS.batch_size, progress: bool = True
+    model: TransformerBridge, docs: list[str], layers: list[int], batch_size: int = DEFAULTS.batch_size, progress: bool = True
 ) -> dict[int, Tensor]:
     """``{layer: Float[Tensor, "d_mlp"]}``: every neuron's largest activation over the corpus (BOS excluded).
 
@@ -280,7 +284,7 @@ def max_activations(
 
 @torch.no_grad()
 def last_token_activations(
-    model, seqs: list[list[int]], layer: int, neuron: int, batch_size: int = 64
+    model: TransformerBridge, seqs: list[list[int]], layer: int, neuron: int, batch_size: int = 64
 ) -> Tensor:
     """``Float[Tensor, "n"]``: the neuron's activation at the last real token of each sequence."""
     layer, neuron = check_neuron(model, layer, neuron)
@@ -293,7 +297,7 @@ def last_token_activations(
 
 
 @torch.no_grad()
-def token_activations(model, text: str, layer: int, neuron: int) -> tuple[list[str], Tensor]:
+def token_activations(model: TransformerBridge, text: str, layer: int, neuron: int) -> tuple[list[str], Tensor]:
     """A prompt's tokens (BOS left out) and the neuron's activation on each: ``Float[Tensor, "pos"]``.
 
     For pictures: hand the pair to ``ctx_utils.viz.token_activations``.
@@ -310,13 +314,13 @@ WINDOW = 2
 CUT_BATCH = 128
 
 
-def prompt_text(model, doc_tokens: list[int], start: int, position: int) -> str:
+def prompt_text(model: TransformerBridge, doc_tokens: list[int], start: int, position: int) -> str:
     """The prompt for a cut: ``doc_tokens[start : position + 1]`` decoded, newlines replaced by spaces."""
     return model.tokenizer.decode(doc_tokens[start : position + 1]).replace("\n", " ")
 
 
 def shortest_cut_reference(
-    model, doc_tokens: list[int], layer: int, neuron: int, position: int, ratio: float = DEFAULTS.ratio,
+    model: TransformerBridge, doc_tokens: list[int], layer: int, neuron: int, position: int, ratio: float = DEFAULTS.ratio,
     max_tokens: int | None = None, target: float | None = None,
 ) -> dict:
     """The paper's truncation rule written plainly: every cut from the shortest up, one forward each.
@@ -342,7 +346,7 @@ def shortest_cut_reference(
 
 
 def truncate(
-    model,
+    model: TransformerBridge,
     doc_tokens_or_text: str | list[int],
     layer: int,
     neuron: int,
@@ -447,7 +451,7 @@ class _Cut:
         return self.tried[self.hi] if self.hi is not None else self.tried[max(self.tried)]
 
 
-def _search_cuts(model, cuts: list[_Cut], ratio: float, window: int, batch_size: int, progress: bool = False) -> None:
+def _search_cuts(model: TransformerBridge, cuts: list[_Cut], ratio: float, window: int, batch_size: int, progress: bool = False) -> None:
     """Run the searches of ``cuts`` (of any neurons) together: each round's candidates of all of them in one go."""
     if window < 1:
         raise ValueError(f"window must be at least 1, got {window}.")
@@ -471,7 +475,7 @@ def _search_cuts(model, cuts: list[_Cut], ratio: float, window: int, batch_size:
             live = [cut for cut in live if not cut.done]
 
 
-def _round_activations(model, jobs: list[tuple[_Cut, int]], seqs: list[list[int]], batch_size: int) -> list[float]:
+def _round_activations(model: TransformerBridge, jobs: list[tuple[_Cut, int]], seqs: list[list[int]], batch_size: int) -> list[float]:
     """Each candidate's activation (``jobs``: ``(cut, start)``, ``seqs``: their tokens): the known one for a
     whole prefix, else measured, candidates that begin another of the same document and start sharing its run."""
     acts = [cut.known(seq) for (cut, _), seq in zip(jobs, seqs)]
@@ -502,7 +506,7 @@ def _merge_prefixes(seqs: list[list[int]], keys: list[tuple]) -> tuple[list[list
 
 @torch.no_grad()
 def _shared_last_token_activations(
-    model, seqs: list[list[int]], keys: list[tuple], neurons: list[tuple[int, int]], batch_size: int
+    model: TransformerBridge, seqs: list[list[int]], keys: list[tuple], neurons: list[tuple[int, int]], batch_size: int
 ) -> list[float]:
     """Neuron ``neurons[i]`` = ``(layer, neuron)`` at the last token of ``seqs[i]``, for every ``i``.
 
@@ -528,7 +532,7 @@ def _shared_last_token_activations(
 
 
 def find_activating_prompts(
-    model,
+    model: TransformerBridge,
     docs: list[str],
     neurons: list[dict],
     k: int = DEFAULTS.top_k,
@@ -564,7 +568,7 @@ def find_activating_prompts(
 
 
 def _top_document_cuts(
-    model, docs: list[str], neurons: list[dict], entries: dict[str, list[dict]], max_tokens: int
+    model: TransformerBridge, docs: list[str], neurons: list[dict], entries: dict[str, list[dict]], max_tokens: int
 ) -> dict[str, list[_Cut]]:
     """A truncation search per top document of each neuron; each document is tokenised once.
 

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from scipy import stats
@@ -25,6 +25,9 @@ from ctx_utils.llm import LLMClient
 from ctx_utils.prompts import find_activating_prompts
 from ctx_utils.settings import DEFAULTS
 from ctx_utils.tokens import neuron_key
+
+if TYPE_CHECKING:  # the model type, for readers and type checkers; not imported at run time
+    from transformer_lens.model_bridge import TransformerBridge
 
 
 @dataclass(frozen=True)
@@ -93,7 +96,7 @@ def histogram_counts(scores: Sequence[float], bins: int = 10) -> list[int]:
 
 
 def held_out_set(
-    model,
+    model: TransformerBridge,
     neurons: Sequence[dict[str, Any]],
     docs: list[str],
     k: int = DEFAULTS.top_k,

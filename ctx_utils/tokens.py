@@ -10,10 +10,14 @@ and activations are read at TransformerLens hook names.
 from __future__ import annotations
 
 import warnings
+from typing import TYPE_CHECKING
 
 import torch
 from jaxtyping import Int
 from torch import Tensor
+
+if TYPE_CHECKING:  # the model type, for readers and type checkers; not imported at run time
+    from transformer_lens.model_bridge import TransformerBridge
 
 
 def neuron_key(layer: int, neuron: int) -> str:
@@ -26,7 +30,7 @@ def hook_name(layer: int) -> str:
     return f"blocks.{layer}.mlp.hook_post"
 
 
-def tokenize(model, texts: list[str], warn_long: bool = True) -> list[list[int]]:
+def tokenize(model: TransformerBridge, texts: list[str], warn_long: bool = True) -> list[list[int]]:
     """``[BOS] + tokens`` for each text, cut to the model's context window ``n_ctx``.
 
     Texts longer than the window are cut to their first ``n_ctx`` tokens (as ``to_tokens`` does), with one

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Callable, Sequence
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import torch
 from jaxtyping import Float, Int
@@ -21,6 +21,9 @@ from torch import Tensor
 
 from ctx_utils import ablate, heads, neurons, prompts, score
 from ctx_utils.settings import DEFAULTS
+
+if TYPE_CHECKING:  # the model type, for readers and type checkers; not imported at run time
+    from transformer_lens.model_bridge import TransformerBridge
 
 ATOL = 1e-4  # relative to the largest expected value: float32 rounding stays far below, mistakes far above
 
@@ -113,7 +116,7 @@ def _passed(message: str) -> None:
 
 @exercise_check
 def check_congruence(
-    fn: Callable[[Tensor, Tensor], tuple[Tensor, Tensor]], model, layer: int | None = None, n_neurons: int = 512
+    fn: Callable[[Tensor, Tensor], tuple[Tensor, Tensor]], model: TransformerBridge, layer: int | None = None, n_neurons: int = 512
 ) -> None:
     """Exercise 01: ``fn(W_out, W_U)`` → each neuron's congruence and token, as :func:`neurons.congruence`.
 
@@ -193,7 +196,7 @@ def _truncation_mistakes(acts: list[float], target: float, ratio: float) -> dict
 @exercise_check
 def check_truncation(
     fn: Callable[[Tensor, float, float], int | None],
-    model,
+    model: TransformerBridge,
     text: str,
     layer: int | None = None,
     neuron: int | None = None,
@@ -251,7 +254,7 @@ def check_truncation(
 # --------------------------------------------------------------------------------- 03 · head attribution
 
 
-def hook_z_stack(model, texts: Sequence[str], n_head_layers: int) -> tuple[
+def hook_z_stack(model: TransformerBridge, texts: Sequence[str], n_head_layers: int) -> tuple[
     Float[Tensor, "batch pos head_layers n_heads d_head"], Int[Tensor, "batch"]
 ]:
     """The inputs of the attribution exercise: every candidate head's ``z`` and each prompt's last position.
@@ -268,7 +271,7 @@ def hook_z_stack(model, texts: Sequence[str], n_head_layers: int) -> tuple[
 
 @exercise_check
 def check_head_attribution(
-    fn: Callable[[Any, Tensor, Tensor, int, int], Tensor], model, texts: Sequence[str], layer: int, neuron: int
+    fn: Callable[[Any, Tensor, Tensor, int, int], Tensor], model: TransformerBridge, texts: Sequence[str], layer: int, neuron: int
 ) -> None:
     """Exercise 03: ``fn(model, z, last, layer, neuron)`` → ``[batch, head_layers × n_heads]`` direct attributions.
 
@@ -418,7 +421,7 @@ def check_explanation_score(fn: Callable[[list[bool], list[bool]], float]) -> No
 # --------------------------------------------------------------------------------- 06 · ablation hook
 
 
-def _probs_with(model, tokens: Tensor, last: Tensor, hooks: list) -> Tensor:
+def _probs_with(model: TransformerBridge, tokens: Tensor, last: Tensor, hooks: list) -> Tensor:
     """Next-token probabilities at each prompt's last real token with ``hooks`` on: ``[batch, d_vocab]``."""
     with torch.no_grad(), model.hooks(fwd_hooks=hooks):
         logits = model(tokens.to(model.cfg.device))
@@ -444,7 +447,7 @@ HOOK_AXES = {
 }
 
 
-def _activation_shape(model, tokens: Tensor, name: str) -> tuple[int, ...]:
+def _activation_shape(model: TransformerBridge, tokens: Tensor, name: str) -> tuple[int, ...]:
     """The shape of the activation at hook point ``name`` on ``tokens``."""
     shapes: list[tuple[int, ...]] = []
 
@@ -492,7 +495,7 @@ def _zeroed_entries(hook_fn: Callable, shape: tuple[int, ...], hook_point) -> st
 
 
 @exercise_check
-def check_ablation_hook(fn: Callable[[int, int], tuple[str, Callable]], model, texts: Sequence[str], layer: int, head_index: int) -> None:
+def check_ablation_hook(fn: Callable[[int, int], tuple[str, Callable]], model: TransformerBridge, texts: Sequence[str], layer: int, head_index: int) -> None:
     """Exercise 06: ``fn(layer, head_index)`` → ``(hook name, hook function)`` that ablates one head.
 
     Run on ``texts`` with the learner's hook, the next-token probabilities must equal
