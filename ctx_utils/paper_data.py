@@ -12,8 +12,8 @@ ablation's two-sample KS test (arXiv 2402.15055 §5.4). It can also fetch the au
 medium from GitHub and convert them into the same layout, so a learner without the cleaned copy gets the same
 numbers. Nothing here loads a pickle: the ablation pickles are never downloaded.
 
-Where the data come from, first match wins: an explicit path, ``$CTX_PAPER_DATA``, ``../shared/paper-data``
-beside the kit, then the download cache (``~/.cache/ctx_lookups/paper-data``).
+Where the data come from, first match wins: an explicit path, ``$CTX_PAPER_DATA``, then the download cache
+(``~/.cache/ctx_lookups/paper-data``), else a download when asked for.
 
 Command line: ``python -m ctx_utils.paper_data [--data PATH] [--json] [--out FILE] [--download]``.
 """
@@ -45,13 +45,12 @@ from ctx_utils.score import head_explanation_score, histogram_counts, summarize_
 
 COMMIT = "b98f23e85f77da6ad207b55418fcba48a5da044f"
 RAW_BASE_URL = f"https://raw.githubusercontent.com/fbarez/Interpreting-Context-Look-ups/{COMMIT}/neuron_groups/"
-SHARED_DATA = REPO_ROOT.parent / "shared" / "paper-data"
 MAX_TEST_PROMPTS = 20  # the Oct-2023 statistics merge two classification runs: test prompts 0-9 and 10-19
 HOW_TO_GET_DATA = (
-    "Get the authors' data in one of three ways: (1) set CTX_PAPER_DATA to a folder in the paper-data layout "
-    "(one subfolder per model, see paper-data/README.md); (2) put that folder at ../shared/paper-data beside "
-    "the kit; (3) with internet access, run `python -m ctx_utils.paper_data --download` (GPT-2 small and "
-    "medium, about 25 MB from GitHub, cached in ~/.cache/ctx_lookups/paper-data)."
+    "Get the authors' data in one of two ways: (1) with internet access, run `python -m ctx_utils.paper_data "
+    "--download` (GPT-2 small and medium, about 25 MB from GitHub, cached in ~/.cache/ctx_lookups/paper-data); "
+    "(2) set CTX_PAPER_DATA to a copy of the cleaned data (one subfolder per model, the layout of the README's "
+    "section 'The authors' released results')."
 )
 
 
@@ -86,7 +85,7 @@ class ModelData:
 
 
 def resolve_data_dir(path: str | Path | None = None, download: bool = False) -> Path:
-    """The data folder: ``path``, ``$CTX_PAPER_DATA``, ``../shared/paper-data``, the cache, or a download.
+    """The data folder: ``path``, ``$CTX_PAPER_DATA``, the download cache, or (``download``) a download.
 
     Raises :class:`PaperDataError` (with instructions) when none exists and ``download`` is false or fails.
     """
@@ -97,9 +96,8 @@ def resolve_data_dir(path: str | Path | None = None, download: bool = False) -> 
         if not folder.is_dir():
             raise PaperDataError(f"No folder at {folder}. {HOW_TO_GET_DATA}")
         return folder
-    for folder in (SHARED_DATA, cache_dir()):
-        if _model_folders(folder):
-            return folder
+    if _model_folders(cache_dir()):
+        return cache_dir()
     if download:
         return download_paper_data()
     raise PaperDataError(f"The authors' data is not on this machine. {HOW_TO_GET_DATA}")
@@ -610,7 +608,7 @@ def format_table(result: dict[str, Any]) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m ctx_utils.paper_data", description=__doc__.splitlines()[0])
-    parser.add_argument("--data", help="folder in the paper-data layout (default: $CTX_PAPER_DATA, ../shared/paper-data, cache)")
+    parser.add_argument("--data", help="folder in the paper-data layout (default: $CTX_PAPER_DATA, then the download cache)")
     parser.add_argument("--json", action="store_true", help="print the summary as JSON instead of a table")
     parser.add_argument("--out", help="also write the summary to this JSON file (e.g. results/paper-data/summary.json)")
     parser.add_argument("--download", action="store_true", help="download GPT-2 small and medium from GitHub first")

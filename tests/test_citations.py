@@ -11,7 +11,8 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 #: Names of documents that exist only in the developers' workspace, never in the kit.
-UNSHIPPED = re.compile(r"paper-method|paper_method\.md|GUIDE(?:'s|\.md| §)|paper-data README|/work/shared", re.IGNORECASE)
+UNSHIPPED = re.compile(r"paper-method|paper_method\.md|GUIDE(?:'s|\.md| §)|paper-data README|/work/shared|\.\./shared|"
+                       r"parent\s*/\s*[\"']shared[\"']", re.IGNORECASE)
 
 
 def shipped_texts() -> list[Path]:
@@ -25,6 +26,8 @@ def test_the_scan_finds_a_planted_citation(tmp_path):
     assert UNSHIPPED.search("the rule (paper-method §2.4)")
     assert UNSHIPPED.search("GUIDE's organism trials")
     assert UNSHIPPED.search("see the paper-data README §3.7")
+    assert UNSHIPPED.search("data: $CTX_PAPER_DATA or ../shared/paper-data")
+    assert UNSHIPPED.search('SHARED = REPO_ROOT.parent / "shared" / "paper-data"')
     assert not UNSHIPPED.search("Instructor guide; the paper (arXiv 2402.15055 §5.4)")
 
 

@@ -244,6 +244,17 @@ def test_environment_variable_chooses_the_folder(tmp_path, monkeypatch):
         pd.resolve_data_dir()
 
 
+def test_without_the_variable_only_the_download_cache_is_searched(tmp_path, monkeypatch):
+    """Users have no folder beside the kit: with CTX_PAPER_DATA unset and an empty cache, the data is not found
+    (even on a machine that has it next to the checkout) and the message says how to get it."""
+    monkeypatch.delenv("CTX_PAPER_DATA", raising=False)
+    monkeypatch.setattr(pd, "cache_dir", lambda: tmp_path / "empty-cache")
+    with pytest.raises(pd.PaperDataError, match="--download"):
+        pd.resolve_data_dir()
+    _unseen_model_folder(tmp_path / "empty-cache", with_ablation=False)
+    assert pd.resolve_data_dir() == tmp_path / "empty-cache"
+
+
 def test_compare_with_kit_finds_the_shared_pairs(tmp_path, released):
     """A kit result that re-found 2 of the authors' pairs (and one of its own) reports exactly those."""
     from ctx_utils.results import save_json

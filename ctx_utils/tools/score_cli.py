@@ -15,8 +15,8 @@ For every model folder of a paper-data folder (read by :mod:`ctx_utils.paper_dat
 
 Examples::
 
-    python -m ctx_utils.score --paper-data ../shared/paper-data --explainer offline
-    python -m ctx_utils.score --paper-data ../shared/paper-data --json --out results/paper-data/offline_explainer.json
+    python -m ctx_utils.score --explainer offline          # data: $CTX_PAPER_DATA or the download cache
+    python -m ctx_utils.score --paper-data DIR --json --out results/paper-data/offline_explainer.json
 """
 
 from __future__ import annotations
@@ -30,7 +30,7 @@ from typing import Any
 
 from ctx_utils.offline_explainer import best_single_word, explain_offline, fit_word_classifier
 from ctx_utils.offline_reader import OfflineReader
-from ctx_utils.paper_data import PaperDataError, held_out_pairs, load_model_data, load_paper_data
+from ctx_utils.paper_data import PaperDataError, held_out_pairs, load_model_data, load_paper_data, resolve_data_dir
 from ctx_utils.results import SCHEMA_VERSION, save_json
 from ctx_utils.score import head_explanation_score, paired_difference, wins_ties_losses
 
@@ -108,7 +108,8 @@ def build_parser() -> argparse.ArgumentParser:
         prog="python -m ctx_utils.score",
         description="Score the offline explanations on the authors' released data (head explanation score E), beside GPT-4.",
     )
-    parser.add_argument("--paper-data", required=True, type=Path, help="folder holding one subfolder per model")
+    parser.add_argument("--paper-data", type=Path,
+                        help="folder holding one subfolder per model (default: $CTX_PAPER_DATA, then the download cache)")
     parser.add_argument("--explainer", choices=EXPLAINERS, default="offline", help="which explainer to score")
     parser.add_argument("--models", help="comma-separated model folder names (default: every model folder)")
     parser.add_argument("--max-test", type=int, default=20, help="held-out prompts per pair (the paper: 20)")
@@ -125,12 +126,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.error("--max-test must be at least 1.")
     models = [m.strip() for m in args.models.split(",") if m.strip()] if args.models else None
     try:
-        if not args.paper_data.is_dir():
-            raise PaperDataError(f"{args.paper_data} is not a folder: pass --paper-data the folder that holds gpt2-small/ etc.")
+        folder = resolve_data_dir(args.paper_data)
         if models:
-            datasets = {m: load_model_data(args.paper_data / m) for m in models}
+            datasets = {m: load_model_data(folder / m) for m in models}
         else:
-            datasets = load_paper_data(args.paper_data)
+            datasets = load_paper_data(folder)
         result = {
             "schema_version": SCHEMA_VERSION,
             "explainer": args.explainer,
