@@ -36,7 +36,7 @@ from dataclasses import dataclass
 import torch
 
 from ctx_utils.organism.config import OrganismConfig
-from ctx_utils.organism.wiring import _columns, _output_rows, _value_columns, slot_dims
+from ctx_utils.organism.wiring import _columns, _output_rows, _value_columns, project_embeddings, slot_dims
 
 
 def slot_names(config: OrganismConfig) -> tuple[list[str], dict[str, list[str]]]:
@@ -181,19 +181,7 @@ def apply_roles(model, wiring: RoleWiring) -> None:
     if model.config.n_head != len(wiring.roles):
         raise ValueError(f"The wiring has {len(wiring.roles)} head roles; the model has {model.config.n_head} heads.")
     r = wiring.reserved
-    wte = model.transformer.wte.weight  # [vocab, d_model]
-    slotted = torch.zeros(wte.shape[0], dtype=torch.bool)
-    slotted[list(wiring.slot_of)] = True
-    for table, rows in ((wte, ~slotted), (model.transformer.wpe.weight, slice(None))):
-        part = table[rows]
-        part[:, :r] = 0
-        part[:, r:] -= part[:, r:].mean(-1, keepdim=True)  # zero mean: layer norm's centring changes nothing
-        table[rows] = part
-    for token, slot in wiring.slot_of.items():
-        plus, minus = slot_dims(slot)
-        a = (wte[token, plus] - wte[token, minus]) / 2
-        wte[token] = 0
-        wte[token, plus], wte[token, minus] = a, -a
+    project_embeddings(model, r, wiring.slot_of)
 
     block = model.transformer.h[0]
     block.ln_1.bias[:r] = 0
@@ -229,8 +217,9 @@ def apply_roles(model, wiring: RoleWiring) -> None:
     token_dims = _dims(wiring.token_slots)
     rows[:, token_dims] = 0
     mlp.c_proj.bias[token_dims] = 0
+    wte = model.transformer.wte.weight  # tied: a token's embedding is its unembedding direction
     for i, token in enumerate(wiring.planted):
-        rows[i] = wiring.neuron_scale * wte[token] / wte[token].norm()  # tied: the token's unembedding direction
+        rows[i] = wiring.neuron_scale * wte[token] / wte[token].norm()
 
 
 def _tie(model, wiring: RoleWiring) -> None:

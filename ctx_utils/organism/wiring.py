@@ -140,24 +140,32 @@ def _init_neuron_inputs(model, wiring: Wiring) -> None:
 
 
 @torch.no_grad()
+def project_embeddings(model, reserved: int, slot_of: dict[int, int]) -> None:
+    """The embeddings' part of the wiring: a marker token lives on its slot only (+a, −a on the slot's two
+    dimensions), every other token and position on the free dimensions only, centred (layer norm's centring
+    then changes nothing)."""
+    wte = model.transformer.wte.weight  # [vocab, d_model]
+    slotted = torch.zeros(wte.shape[0], dtype=torch.bool)
+    slotted[list(slot_of)] = True
+    for table, rows in ((wte, ~slotted), (model.transformer.wpe.weight, slice(None))):
+        part = table[rows]
+        part[:, :reserved] = 0
+        part[:, reserved:] -= part[:, reserved:].mean(-1, keepdim=True)
+        table[rows] = part
+    for token, slot in slot_of.items():
+        plus, minus = slot_dims(slot)
+        a = (wte[token, plus] - wte[token, minus]) / 2
+        wte[token] = 0
+        wte[token, plus], wte[token, minus] = a, -a
+
+
+@torch.no_grad()
 def apply_wiring(model, wiring: Wiring) -> None:
     """Project the weights back onto the wiring (called after every optimiser step)."""
     if model.config.n_head != wiring.n_contexts:
         raise ValueError(f"The wiring needs one layer-0 head per context: {wiring.n_contexts} contexts, {model.config.n_head} heads.")
     r = wiring.reserved
-    wte = model.transformer.wte.weight  # [vocab, d_model]
-    slotted = torch.zeros(wte.shape[0], dtype=torch.bool)
-    slotted[list(wiring.slot_of)] = True
-    for table, rows in ((wte, ~slotted), (model.transformer.wpe.weight, slice(None))):
-        part = table[rows]
-        part[:, :r] = 0
-        part[:, r:] -= part[:, r:].mean(-1, keepdim=True)  # zero mean: layer norm's centring changes nothing
-        table[rows] = part
-    for token, slot in wiring.slot_of.items():
-        plus, minus = slot_dims(slot)
-        a = (wte[token, plus] - wte[token, minus]) / 2
-        wte[token] = 0
-        wte[token, plus], wte[token, minus] = a, -a
+    project_embeddings(model, r, wiring.slot_of)
 
     block = model.transformer.h[0]
     block.ln_1.bias[:r] = 0
