@@ -39,7 +39,7 @@ from scipy import stats
 
 from ctx_utils.explain import classification_prompt, explanation_prompt
 from ctx_utils.heads import select_pairs
-from ctx_utils.results import REPO_ROOT, save_json, write_text_atomic
+from ctx_utils.results import save_json, write_text_atomic
 from ctx_utils.tokens import head_name, neuron_key
 from ctx_utils.score import head_explanation_score, histogram_counts, summarize_scores
 

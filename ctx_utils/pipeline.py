@@ -165,30 +165,39 @@ def _load_or_compute(settings: Settings, step: str, compute: Callable[[], dict],
 # ---------------------------------------------------------------------------------------------- steps
 
 
-def compute_neurons(settings: Settings, model: TransformerBridge) -> dict:
-    """Step 1: next-token neurons by congruence, with the activity check (neurons that never fire are skipped)."""
-    layers = neurons_step.default_layers(model)
+def activity(settings: Settings, model: TransformerBridge) -> dict:
+    """Step 1's activity check: every late-layer neuron's largest activation on the first ``activity_docs``."""
     docs = documents(settings, max_docs=settings.activity_docs)
-    activity = prompts_step.max_activations(model, docs, layers, batch_size=settings.batch_size)
-    min_activity = settings.min_share * max(float(activity[layer].max()) for layer in layers)
+    return prompts_step.max_activations(model, docs, neurons_step.default_layers(model), batch_size=settings.batch_size)
+
+
+def compute_neurons(settings: Settings, model: TransformerBridge, max_acts: dict | None = None) -> dict:
+    """Step 1: next-token neurons by congruence, with the activity check (neurons that never fire are skipped).
+
+    ``max_acts``: an :func:`activity` result already computed (notebook 01 shows it), else computed here.
+    """
+    layers = neurons_step.default_layers(model)
+    max_acts = activity(settings, model) if max_acts is None else max_acts
+    min_activity = settings.min_share * max(float(max_acts[layer].max()) for layer in layers)
     reject = list(neurons_step.rejected_tokens(settings.model))
     selected = neurons_step.select_next_token_neurons(
-        model, layers, settings.per_layer, reject, activity=activity, min_activity=min_activity
+        model, layers, settings.per_layer, reject, activity=max_acts, min_activity=min_activity
     )
-    return {"layers": layers, "reject": reject, "min_activity": min_activity, "activity_docs": len(docs),
+    return {"layers": layers, "reject": reject, "min_activity": min_activity,
             "neurons": [{k: n[k] for k in ("layer", "neuron", "token", "token_id", "congruence", "rank")} for n in selected]}
 
 
-def scan(settings: Settings, model: TransformerBridge, neuron_list: list[dict]) -> dict[str, list[dict]]:
+def scan(settings: Settings, model: TransformerBridge, neuron_list: list[dict], docs: list[str] | None = None
+         ) -> dict[str, list[dict]]:
     """Step 2a: each neuron's top documents (notebook 02 shows it; :func:`compute_prompts` reuses it)."""
-    return prompts_step.scan_top_documents(model, documents(settings), neuron_list, k=settings.top_k,
-                                           batch_size=settings.batch_size)
+    docs = documents(settings) if docs is None else docs
+    return prompts_step.scan_top_documents(model, docs, neuron_list, k=settings.top_k, batch_size=settings.batch_size)
 
 
 def compute_prompts(settings: Settings, model: TransformerBridge, neuron_list: list[dict], top: dict | None = None) -> dict:
     """Step 2: scan, truncate (> ``ratio`` of the document maximum), drop ≥ ``max_tokens``, keep ``keep``."""
     docs = documents(settings)
-    top = scan(settings, model, neuron_list) if top is None else top
+    top = scan(settings, model, neuron_list, docs) if top is None else top
     found = prompts_step.find_activating_prompts(model, docs, neuron_list, k=settings.top_k, max_tokens=settings.max_tokens,
                                                  keep=settings.keep, ratio=settings.ratio, top=top,
                                                  batch_size=settings.batch_size)
@@ -196,9 +205,14 @@ def compute_prompts(settings: Settings, model: TransformerBridge, neuron_list: l
             "prompts": found}
 
 
-def compute_heads(settings: Settings, model: TransformerBridge, neuron_list: list[dict], prompt_sets: dict) -> dict:
-    """Step 3: every candidate head's attribution to each neuron, the active heads, the pairs in the band."""
-    attributions = heads_step.attribute_neurons(model, neuron_list, prompt_sets, settings.same_layer, settings.batch_size)
+def compute_heads(settings: Settings, model: TransformerBridge, neuron_list: list[dict], prompt_sets: dict,
+                  attributions: dict | None = None) -> dict:
+    """Step 3: every candidate head's attribution to each neuron, the active heads, the pairs in the band.
+
+    ``attributions``: ``heads.attribute_neurons``'s result with these settings, already computed (notebook 03).
+    """
+    if attributions is None:
+        attributions = heads_step.attribute_neurons(model, neuron_list, prompt_sets, settings.same_layer, settings.batch_size)
     pairs = heads_step.pairs_from_attributions(model, neuron_list, attributions, settings.rule, settings.band)
     return {"pairs": pairs, "neurons": heads_step.heads_summary(model, attributions, settings.rule)}
 
@@ -296,22 +310,26 @@ def _ks(effects: list[dict], field: str) -> dict | None:
 # ------------------------------------------------------------------------------- the calls notebooks make
 
 
-def neurons(settings: Settings, quiet: bool = False) -> dict:
-    """neurons.json: step 1's next-token neurons."""
-    return _load_or_compute(settings, "neurons", lambda: compute_neurons(settings, model(settings)), quiet)
+def neurons(settings: Settings, max_acts: dict | None = None, quiet: bool = False) -> dict:
+    """neurons.json: step 1's next-token neurons. ``max_acts``: an :func:`activity` result already computed here."""
+    return _load_or_compute(settings, "neurons", lambda: compute_neurons(settings, model(settings), max_acts), quiet)
 
 
 def prompts(settings: Settings, top: dict | None = None, quiet: bool = False) -> dict:
     """prompts.json: step 2's prompts per neuron. ``top``: a :func:`scan` result already computed here."""
     def compute() -> dict:
-        return compute_prompts(settings, model(settings), neurons(settings, quiet)["neurons"], top)
+        return compute_prompts(settings, model(settings), neurons(settings, quiet=quiet)["neurons"], top)
     return _load_or_compute(settings, "prompts", compute, quiet)
 
 
-def heads(settings: Settings, quiet: bool = False) -> dict:
-    """heads.json: step 3's (neuron, head) pairs, with their positive and negative prompts."""
+def heads(settings: Settings, attributions: dict | None = None, quiet: bool = False) -> dict:
+    """heads.json: step 3's (neuron, head) pairs, with their positive and negative prompts.
+
+    ``attributions``: the step's head attributions already computed here with these settings (notebook 03).
+    """
     def compute() -> dict:
-        return compute_heads(settings, model(settings), neurons(settings, quiet)["neurons"], prompts(settings, quiet=quiet)["prompts"])
+        return compute_heads(settings, model(settings), neurons(settings, quiet=quiet)["neurons"],
+                             prompts(settings, quiet=quiet)["prompts"], attributions)
     return _load_or_compute(settings, "heads", compute, quiet)
 
 
@@ -324,7 +342,7 @@ def pair_neurons(neuron_list: list[dict], pairs: list[dict]) -> list[dict]:
 def held_out(settings: Settings, quiet: bool = False) -> dict:
     """held_out.json: held-out prompts and active heads for the neurons with pairs (steps 5 and 6 read it)."""
     def compute() -> dict:
-        wanted = pair_neurons(neurons(settings, quiet)["neurons"], heads(settings, quiet)["pairs"])
+        wanted = pair_neurons(neurons(settings, quiet=quiet)["neurons"], heads(settings, quiet=quiet)["pairs"])
         return compute_held_out(settings, model(settings), wanted)
     return _load_or_compute(settings, "held_out", compute, quiet)
 
@@ -333,7 +351,7 @@ def explanations(settings: Settings, llm=None, quiet: bool = False) -> dict:
     """explanations.json: step 4's explanation of every pair. ``llm``: a client already connected, else :func:`connect`."""
     def compute() -> dict:
         client = llm if llm is not None else connect(settings)
-        return compute_explanations(settings, heads(settings, quiet)["pairs"], prompts(settings, quiet=quiet)["prompts"], client)
+        return compute_explanations(settings, heads(settings, quiet=quiet)["pairs"], prompts(settings, quiet=quiet)["prompts"], client)
     return _load_or_compute(settings, "explanations", compute, quiet)
 
 
@@ -342,14 +360,14 @@ def scores(settings: Settings, llm=None, quiet: bool = False) -> dict:
     def compute() -> dict:
         client = llm if llm is not None else connect(settings)
         explained = explanations(settings, client, quiet)["pairs"]
-        return compute_scores(settings, model(settings), explained, held_out(settings, quiet), client)
+        return compute_scores(settings, model(settings), explained, held_out(settings, quiet=quiet), client)
     return _load_or_compute(settings, "scores", compute, quiet)
 
 
 def ablation(settings: Settings, quiet: bool = False) -> dict:
     """ablation.json: step 6's probability drops per pair and the KS test of active vs inactive."""
     def compute() -> dict:
-        return compute_ablation(settings, model(settings), heads(settings, quiet)["pairs"], held_out(settings, quiet))
+        return compute_ablation(settings, model(settings), heads(settings, quiet=quiet)["pairs"], held_out(settings, quiet=quiet))
     return _load_or_compute(settings, "ablation", compute, quiet)
 
 
