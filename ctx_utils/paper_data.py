@@ -39,7 +39,7 @@ from scipy import stats
 
 from ctx_utils.explain import classification_prompt, explanation_prompt
 from ctx_utils.heads import select_pairs
-from ctx_utils.results import save_json, write_text_atomic
+from ctx_utils.results import SCHEMA_VERSION, save_json, write_text_atomic
 from ctx_utils.tokens import head_name, neuron_key
 from ctx_utils.score import head_explanation_score, histogram_counts, summarize_scores
 
@@ -296,7 +296,7 @@ def summary(datasets: dict[str, ModelData]) -> dict[str, Any]:
         first10 = model_stats(datasets[name], max_prompts=10)
         entry["first10_mean_E"], entry["first10_std_E"] = first10["mean_E"], first10["std_E"]
         models[name] = entry
-    return {"schema_version": 1, "models": models}
+    return {"schema_version": SCHEMA_VERSION, "models": models}
 
 
 def _finite(x: Any) -> Any:
