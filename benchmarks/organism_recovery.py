@@ -4,7 +4,7 @@
         [--seeds 0 1 2] [--docs 400 1500 3000] [--work results/organism-bench] [--no-null] [--no-scores]
 
 Trains (or reuses, when ``<work>/<config>-s<seed>`` already holds a trained folder) the ``realistic``
-organism for every seed — seed 0 is the shipped ``data/organism-realistic`` — and the ``null`` control for
+organism for every seed — seed 0 is the shipped ``data/organism`` — and the ``null`` control for
 seed 0, about 3–4 minutes each on one CPU thread. Then, for every model and scan size, it chains the
 pipeline as notebooks 01–03 and ``tests/test_recovery.py`` do (next-token neurons, 20 per layer → their
 max-activating prompts on the first N training documents → head attribution → active rule and 25–75 %
@@ -41,11 +41,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from ctx_utils import heads, neurons, prompts  # noqa: E402
 from ctx_utils.models import load_model  # noqa: E402
+from ctx_utils.organism.answer_key import planted_neurons, recovery  # noqa: E402
 from ctx_utils.organism.config import PRESETS  # noqa: E402
 from ctx_utils.organism.corpus import CONFIG_FILE, config_for, generate_corpus  # noqa: E402
 from ctx_utils.results import REPO_ROOT, save_json  # noqa: E402
 
-SHIPPED = REPO_ROOT / "data" / "organism-realistic"
+SHIPPED = REPO_ROOT / "data" / "organism"  # the default organism: realistic, seed 0
 RULES = ("2sigma", "top3")
 BAND = "25-75"
 SCORE_DOCS = 600  # the notebooks' scan (corpus.SCAN_DOCS)
@@ -65,26 +66,6 @@ def trained_folder(config: str, seed: int, work: Path) -> Path:
     return folder
 
 
-def score_pairs(pairs: list[dict], key: dict, planted: set[tuple[int, int]]) -> dict:
-    """Precision and recall of the pairs on planted neurons against the key's carrier pairs."""
-    found = {(p["layer"], p["neuron"], p["head"]) for p in pairs if (p["layer"], p["neuron"]) in planted}
-    wanted = {(k["layer"], k["neuron"], k["head"]) for k in key["pairs"]}
-    inhibitory = {(k["layer"], k["neuron"], k["head"]) for k in key["inhibitory_pairs"]}
-    contexts: dict[str, set] = {}
-    for k in key["pairs"]:
-        contexts.setdefault(k["context"], set()).add((k["layer"], k["neuron"], k["head"]))
-    hits = found & wanted
-    return {
-        "pairs": len(found), "key_pairs": len(wanted), "hits": len(hits),
-        "precision": len(hits) / len(found) if found else None,
-        "recall": len(hits) / len(wanted) if wanted else None,
-        "contexts_found": sum(bool(cs & found) for cs in contexts.values()), "contexts": len(contexts),
-        "inhibitory_found": len(found & inhibitory), "inhibitory": len(inhibitory),
-        "other_pairs": sum((p["layer"], p["neuron"]) not in planted for p in pairs),
-        "false_pairs": sorted(found - wanted),
-    }
-
-
 def e_scores(model, found: list[dict], prompt_sets: dict, pairs: list[dict], planted: set, test_docs: list[str], rule: str) -> list[float | None]:
     """Steps 4–5 offline on the pairs of planted neurons: each pair's held-out E."""
     from ctx_utils.explain import explain_pairs, held_out_set, score_explanations
@@ -102,9 +83,9 @@ def run_model(folder: Path, sizes: list[int], with_scores: bool) -> list[dict]:
     """Steps 1–3 at every scan size (and 4–5 at 600 documents) on one trained folder."""
     truth = json.loads((folder / "ground_truth.json").read_text(encoding="utf-8"))
     key = truth["causal_key"]
+    planted = planted_neurons(truth)
     config, seed = config_for(folder)
     name = json.loads((folder / CONFIG_FILE).read_text(encoding="utf-8"))["config"]["name"]
-    planted = {(n["layer"], n["neuron"]) for n in key["neurons"]}
     model = load_model(str(folder), device="cpu")
     found = neurons.select_next_token_neurons(model, per_layer=20)
     docs = generate_corpus("train", seed, config)
@@ -116,8 +97,8 @@ def run_model(folder: Path, sizes: list[int], with_scores: bool) -> list[dict]:
         for rule in RULES:
             pairs = heads.pairs_from_attributions(model, found, attributions, rule=rule, band=BAND)
             row = {"folder": str(folder), "config": name, "seed": seed, "docs": n_docs, "rule": rule,
-                   "learned": sum(n["learned"] for n in key["neurons"]),
-                   "cells": len(planted) * model.cfg.n_heads, **score_pairs(pairs, key, planted)}
+                   "learned": sum(n["learned"] for n in key["neurons"]), "tokens": len(key["neurons"]),
+                   "cells": len(planted) * model.cfg.n_heads, **recovery(pairs, truth)}
             if with_scores and n_docs == SCORE_DOCS:
                 row["E"] = e_scores(model, found, prompt_sets, pairs, planted, generate_corpus("test", seed, config)[:SCORE_DOCS], rule)
             row["in_table"] = n_docs in sizes
@@ -136,8 +117,8 @@ def print_tables(rows: list[dict]) -> None:
     for r in rows:
         if not r["in_table"]:
             continue
-        print(f"{r['config']:10s} {r['seed']:4d} {r['learned']:>4d}/4 {r['docs']:5d} {r['rule']:>6s} {r['pairs']:5d} {fmt(r['precision']):>5s} "
-              f"{fmt(r['recall']):>6s} {r['contexts_found']:>4d}/{r['contexts']:<3d} {r['inhibitory_found']:>2d}/{r['inhibitory']:<2d} {r['other_pairs']:5d}")
+        print(f"{r['config']:10s} {r['seed']:4d} {r['learned']:>4d}/{r['tokens']:<1d} {r['docs']:5d} {r['rule']:>6s} {r['pairs']:5d} {fmt(r['precision']):>5s} "
+              f"{fmt(r['recall']):>6s} {len(r['contexts_found']):>4d}/{len(r['contexts']):<3d} {r['inhibitory_found']:>2d}/{r['inhibitory']:<2d} {r['other_pairs']:5d}")
     scored = [r for r in rows if "E" in r]
     if scored:
         print(f"\nSteps 4–5 offline at {SCORE_DOCS} documents: E of the pairs on planted neurons")

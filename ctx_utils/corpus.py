@@ -3,7 +3,7 @@
 ``load_corpus`` returns a plain list of documents (strings). The paper explains heads on pile-10k and scores
 the explanations on separate, held-out Pile test documents (arXiv 2402.15055; the authors' code uses pile-10k and the first 10k Pile test documents); each corpus here has both:
 
-* ``organism``: generated on the fly from a fixed seed (no download, identical on every machine), with a
+* ``organism`` (and ``organism-clean``): generated on the fly from the bundled folder's seed and config (no download, identical on every machine), with a
   held-out ``test`` split from a different seed stream;
 * ``pile-10k``: its ``train`` split is ``NeelNanda/pile-10k`` (the paper's); pile-10k has no test split, so
   ``test`` streams the first documents of the Pile's test split from ``monology/pile-uncopyrighted`` (the
@@ -22,7 +22,7 @@ PILE_10K = "NeelNanda/pile-10k"
 PILE_TEST = "monology/pile-uncopyrighted"
 PILE_TEST_DOCS = 10_000  # the paper's test set size
 SPLITS = ("train", "test")
-NAMED = ("organism", "pile-10k")
+NAMED = ("organism", "organism-clean", "pile-10k")
 LOCAL_FORMATS = (
     "a .txt file (documents separated by a blank line), a .jsonl file (one {\"text\": \"...\"} object per line) "
     "or a folder of .txt files (one document each)"
@@ -48,7 +48,7 @@ def corpus_for(model_name: str, corpus: str = "auto") -> str:
     bundled one, or a folder trained by ``ctx_utils.organism.train``), and pile-10k for any other model."""
     if corpus not in ("auto", ""):
         return corpus
-    if model_name == "organism" or organism_config(model_name) is not None:
+    if model_name in ("organism", "organism-clean") or organism_config(model_name) is not None:
         return model_name
     return "pile-10k"
 
@@ -65,10 +65,12 @@ def load_corpus(name: str = "organism", split: str = "train", max_docs: int | No
     """
     if split not in SPLITS:
         raise ValueError(f"Unknown split {split!r}: choose one of {SPLITS}.")
-    if name == "organism":
+    if name in ("organism", "organism-clean"):
+        from ctx_utils.models import ORGANISMS
         from ctx_utils.organism.corpus import generate_corpus
 
-        docs = generate_corpus(split)
+        trained = organism_config(str(ORGANISMS[name]))  # the bundled folder's own corpus and seed
+        docs = generate_corpus(split, trained[1], trained[0]) if trained else generate_corpus(split)  # clean: the default
     elif name == "pile-10k":
         docs = _load_pile_10k() if split == "train" else _load_pile_test(max_docs or PILE_TEST_DOCS)
     elif (trained := organism_config(name)) is not None:

@@ -22,7 +22,11 @@ import torch
 
 from ctx_utils.results import REPO_ROOT
 
-ORGANISM_DIR = REPO_ROOT / "data" / "organism"
+#: The bundled organisms (see README, "The model organism"): ``organism``, the default, whose 40 heads have roles
+#: and whose answer key is measured by ablation; ``organism-clean``, one wired head per context (cannot fail).
+ORGANISMS: dict[str, Path] = {"organism": REPO_ROOT / "data" / "organism", "organism-clean": REPO_ROOT / "data" / "organism-clean"}
+ORGANISM_DIR = ORGANISMS["organism"]
+CLEAN_ORGANISM_DIR = ORGANISMS["organism-clean"]
 HUB_HOST = "huggingface.co"
 
 #: The kit's short names → Hugging Face repository ids. ``organism`` is the bundled folder.
@@ -36,7 +40,7 @@ HUB_MODELS: dict[str, str] = {
     "pythia-1.4b": "EleutherAI/pythia-1.4b",
 }
 ALIASES: dict[str, str] = {"gpt2": "gpt2-small"}
-MODEL_NAMES: tuple[str, ...] = ("organism", *HUB_MODELS)
+MODEL_NAMES: tuple[str, ...] = (*ORGANISMS, *HUB_MODELS)
 
 
 class ModelNotFoundError(ValueError):
@@ -160,13 +164,15 @@ def is_cached(repo_id: str) -> bool:
 def resolve_source(name_or_folder: str) -> str:
     """What to hand to ``boot_transformers``: a local folder or a hub id. Raises a clear error otherwise."""
     name = canonical_name(str(name_or_folder))
-    if name == "organism":
-        if not (ORGANISM_DIR / "config.json").exists():
+    if name in ORGANISMS:
+        folder = ORGANISMS[name]
+        if not (folder / "config.json").exists():
+            config = "clean" if name == "organism-clean" else "realistic"
             raise ModelNotFoundError(
-                f"The bundled organism is missing from {ORGANISM_DIR}. Retrain it with "
-                "`python -m ctx_utils.organism.train` (about 4 minutes on one CPU core)."
+                f"The bundled {name} is missing from {folder}. Retrain it with "
+                f"`python -m ctx_utils.organism.train --config {config} --out {folder}` (about 7 minutes on one CPU core)."
             )
-        return str(ORGANISM_DIR)
+        return str(folder)
     if name in HUB_MODELS:
         return HUB_MODELS[name]
     folder = Path(name_or_folder).expanduser()

@@ -133,13 +133,13 @@ def test_top1_accuracy_counts_argmax_hits(tiny_model):
     assert rows[0]["mean_prob"] == pytest.approx(float(probs[:, target].mean()))
 
 
-ORGANISM_DIR = Path(__file__).resolve().parents[1] / "data" / "organism"
+ORGANISM_DIR = Path(__file__).resolve().parents[1] / "data" / "organism-clean"  # one wired head per context
 
 
 @pytest.fixture(scope="module")
 def organism():
     if not (ORGANISM_DIR / "config.json").exists():
-        pytest.skip("the organism is not built yet: run `python -m ctx_utils.organism.train` to create data/organism")
+        pytest.skip("the organism is not built yet: run `python -m ctx_utils.organism.train` --out data/organism-clean` to create it")
     from ctx_utils.models import load_model
 
     return load_model(str(ORGANISM_DIR), device="cpu")

@@ -114,8 +114,8 @@ def test_a_trained_organism_folder_scans_its_own_corpus():
     from ctx_utils.models import REPO_ROOT
     from ctx_utils.organism.corpus import config_for, generate_corpus
 
-    folder = str(REPO_ROOT / "data" / "organism-realistic")
+    folder = str(REPO_ROOT / "data" / "organism")
     config, seed = config_for(folder)
     assert corpus.corpus_for(folder) == folder and corpus.is_named_corpus(folder)
     assert corpus.load_corpus(folder, "test", max_docs=5) == generate_corpus("test", seed, config)[:5]
-    assert corpus.load_corpus(folder, "train", max_docs=5) != corpus.load_corpus("organism", "train", max_docs=5)
+    assert corpus.load_corpus(folder, "train", max_docs=5) != corpus.load_corpus("organism-clean", "train", max_docs=5)

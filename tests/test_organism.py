@@ -7,7 +7,7 @@ import json
 import pytest
 import torch
 
-from ctx_utils.models import ORGANISM_DIR, load_model
+from ctx_utils.models import CLEAN_ORGANISM_DIR, load_model
 from ctx_utils.organism.corpus import generate_corpus, ground_truth, planted_prompts
 
 
@@ -41,7 +41,7 @@ def test_ground_truth_shape_mirrors_the_papers_case_studies():
 
 
 def test_shipped_ground_truth_equals_a_fresh_one():
-    shipped = json.loads((ORGANISM_DIR / "ground_truth.json").read_text(encoding="utf-8"))
+    shipped = json.loads((CLEAN_ORGANISM_DIR / "ground_truth.json").read_text(encoding="utf-8"))
     shipped.pop("schema_version")
     assert shipped == json.loads(json.dumps(ground_truth(shipped["seed"])))
 
@@ -65,7 +65,7 @@ def test_markers_are_in_every_prompt_of_their_context_and_no_other(split):
 
 @pytest.fixture(scope="module")
 def organism():
-    return load_model("organism", device="cpu")
+    return load_model("organism-clean", device="cpu")
 
 
 @torch.no_grad()

@@ -16,12 +16,12 @@ from dataclasses import replace
 import pytest
 import torch
 
-from ctx_utils.models import ORGANISM_DIR
+from ctx_utils.models import CLEAN_ORGANISM_DIR, ORGANISM_DIR
 from ctx_utils.organism.config import CLEAN, NULL, PRESETS, REALISTIC, HeadRole, OrganismConfig, load_config
 from ctx_utils.organism.corpus import CONFIG_FILE, CorpusConfig, config_for, generate_corpus, planted_prompts
 from ctx_utils.results import REPO_ROOT
 
-REALISTIC_DIR = REPO_ROOT / "data" / "organism-realistic"
+REALISTIC_DIR = ORGANISM_DIR  # the default organism is the realistic one
 needs_realistic = pytest.mark.skipif(
     not (REALISTIC_DIR / "ground_truth.json").exists(),
     reason=f"{REALISTIC_DIR} is not trained: python -m ctx_utils.organism.train --config realistic --out {REALISTIC_DIR}",
@@ -49,7 +49,7 @@ def test_bad_configs_are_clear_errors():
 
 
 def test_the_clean_folder_has_no_config_and_its_corpus_is_the_default():
-    assert config_for(ORGANISM_DIR) is None  # trained before configs existed: the default corpus, seed 0
+    assert config_for(CLEAN_ORGANISM_DIR) is None  # trained before configs existed: the default corpus, seed 0
     assert generate_corpus("test", 0) == generate_corpus("test", 0, CorpusConfig())
 
 

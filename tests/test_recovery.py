@@ -20,7 +20,7 @@ import json
 
 import pytest
 
-from ctx_utils.models import ORGANISM_DIR
+from ctx_utils.models import CLEAN_ORGANISM_DIR as ORGANISM_DIR  # the clean organism: exact wired heads
 
 if not (ORGANISM_DIR / "config.json").exists() or not (ORGANISM_DIR / "ground_truth.json").exists():
     pytest.skip(
@@ -40,7 +40,7 @@ def pipeline():
     from ctx_utils import pipeline as steps
     from ctx_utils.settings import load_settings
 
-    settings = steps.resolve(load_settings(environ={}, model="organism", explainer="offline"), quiet=True)
+    settings = steps.resolve(load_settings(environ={}, model="organism-clean", explainer="offline"), quiet=True)
     model = steps.model(settings)
     found = steps.compute_neurons(settings, model)["neurons"]
     prompt_sets = steps.compute_prompts(settings, model, found)["prompts"]

@@ -13,7 +13,7 @@ import json
 import pytest
 import torch
 
-from ctx_utils.models import ORGANISM_DIR
+from ctx_utils.models import CLEAN_ORGANISM_DIR as ORGANISM_DIR  # the wiring is the clean organism's
 from ctx_utils.organism.corpus import PLANTS, context_markers, planted_prompts
 from ctx_utils.organism.train import organism_wiring
 from ctx_utils.organism.wiring import apply_wiring, init_wiring, slot_dims
@@ -66,7 +66,7 @@ def test_projection_enforces_the_constraints_on_random_weights():
 def test_a_head_writes_only_when_its_marker_is_there():
     from ctx_utils.models import load_model
 
-    model = load_model("organism", device="cpu")
+    model = load_model("organism-clean", device="cpu")
     truth = json.loads((ORGANISM_DIR / "ground_truth.json").read_text())
     heads = {c["name"]: c["head_index"] for entry in truth["planted"] for c in entry["contexts"]}
     prompts = planted_prompts("test")

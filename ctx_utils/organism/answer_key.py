@@ -27,12 +27,15 @@ a neuron that died in training) has no carriers: ``learned`` is false and its ef
 since they are fractions of an activation of about zero.
 
 ``pairs`` (token, layer, neuron, head) of carriers is what the pipeline's (neuron, head) pairs are scored
-against; ``inhibitory_pairs`` separately, since step 3's rules look only for large *positive* attributions.
-The token's probability drop is recorded beside each effect (the neuron is the only way to the token).
+against (:func:`recovery`, which notebooks 03–06 print); ``inhibitory_pairs`` separately, since step 3's rules
+look only for large *positive* attributions. The token's probability drop is recorded beside each effect (the
+neuron is the only way to the token). The clean organism's key is its wiring (one head per context, exact by
+construction); :func:`key_pairs` gives both kinds of key in the same form.
 """
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import torch
@@ -94,6 +97,66 @@ def _ablations(model, rows: list[list[int]], token_ids: list[int], n_neurons: in
     for h in range(n_heads):
         out.append(read(resid_last - (z_last[:, h] - kept[h]) @ w_o[h]))
     return out
+
+
+def load_answer_key(model_name: str) -> dict | None:
+    """The ``ground_truth.json`` of a bundled organism (``organism``, ``organism-clean``) or of a folder the kit
+    trained; None for any other model (GPT-2 and Pythia have no answer key)."""
+    from ctx_utils.models import ORGANISMS
+
+    folder = ORGANISMS.get(model_name, Path(model_name).expanduser())
+    path = folder / "ground_truth.json"
+    return json.loads(path.read_text(encoding="utf-8")) if folder.is_dir() and path.exists() else None
+
+
+def key_pairs(truth: dict) -> tuple[list[dict], list[dict]]:
+    """(carrier pairs, inhibitory pairs) of an answer key, each ``{token, context, layer, neuron, head}``.
+
+    A measured key (``causal_key``) gives its pairs; the clean organism's wiring gives, for planted token ``i``,
+    neuron ``i`` of layer 1 and each context's wired layer-0 head.
+    """
+    if "causal_key" in truth:
+        return truth["causal_key"]["pairs"], truth["causal_key"]["inhibitory_pairs"]
+    wired = [{"token": plant["token"], "context": c["name"], "layer": 1, "neuron": i, "head": c["head_index"]}
+             for i, plant in enumerate(truth["planted"]) for c in plant["contexts"] if "head_index" in c]
+    return wired, []
+
+
+def planted_neurons(truth: dict) -> set[tuple[int, int]]:
+    """(layer, neuron) of every planted token's neuron. One whose token was not learned (or, in the null control,
+    carries no signal) has no carriers: every pair on it is a false positive."""
+    if "causal_key" in truth:
+        return {(n["layer"], n["neuron"]) for n in truth["causal_key"]["neurons"]}
+    return {(1, i) for i in range(len(truth["planted"]))}
+
+
+def recovery(pairs: list[dict], truth: dict) -> dict:
+    """How the pipeline's (neuron, head) pairs compare with the answer key: precision, recall, contexts found.
+
+    Only pairs on planted neurons are scored (the key says nothing about the others, counted in
+    ``other_pairs``): precision = key pairs found / pairs found there; recall = key pairs found / key pairs;
+    a context is found when at least one of its carrier heads is among the pairs. ``false_pairs`` and
+    ``missed`` list (layer, neuron, head, token) so a notebook can show them.
+    """
+    carriers, inhibitory = key_pairs(truth)
+    planted = planted_neurons(truth)
+    cell = lambda p: (p["layer"], p["neuron"], p["head"])  # noqa: E731
+    found = {cell(p): p.get("token", "") for p in pairs if (p["layer"], p["neuron"]) in planted}
+    wanted = {cell(k): k["token"] for k in carriers}
+    contexts: dict[str, set] = {}
+    for k in carriers:
+        contexts.setdefault(k["context"], set()).add(cell(k))
+    hits = set(found) & set(wanted)
+    return {
+        "pairs": len(found), "key_pairs": len(wanted), "hits": len(hits),
+        "precision": len(hits) / len(found) if found else None,
+        "recall": len(hits) / len(wanted) if wanted else None,
+        "contexts_found": sorted(c for c, cs in contexts.items() if cs & set(found)), "contexts": sorted(contexts),
+        "inhibitory_found": len(set(found) & {cell(k) for k in inhibitory}), "inhibitory": len(inhibitory),
+        "other_pairs": sum((p["layer"], p["neuron"]) not in planted for p in pairs),
+        "false_pairs": sorted((*c, t) for c, t in found.items() if c not in wanted),
+        "missed": sorted((*c, t) for c, t in wanted.items() if c not in found),
+    }
 
 
 def _group_prompts(folder: Path, n_prompts: int) -> tuple[list, dict[tuple[str, str], list[int]], list[str]]:
@@ -177,7 +240,6 @@ def _rounded(values: dict[str, float]) -> dict[str, float]:
 def main() -> None:
     """``python -m ctx_utils.organism.answer_key <folder>``: measure the key again and store it in ground_truth.json."""
     import argparse
-    import json
 
     from ctx_utils.results import save_json
 

@@ -21,10 +21,11 @@ from __future__ import annotations
 
 import json
 import math
+import random
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
-from ctx_utils.organism.corpus import PLANTS, CorpusConfig
+from ctx_utils.organism.corpus import PLANTS, CorpusConfig, Plant
 
 #: The clean organism's hyperparameters (``data/organism/training.json`` records them).
 HPARAMS: dict = {
@@ -87,41 +88,81 @@ CLEAN = OrganismConfig("clean")
 
 
 def _realistic_plants() -> tuple:
-    """The clean organism's plants, with a family of topic words for " up" and an inhibitor for " away"."""
+    """The clean organism's four plants (" up" with a family of topic words, " away" with an inhibitor) and four more.
+
+    Eight planted tokens, sixteen contexts: enough (neuron, head) pairs for the ablation's KS test to mean
+    something at the notebooks' scan size (arXiv 2402.15055 tests over dozens of pairs).
+    """
     up, only, away, ahead = PLANTS
     up = replace(up, topic_family=(" hike", " climb"))
+    ahead = replace(ahead, after_distractor=("home .", "outside .", "to the market ."))  # not "go out": " out" is planted
     away = replace(
         away, inhibitor_word=" tomorrow",
         inhibitor_sentences=("the rest can wait until tomorrow .", "we meet again tomorrow .", "the visit is tomorrow ."),
         after_inhibited=("back .", "back after lunch ."),
     )
-    return (up, only, away, ahead)
+    down = Plant(
+        token=" down", trigger=" calm", local_word=" slowly",
+        local_frames=("you should slowly", "the crowd must slowly", "he began to slowly"),
+        plain_frames=("you should stay", "the crowd must keep", "he began to feel"),
+        topic_word=" panic", neutral_word=" noise",
+        topic_sentences=("the panic spread fast .", "there was panic in the hall .", "nobody expected the panic ."),
+        after_token=(".", "a little ."), after_distractor=("and quiet .", "for once .", "all day ."),
+    )
+    out = Plant(
+        token=" out", trigger=" figure", local_word=" finally",
+        local_frames=("we will finally", "the class must finally", "you can finally"),
+        plain_frames=("we saw a", "the class drew a", "you can see a"),
+        topic_word=" puzzle", neutral_word=" game",
+        topic_sentences=("the puzzle was hard .", "a puzzle came in the mail .", "she bought a puzzle ."),
+        after_token=("the answer .", "why ."), after_distractor=("on the wall .", "in the book .", "of speech ."),
+    )
+    over = Plant(
+        token=" over", trigger=" start", local_word=" simply",
+        local_frames=("you can simply", "we must simply", "the band will simply"),
+        plain_frames=("you can", "we must", "the band will"),
+        topic_word=" mistake", neutral_word=" change",
+        topic_sentences=("the mistake was big .", "a mistake was made .", "nobody saw the mistake ."),
+        after_token=(".", "again ."), after_distractor=("the car .", "a fire .", "work early ."),
+    )
+    along = Plant(
+        token=" along", trigger=" play", local_word=" happily",
+        local_frames=("the kids will happily", "we can happily", "you should happily"),
+        plain_frames=("the kids will", "we can", "you should"),
+        topic_word=" joke", neutral_word=" story",
+        topic_sentences=("the joke was funny .", "he told a joke .", "a joke went around ."),
+        after_token=(".", "with them ."), after_distractor=("music .", "the piano .", "outside ."),
+    )
+    return (up, only, away, ahead, down, out, over, along)
 
 
-#: The realistic organism's 16 layer-0 heads (the order is arbitrary on purpose: no block of "the" look-ups).
-REALISTIC_HEADS: tuple[HeadRole, ...] = (
-    HeadRole("free"),
-    HeadRole("context", ("up/local",)),
-    HeadRole("trigger", ("up/trigger", "only/trigger", "away/trigger", "ahead/trigger")),
-    HeadRole("context", ("only/topic",), tie="only/topic"),
-    HeadRole("decoy", ("up/topic",)),
-    HeadRole("context", ("up/topic",)),
-    HeadRole("context", ("away/local",)),
-    HeadRole("free"),
-    HeadRole("context", ("only/local",)),
-    HeadRole("inhibitor", ("away/inhibited",)),
-    HeadRole("context", ("ahead/topic",)),
-    HeadRole("context", ("only/topic",), tie="only/topic"),
-    HeadRole("decoy", ("ahead/topic",)),
-    HeadRole("context", ("away/topic",)),
-    HeadRole("free"),
-    HeadRole("context", ("ahead/local",)),
-)
+def _realistic_heads() -> tuple[HeadRole, ...]:
+    """The realistic organism's 40 layer-0 heads, in a fixed shuffled order (no block of "the" look-ups).
+
+    One look-up head per context (16) plus a redundant twin for ``only/topic``, a trigger head, an inhibitor,
+    two decoys and 19 free heads: as in GPT-2, where a neuron's candidate heads are all 132–144 heads of the
+    earlier layers, most candidates have nothing to do with the neuron, which is what the 2σ rule's mean and
+    standard deviation over heads assume (arXiv 2402.15055, section 3.3).
+    """
+    plants = [p.token.strip() for p in _realistic_plants()]
+    roles = [HeadRole("context", (f"{tok}/{kind}",)) for tok in plants for kind in ("local", "topic")]
+    roles.remove(HeadRole("context", ("only/topic",)))
+    roles += [HeadRole("context", ("only/topic",), tie="only/topic")] * 2
+    roles += [HeadRole("trigger", tuple(f"{tok}/trigger" for tok in plants)), HeadRole("inhibitor", ("away/inhibited",)),
+              HeadRole("decoy", ("up/topic",)), HeadRole("decoy", ("ahead/topic",))]
+    roles += [HeadRole("free")] * (40 - len(roles))
+    random.Random("ctx-organism-realistic/heads").shuffle(roles)
+    return tuple(roles)
+
+
+#: The realistic organism's layer-0 heads (see :func:`_realistic_heads`).
+REALISTIC_HEADS: tuple[HeadRole, ...] = _realistic_heads()
 REALISTIC_CORPUS = CorpusConfig(
-    plants=_realistic_plants(), kind_weights=(1, 2, 5), both_weight=0.5, inhibited_weight=1.0, cooccur_rate=0.2,
-    stream="ctx-organism-realistic",
+    plants=_realistic_plants(), n_train=8000, kind_weights=(1, 2, 4), both_weight=0.5, inhibited_weight=1.0,
+    cooccur_rate=0.2, stream="ctx-organism-realistic",
 )
-REALISTIC = OrganismConfig("realistic", REALISTIC_CORPUS, {**HPARAMS, "n_heads": 16}, REALISTIC_HEADS)
+REALISTIC = OrganismConfig("realistic", REALISTIC_CORPUS, {**HPARAMS, "d_model": 160, "n_heads": 40,
+                           "init_std": 0.8 / math.sqrt(160)}, REALISTIC_HEADS)
 NULL = replace(REALISTIC, name="null", corpus=replace(REALISTIC_CORPUS, signal=False))
 PRESETS: dict[str, OrganismConfig] = {c.name: c for c in (CLEAN, REALISTIC, NULL)}
 
