@@ -1,7 +1,7 @@
 """Recovery of the realistic organism's causal answer key by steps 1–3, per seed and scan size; the null control.
 
     HF_HUB_OFFLINE=1 CTX_TORCH_THREADS=1 OMP_NUM_THREADS=1 python benchmarks/organism_recovery.py \\
-        [--seeds 0 1 2] [--docs 400 1500 3000] [--work results/organism-bench] [--no-null] [--no-scores]
+        [--seeds 0 1 2] [--docs 400 600 1500 3000] [--work results/organism-bench] [--no-null] [--no-scores]
 
 Trains (or reuses, when ``<work>/<config>-s<seed>`` already holds a trained folder) the ``realistic``
 organism for every seed — seed 0 is the shipped ``data/organism`` — and the ``null`` control for
@@ -138,7 +138,7 @@ def print_tables(rows: list[dict]) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
-    parser.add_argument("--docs", type=int, nargs="+", default=[400, 1500, 3000])
+    parser.add_argument("--docs", type=int, nargs="+", default=[400, 600, 1500, 3000])
     parser.add_argument("--work", type=Path, default=REPO_ROOT / "results" / "organism-bench")
     parser.add_argument("--no-null", action="store_true", help="skip the null control")
     parser.add_argument("--no-scores", action="store_true", help="skip steps 4–5 (E at 600 documents)")
