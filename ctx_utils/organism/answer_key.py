@@ -99,12 +99,17 @@ def _ablations(model, rows: list[list[int]], token_ids: list[int], n_neurons: in
     return out
 
 
+def organism_folder(model_name: str) -> Path:
+    """The folder of a bundled organism (``organism``, ``organism-clean``), else ``model_name`` read as a folder."""
+    from ctx_utils.models import ORGANISMS
+
+    return ORGANISMS.get(model_name, Path(model_name).expanduser())
+
+
 def load_answer_key(model_name: str) -> dict | None:
     """The ``ground_truth.json`` of a bundled organism (``organism``, ``organism-clean``) or of a folder the kit
     trained; None for any other model (GPT-2 and Pythia have no answer key)."""
-    from ctx_utils.models import ORGANISMS
-
-    folder = ORGANISMS.get(model_name, Path(model_name).expanduser())
+    folder = organism_folder(model_name)
     path = folder / "ground_truth.json"
     return json.loads(path.read_text(encoding="utf-8")) if folder.is_dir() and path.exists() else None
 
@@ -157,6 +162,95 @@ def recovery(pairs: list[dict], truth: dict) -> dict:
         "false_pairs": sorted((*c, t) for c, t in found.items() if c not in wanted),
         "missed": sorted((*c, t) for c, t in wanted.items() if c not in found),
     }
+
+
+def markers(context: dict) -> list[str]:
+    """Every marker of a context in ``ground_truth.json``: its ``markers`` (a topic family has several), else its one ``marker``."""
+    return list(context.get("markers") or [context["marker"]])
+
+
+def learned_tokens(truth: dict) -> set[str]:
+    """The planted tokens the organism learned (its key's ``learned``; the clean organism's wiring: all of them)."""
+    if "causal_key" in truth:
+        return {n["token"] for n in truth["causal_key"]["neurons"] if n["learned"]}
+    return {plant["token"] for plant in truth["planted"]}
+
+
+def pair_role(truth: dict, layer: int, neuron: int, head: int) -> str:
+    """What the answer key says flat head ``head`` does for neuron ``(layer, neuron)``, in words.
+
+    ``carries <context>`` (a key pair), ``needed everywhere`` (the trigger head), ``suppresses everywhere``,
+    ``inhibits <context>``, ``no measured effect`` (a planted neuron's head the key gives no role), or ``not a
+    planted neuron`` (the key says nothing about the pair).
+    """
+    if (layer, neuron) not in planted_neurons(truth):
+        return "not a planted neuron"
+    carriers, inhibitory = key_pairs(truth)
+    for kind, pairs in (("carries", carriers), ("inhibits", inhibitory)):
+        for k in pairs:
+            if (k["layer"], k["neuron"], k["head"]) == (layer, neuron, head):
+                return f"{kind} {k['context']}"
+    for n in truth.get("causal_key", {}).get("neurons", []):
+        if (n["layer"], n["neuron"]) == (layer, neuron):
+            if head in n["needed_everywhere"]:
+                return "needed everywhere"
+            if head in n["suppress_everywhere"]:
+                return "suppresses everywhere"
+    return "no measured effect"
+
+
+def key_table(truth: dict) -> list[dict]:
+    """One row per planted token: its neuron, whether it was learned, each context's carrier heads, and (measured
+    key only) the heads needed everywhere, suppressing everywhere and inhibiting. Heads are flat layer-0 indices."""
+    carriers, _ = key_pairs(truth)
+    neurons = {n["token"]: n for n in truth.get("causal_key", {}).get("neurons", [])}
+    learned = learned_tokens(truth)
+    rows = []
+    for i, plant in enumerate(truth["planted"]):
+        token, n = plant["token"], neurons.get(plant["token"])
+        row = {"token": token, "neuron": f"L{n['layer']}.N{n['neuron']}" if n else f"L1.N{i}", "learned": token in learned}
+        for context in plant["contexts"]:
+            row[context["name"].split("/")[-1]] = sorted(k["head"] for k in carriers if k["context"] == context["name"])
+        if n:
+            row |= {"needed everywhere": n["needed_everywhere"], "suppress everywhere": n["suppress_everywhere"],
+                    "inhibits": n["inhibitors"]}
+        rows.append(row)
+    return rows
+
+
+def head_report(truth: dict) -> list[dict]:
+    """Per layer-0 head of a measured key: its wired role (what it may read) beside what ablation measured it doing.
+
+    ``measured`` lists, over every learned planted neuron, the head's roles (``carries up/local``, ``needed
+    everywhere by 4 neurons``...), or ``nothing`` when its ablation moves no planted neuron past the key's
+    threshold (decoys, and free heads that learned nothing). Empty for a key without ``heads`` (the clean organism).
+    """
+    rows = []
+    for head in truth.get("heads", []):
+        h, roles = head["head"], []
+        for layer, neuron in sorted(planted_neurons(truth)):
+            role = pair_role(truth, layer, neuron, h)
+            if role != "no measured effect":
+                roles.append(role)
+        counted = {r: roles.count(r) for r in dict.fromkeys(roles)}
+        measured = [f"{r} ({c} neurons)" if c > 1 else r for r, c in counted.items()]
+        rows.append({"head": h, "role": head["role"], "reads": ", ".join(head["reads"]), "tie": head["tie"],
+                     "measured": "; ".join(measured) or "nothing"})
+    return rows
+
+
+def held_out_groups(model_name: str, n_prompts: int = N_PROMPTS) -> dict[str, list[str]]:
+    """Held-out (test-split) planted prompts of an organism, per context name (``up/local``, ``up/distractor``…),
+    the first ``n_prompts`` of each: the prompts the causal key was measured on, for the organism's own corpus."""
+    from ctx_utils.organism.corpus import DEFAULT_CONFIG
+
+    config, seed = config_for(organism_folder(model_name)) or (DEFAULT_CONFIG, 0)  # the clean organism: the default corpus, as load_corpus
+    groups: dict[str, list[str]] = {}
+    for p in planted_prompts("test", seed, config):
+        rows = groups.setdefault(p.context, [])
+        if len(rows) < n_prompts:
+            rows.append(p.prompt)
+    return groups
 
 
 def _group_prompts(folder: Path, n_prompts: int) -> tuple[list, dict[tuple[str, str], list[int]], list[str]]:
