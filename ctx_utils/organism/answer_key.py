@@ -127,12 +127,17 @@ def key_pairs(truth: dict) -> tuple[list[dict], list[dict]]:
     return wired, []
 
 
+def token_neurons(truth: dict) -> dict[str, tuple[int, int]]:
+    """Planted token → (layer, neuron) of its next-token neuron, the only writer of the token."""
+    if "causal_key" in truth:
+        return {n["token"]: (n["layer"], n["neuron"]) for n in truth["causal_key"]["neurons"]}
+    return {plant["token"]: (1, i) for i, plant in enumerate(truth["planted"])}
+
+
 def planted_neurons(truth: dict) -> set[tuple[int, int]]:
     """(layer, neuron) of every planted token's neuron. One whose token was not learned (or, in the null control,
     carries no signal) has no carriers: every pair on it is a false positive."""
-    if "causal_key" in truth:
-        return {(n["layer"], n["neuron"]) for n in truth["causal_key"]["neurons"]}
-    return {(1, i) for i in range(len(truth["planted"]))}
+    return set(token_neurons(truth).values())
 
 
 def recovery(pairs: list[dict], truth: dict) -> dict:
@@ -180,8 +185,9 @@ def pair_role(truth: dict, layer: int, neuron: int, head: int) -> str:
     """What the answer key says flat head ``head`` does for neuron ``(layer, neuron)``, in words.
 
     ``carries <context>`` (a key pair), ``needed everywhere`` (the trigger head), ``suppresses everywhere``,
-    ``inhibits <context>``, ``no measured effect`` (a planted neuron's head the key gives no role), or ``not a
-    planted neuron`` (the key says nothing about the pair).
+    ``inhibits <context>``, ``no measured effect`` (a planted neuron's head the key gives no role; with the head's
+    wired role when the key lists roles, e.g. ``no measured effect (decoy)``), or ``not a planted neuron`` (the key
+    says nothing about the pair).
     """
     if (layer, neuron) not in planted_neurons(truth):
         return "not a planted neuron"
@@ -196,7 +202,8 @@ def pair_role(truth: dict, layer: int, neuron: int, head: int) -> str:
                 return "needed everywhere"
             if head in n["suppress_everywhere"]:
                 return "suppresses everywhere"
-    return "no measured effect"
+    wired = [h["role"] for h in truth.get("heads", []) if h["head"] == head]
+    return "no measured effect" + (f" ({wired[0]})" if wired else "")
 
 
 def key_table(truth: dict) -> list[dict]:
@@ -206,9 +213,10 @@ def key_table(truth: dict) -> list[dict]:
     neurons = {n["token"]: n for n in truth.get("causal_key", {}).get("neurons", [])}
     learned = learned_tokens(truth)
     rows = []
-    for i, plant in enumerate(truth["planted"]):
+    for plant in truth["planted"]:
         token, n = plant["token"], neurons.get(plant["token"])
-        row = {"token": token, "neuron": f"L{n['layer']}.N{n['neuron']}" if n else f"L1.N{i}", "learned": token in learned}
+        layer, neuron = token_neurons(truth)[token]
+        row = {"token": token, "neuron": f"L{layer}.N{neuron}", "learned": token in learned}
         for context in plant["contexts"]:
             row[context["name"].split("/")[-1]] = sorted(k["head"] for k in carriers if k["context"] == context["name"])
         if n:
@@ -230,7 +238,7 @@ def head_report(truth: dict) -> list[dict]:
         h, roles = head["head"], []
         for layer, neuron in sorted(planted_neurons(truth)):
             role = pair_role(truth, layer, neuron, h)
-            if role != "no measured effect":
+            if not role.startswith("no measured effect"):
                 roles.append(role)
         counted = {r: roles.count(r) for r in dict.fromkeys(roles)}
         measured = [f"{r} ({c} neurons)" if c > 1 else r for r, c in counted.items()]
