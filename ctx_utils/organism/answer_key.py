@@ -174,6 +174,28 @@ def markers(context: dict) -> list[str]:
     return list(context.get("markers") or [context["marker"]])
 
 
+def named_contexts(text: str, truth: dict, token: str | None = None) -> dict[str, list[str]]:
+    """The planted contexts an explanation names: context name → the context's words found in ``text``.
+
+    A context's words are its markers' words other than the token's trigger (``never`` of ``never give``; every
+    word of a topic family), matched whole and case-insensitively, so naming one word of a family counts (partly
+    right). ``token``: look only at that planted token's contexts; None: every planted context.
+    """
+    import re
+
+    named: dict[str, list[str]] = {}
+    for plant in truth["planted"]:
+        if token is not None and plant["token"] != token:
+            continue
+        trigger = plant.get("trigger", "").strip()
+        for context in plant["contexts"]:
+            words = dict.fromkeys(w for m in markers(context) for w in m.split() if w != trigger)
+            hits = [w for w in words if re.search(rf"(?<!\w){re.escape(w)}(?!\w)", text, re.IGNORECASE)]
+            if hits:
+                named[context["name"]] = hits
+    return named
+
+
 def learned_tokens(truth: dict) -> set[str]:
     """The planted tokens the organism learned (its key's ``learned``; the clean organism's wiring: all of them)."""
     if "causal_key" in truth:
