@@ -269,6 +269,21 @@ def head_report(truth: dict) -> list[dict]:
     return rows
 
 
+def ablation_confirms(effect: dict, threshold: float = THRESHOLD) -> bool:
+    """Whether an ablation record of :func:`ctx_utils.ablate.ablation_effects` confirms its (neuron, head) pair.
+
+    Confirmed: zero-ablating the head removes at least ``threshold`` of the neuron's mean activation on the held-out
+    prompts where the head is active — the key's own criterion for a carrier (at least ``threshold`` of the
+    activation on its context), applied to the pipeline's prompts. A pair with no active prompt, or a record made
+    without the neuron's activation, is not confirmed.
+    """
+    if effect.get("mean_act_decrease_active") is None:
+        return False
+    active = [a for a, on in zip(effect["act_normal"], effect["head_active"]) if on]
+    scale = sum(active) / len(active)
+    return scale > 0 and effect["mean_act_decrease_active"] >= threshold * scale
+
+
 def held_out_groups(model_name: str, n_prompts: int = N_PROMPTS) -> dict[str, list[str]]:
     """Held-out (test-split) planted prompts of an organism, per context name (``up/local``, ``up/distractor``…),
     the first ``n_prompts`` of each: the prompts the causal key was measured on, for the organism's own corpus."""
