@@ -45,11 +45,12 @@ from ctx_utils.organism.answer_key import planted_neurons, recovery  # noqa: E40
 from ctx_utils.organism.config import PRESETS  # noqa: E402
 from ctx_utils.organism.corpus import CONFIG_FILE, config_for, generate_corpus  # noqa: E402
 from ctx_utils.results import REPO_ROOT, save_json  # noqa: E402
+from ctx_utils.settings import DEFAULTS  # noqa: E402
 
 SHIPPED = REPO_ROOT / "data" / "organism"  # the default organism: realistic, seed 0
 RULES = ("2sigma", "top3")
 BAND = "25-75"
-SCORE_DOCS = 600  # the notebooks' scan (corpus.SCAN_DOCS)
+SCORE_DOCS = DEFAULTS.n_docs  # the notebooks' scan
 
 
 def trained_folder(config: str, seed: int, work: Path) -> Path:
@@ -66,17 +67,19 @@ def trained_folder(config: str, seed: int, work: Path) -> Path:
     return folder
 
 
-def e_scores(model, found: list[dict], prompt_sets: dict, pairs: list[dict], planted: set, test_docs: list[str], rule: str) -> list[float | None]:
-    """Steps 4–5 offline on the pairs of planted neurons: each pair's held-out E."""
-    from ctx_utils.explain import explain_pairs, held_out_set, score_explanations
+def e_scores(folder: Path, model, found: list[dict], prompt_sets: dict, pairs: list[dict], planted: set, rule: str) -> list[float | None]:
+    """Steps 4–5 offline on the pairs of planted neurons, through the pipeline's own calls: each pair's held-out E."""
+    from ctx_utils import pipeline
+    from ctx_utils.settings import load_settings
 
     mine = [p for p in pairs if (p["layer"], p["neuron"]) in planted]
     if not mine:
         return []
-    explained = explain_pairs(mine, prompt_sets, llm=None)
-    used = [n for n in found if (n["layer"], n["neuron"]) in planted]
-    held, active = held_out_set(model, used, test_docs, rule=rule)
-    return [s["E"] for s in score_explanations(explained, held, active, llm=None)]
+    settings = pipeline.resolve(load_settings(environ={}, model=str(folder), explainer="offline", rule=rule,
+                                              band=BAND, n_docs=SCORE_DOCS, max_test_docs=SCORE_DOCS), quiet=True)
+    explained = pipeline.compute_explanations(settings, mine, prompt_sets)["pairs"]
+    held = pipeline.compute_held_out(settings, model, pipeline.pair_neurons(found, mine))
+    return [s["E"] for s in pipeline.score_held_out(settings, explained, held)]
 
 
 def run_model(folder: Path, sizes: list[int], with_scores: bool) -> list[dict]:
@@ -100,7 +103,7 @@ def run_model(folder: Path, sizes: list[int], with_scores: bool) -> list[dict]:
                    "learned": sum(n["learned"] for n in key["neurons"]), "tokens": len(key["neurons"]),
                    "cells": len(planted) * model.cfg.n_heads, **recovery(pairs, truth)}
             if with_scores and n_docs == SCORE_DOCS:
-                row["E"] = e_scores(model, found, prompt_sets, pairs, planted, generate_corpus("test", seed, config)[:SCORE_DOCS], rule)
+                row["E"] = e_scores(folder, model, found, prompt_sets, pairs, planted, rule)
             row["in_table"] = n_docs in sizes
             rows.append(row)
         print(f"  {folder.name} {n_docs} docs: {time.perf_counter() - start:.0f} s", flush=True)

@@ -171,7 +171,8 @@ def test_causal_key_shows_the_designed_circuit(measured_key):
     tied = {h for h, r in enumerate(roles) if r.tie}
     assert {("only/topic", h) for h in tied} <= carriers, "the redundant pair does not both carry only/topic"
     assert {k["head"] for k in measured_key["inhibitory_pairs"]} == by_role("inhibitor")
-    assert len({c for c, _ in carriers}) == 8, f"not every context has a carrier: {sorted(carriers)}"
+    contexts = {f"{p.token.strip()}/{kind}" for p in REALISTIC.corpus.plants for kind in ("local", "topic")}
+    assert {c for c, _ in carriers} == contexts, f"not every context has a carrier: {sorted(carriers)}"
 
 
 def test_trainer_takes_a_seed_and_a_config_and_saves_them(tmp_path):

@@ -1,8 +1,8 @@
-"""Train the model organism: ``python -m ctx_utils.organism.train [--config clean] [--out data/organism] [--seed 0]``.
+"""Train a model organism: ``python -m ctx_utils.organism.train [--config realistic] [--out data/organism] [--seed 0]``.
 
-``--config`` is a preset of :mod:`ctx_utils.organism.config` (``clean``: the bundled ``data/organism``,
-described below; ``realistic``: ``data/organism-realistic``, whose heads have roles,
-:mod:`ctx_utils.organism.roles`; ``null``: the realistic one without signal) or an ``organism_config.json``.
+``--config`` is a preset of :mod:`ctx_utils.organism.config` (``realistic``, the default: the bundled
+``data/organism``, whose heads have roles, :mod:`ctx_utils.organism.roles`; ``clean``: ``data/organism-clean``,
+described below; ``null``: the realistic one without signal) or an ``organism_config.json``.
 Every trained folder gets its ``organism_config.json`` (config and seed), so its corpus can be regenerated.
 
 The organism is a two-layer GPT-2 (``GPT2LMHeadModel``) over a word-level vocabulary, trained on
@@ -253,10 +253,10 @@ def platform_note() -> str:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description="Train the kit's model organism (about 2 minutes on one CPU thread).")
-    parser.add_argument("--out", type=Path, default=REPO_ROOT / "data" / "organism", help="output folder")
+    parser = argparse.ArgumentParser(description="Train a model organism of the kit (2-7 minutes on one CPU thread).")
+    parser.add_argument("--out", type=Path, default=REPO_ROOT / "data" / "organism", help="output folder (default: the bundled organism's)")
     parser.add_argument("--seed", type=int, default=0, help="seed for corpus, initialisation and batch order")
-    parser.add_argument("--config", default="clean", help=f"a preset ({', '.join(PRESETS)}) or an organism_config.json")
+    parser.add_argument("--config", default="realistic", help=f"a preset ({', '.join(PRESETS)}) or an organism_config.json")
     args = parser.parse_args()
     try:
         config = load_config(args.config)
