@@ -99,12 +99,17 @@ def _ablations(model, rows: list[list[int]], token_ids: list[int], n_neurons: in
     return out
 
 
+def organism_folder(model_name: str) -> Path:
+    """The folder of a bundled organism (``organism``, ``organism-clean``), else ``model_name`` read as a folder."""
+    from ctx_utils.models import ORGANISMS
+
+    return ORGANISMS.get(model_name, Path(model_name).expanduser())
+
+
 def load_answer_key(model_name: str) -> dict | None:
     """The ``ground_truth.json`` of a bundled organism (``organism``, ``organism-clean``) or of a folder the kit
     trained; None for any other model (GPT-2 and Pythia have no answer key)."""
-    from ctx_utils.models import ORGANISMS
-
-    folder = ORGANISMS.get(model_name, Path(model_name).expanduser())
+    folder = organism_folder(model_name)
     path = folder / "ground_truth.json"
     return json.loads(path.read_text(encoding="utf-8")) if folder.is_dir() and path.exists() else None
 
@@ -122,12 +127,17 @@ def key_pairs(truth: dict) -> tuple[list[dict], list[dict]]:
     return wired, []
 
 
+def token_neurons(truth: dict) -> dict[str, tuple[int, int]]:
+    """Planted token → (layer, neuron) of its next-token neuron, the only writer of the token."""
+    if "causal_key" in truth:
+        return {n["token"]: (n["layer"], n["neuron"]) for n in truth["causal_key"]["neurons"]}
+    return {plant["token"]: (1, i) for i, plant in enumerate(truth["planted"])}
+
+
 def planted_neurons(truth: dict) -> set[tuple[int, int]]:
     """(layer, neuron) of every planted token's neuron. One whose token was not learned (or, in the null control,
     carries no signal) has no carriers: every pair on it is a false positive."""
-    if "causal_key" in truth:
-        return {(n["layer"], n["neuron"]) for n in truth["causal_key"]["neurons"]}
-    return {(1, i) for i in range(len(truth["planted"]))}
+    return set(token_neurons(truth).values())
 
 
 def recovery(pairs: list[dict], truth: dict) -> dict:
@@ -157,6 +167,135 @@ def recovery(pairs: list[dict], truth: dict) -> dict:
         "false_pairs": sorted((*c, t) for c, t in found.items() if c not in wanted),
         "missed": sorted((*c, t) for c, t in wanted.items() if c not in found),
     }
+
+
+def markers(context: dict) -> list[str]:
+    """Every marker of a context in ``ground_truth.json``: its ``markers`` (a topic family has several), else its one ``marker``."""
+    return list(context.get("markers") or [context["marker"]])
+
+
+def named_contexts(text: str, truth: dict, token: str | None = None) -> dict[str, list[str]]:
+    """The planted contexts an explanation names: context name → the context's words found in ``text``.
+
+    A context's words are its markers' words other than the token's trigger (``never`` of ``never give``; every
+    word of a topic family), matched whole and case-insensitively, so naming one word of a family counts (partly
+    right). ``token``: look only at that planted token's contexts; None: every planted context.
+    """
+    import re
+
+    named: dict[str, list[str]] = {}
+    for plant in truth["planted"]:
+        if token is not None and plant["token"] != token:
+            continue
+        trigger = plant.get("trigger", "").strip()
+        for context in plant["contexts"]:
+            words = dict.fromkeys(w for m in markers(context) for w in m.split() if w != trigger)
+            hits = [w for w in words if re.search(rf"(?<!\w){re.escape(w)}(?!\w)", text, re.IGNORECASE)]
+            if hits:
+                named[context["name"]] = hits
+    return named
+
+
+def learned_tokens(truth: dict) -> set[str]:
+    """The planted tokens the organism learned (its key's ``learned``; the clean organism's wiring: all of them)."""
+    if "causal_key" in truth:
+        return {n["token"] for n in truth["causal_key"]["neurons"] if n["learned"]}
+    return {plant["token"] for plant in truth["planted"]}
+
+
+def pair_role(truth: dict, layer: int, neuron: int, head: int) -> str:
+    """What the answer key says flat head ``head`` does for neuron ``(layer, neuron)``, in words.
+
+    ``carries <context>`` (a key pair), ``needed everywhere`` (the trigger head), ``suppresses everywhere``,
+    ``inhibits <context>``, ``no measured effect`` (a planted neuron's head the key gives no role; with the head's
+    wired role when the key lists roles, e.g. ``no measured effect (decoy)``), or ``not a planted neuron`` (the key
+    says nothing about the pair).
+    """
+    if (layer, neuron) not in planted_neurons(truth):
+        return "not a planted neuron"
+    carriers, inhibitory = key_pairs(truth)
+    for kind, pairs in (("carries", carriers), ("inhibits", inhibitory)):
+        for k in pairs:
+            if (k["layer"], k["neuron"], k["head"]) == (layer, neuron, head):
+                return f"{kind} {k['context']}"
+    for n in truth.get("causal_key", {}).get("neurons", []):
+        if (n["layer"], n["neuron"]) == (layer, neuron):
+            if head in n["needed_everywhere"]:
+                return "needed everywhere"
+            if head in n["suppress_everywhere"]:
+                return "suppresses everywhere"
+    wired = [h["role"] for h in truth.get("heads", []) if h["head"] == head]
+    return "no measured effect" + (f" ({wired[0]})" if wired else "")
+
+
+def key_table(truth: dict) -> list[dict]:
+    """One row per planted token: its neuron, whether it was learned, each context's carrier heads, and (measured
+    key only) the heads needed everywhere, suppressing everywhere and inhibiting. Heads are flat layer-0 indices."""
+    carriers, _ = key_pairs(truth)
+    neurons = {n["token"]: n for n in truth.get("causal_key", {}).get("neurons", [])}
+    learned = learned_tokens(truth)
+    rows = []
+    for plant in truth["planted"]:
+        token, n = plant["token"], neurons.get(plant["token"])
+        layer, neuron = token_neurons(truth)[token]
+        row = {"token": token, "neuron": f"L{layer}.N{neuron}", "learned": token in learned}
+        for context in plant["contexts"]:
+            row[context["name"].split("/")[-1]] = sorted(k["head"] for k in carriers if k["context"] == context["name"])
+        if n:
+            row |= {"needed everywhere": n["needed_everywhere"], "suppress everywhere": n["suppress_everywhere"],
+                    "inhibits": n["inhibitors"]}
+        rows.append(row)
+    return rows
+
+
+def head_report(truth: dict) -> list[dict]:
+    """Per layer-0 head of a measured key: its wired role (what it may read) beside what ablation measured it doing.
+
+    ``measured`` lists, over every learned planted neuron, the head's roles (``carries up/local``, ``needed
+    everywhere by 4 neurons``...), or ``nothing`` when its ablation moves no planted neuron past the key's
+    threshold (decoys, and free heads that learned nothing). Empty for a key without ``heads`` (the clean organism).
+    """
+    rows = []
+    for head in truth.get("heads", []):
+        h, roles = head["head"], []
+        for layer, neuron in sorted(planted_neurons(truth)):
+            role = pair_role(truth, layer, neuron, h)
+            if not role.startswith("no measured effect"):
+                roles.append(role)
+        counted = {r: roles.count(r) for r in dict.fromkeys(roles)}
+        measured = [f"{r} ({c} neurons)" if c > 1 else r for r, c in counted.items()]
+        rows.append({"head": h, "role": head["role"], "reads": ", ".join(head["reads"]), "tie": head["tie"],
+                     "measured": "; ".join(measured) or "nothing"})
+    return rows
+
+
+def ablation_confirms(effect: dict, threshold: float = THRESHOLD) -> bool:
+    """Whether an ablation record of :func:`ctx_utils.ablate.ablation_effects` confirms its (neuron, head) pair.
+
+    Confirmed: zero-ablating the head removes at least ``threshold`` of the neuron's mean activation on the held-out
+    prompts where the head is active — the key's own criterion for a carrier (at least ``threshold`` of the
+    activation on its context), applied to the pipeline's prompts. A pair with no active prompt, or a record made
+    without the neuron's activation, is not confirmed.
+    """
+    if effect.get("mean_act_decrease_active") is None:
+        return False
+    active = [a for a, on in zip(effect["act_normal"], effect["head_active"]) if on]
+    scale = sum(active) / len(active)
+    return scale > 0 and effect["mean_act_decrease_active"] >= threshold * scale
+
+
+def held_out_groups(model_name: str, n_prompts: int = N_PROMPTS) -> dict[str, list[str]]:
+    """Held-out (test-split) planted prompts of an organism, per context name (``up/local``, ``up/distractor``…),
+    the first ``n_prompts`` of each: the prompts the causal key was measured on, for the organism's own corpus."""
+    from ctx_utils.organism.corpus import DEFAULT_CONFIG
+
+    config, seed = config_for(organism_folder(model_name)) or (DEFAULT_CONFIG, 0)  # the clean organism: the default corpus, as load_corpus
+    groups: dict[str, list[str]] = {}
+    for p in planted_prompts("test", seed, config):
+        rows = groups.setdefault(p.context, [])
+        if len(rows) < n_prompts:
+            rows.append(p.prompt)
+    return groups
 
 
 def _group_prompts(folder: Path, n_prompts: int) -> tuple[list, dict[tuple[str, str], list[int]], list[str]]:
