@@ -5,10 +5,13 @@
 Three comparisons, each on the model organism (when built) and on a randomly initialised model of GPT-2
 small's shape (12 layers, d_model 768, 12 heads, d_mlp 3072, vocab 50257):
 
-1. **Scan** — ``prompts.scan_top_documents`` (length-sorted batches, only the needed ``hook_post`` cached,
-   stops after the last needed layer) against a bare full forward ``model(tokens)`` of the same documents in
-   the same batch size, in corpus order. Also the bare forward on the scan's own length-sorted batches, so
-   the two sources of the gain (less padding, less model) are told apart. Tokens/s count real tokens.
+1. **Scan** — ``prompts.scan_top_documents`` (length-sorted batches, only the needed neurons kept, SDPA
+   attention, stops after the last needed layer) against a bare full forward of the same model by Hugging
+   Face alone with SDPA attention (all layers, logits) on the same documents in the same batch size, in
+   corpus order; also that forward on the scan's own length-sorted batches, so the two sources of the gain
+   (less padding, less model) are told apart; the bridge's own full forward (eager attention) on those
+   batches; and the authors' way, one document at a time through ``run_with_cache`` of every hook.
+   Tokens/s count real tokens.
 2. **Attribution** — ``heads.head_attributions`` (``hook_z`` · folded read direction) against the authors'
    way: ``run_with_cache`` of every hook + ``cache.stack_head_results()`` ([heads, batch, pos, d_model]),
    dotted with ``W_in``. Peak memory: torch's CPU tensors are invisible to ``tracemalloc``, so each method
@@ -34,7 +37,8 @@ smaller corpora.
 pipeline runs it once (steps 1–3, the held-out steps, the random-neuron baseline, the ablation): wall time and
 peak resident memory per step, on a random GPT-2-small-shaped folder (12 layers, d_model 768, vocab 50,257)
 whose byte-level BPE tokenizer is trained on the kit's real-text sample (``data/pile-prompts``), and documents
-of real text built from that sample to a chosen length. The sizes are the CPU preset's settings (flags).
+of real text built from that sample to a chosen length. The sizes are flags named as the settings;
+``--course --preset cpu`` takes them from the CPU preset (``CTX_PRESET=cpu``).
 A random model's truncation is not a trained model's (it stops at the longest cut more often), so that step
 is a lower bound; the rest costs the same whatever the weights. Writes ``results/bench-course.json``.
 """
@@ -50,6 +54,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from dataclasses import asdict, replace
 from pathlib import Path
 
 import torch
@@ -57,8 +62,9 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from ctx_utils import fixtures, neurons, prompts  # noqa: E402
-from ctx_utils.models import ORGANISM_DIR, load_model  # noqa: E402
+from ctx_utils.models import ORGANISM_DIR, load_model, resolve_source  # noqa: E402
 from ctx_utils.results import results_root, save_json  # noqa: E402
+from ctx_utils.settings import DEFAULTS, PRESETS  # noqa: E402
 
 WORDS = (
     "the of and to in is was for on that with as by at from his her their which this also first after only "
@@ -105,18 +111,34 @@ def timed(fn, repeat: int = 1) -> tuple[float, object]:
 def bare_forward(model, seqs: list[list[int]], order: list[list[int]]) -> None:
     """A plain full forward ``model(tokens)`` (all layers, logits) over the given right-padded batches."""
     for index in order:
-        tokens, _ = prompts.pad([seqs[i] for i in index], model.tokenizer.pad_token_id or 0)
+        tokens, _ = prompts.pad([seqs[i] for i in index], 0)
         model(tokens)
 
 
-def bench_scan(model, docs: list[str], chosen: list[dict], batch_size: int, repeat: int = 2) -> dict:
+@torch.no_grad()
+def authors_full_cache(model, seqs: list[list[int]]) -> None:
+    """The authors' scan: one document at a time, ``run_with_cache`` of the whole model (every hook)."""
+    for seq in seqs:
+        model.run_with_cache(torch.tensor([seq]))
+
+
+def bench_scan(model, folder: str, docs: list[str], chosen: list[dict], batch_size: int, repeat: int = 2) -> dict:
+    """The scan against a bare Hugging Face forward with SDPA attention of the same model (``folder``), full
+    (all layers, logits), on the same documents in the same batch size: in corpus order, and on the scan's
+    own length-sorted batches (so the two sources of the gain, less padding and less model, are told apart);
+    and against the authors' one-document-at-a-time full cache through the bridge (eager attention)."""
+    from transformers import AutoModelForCausalLM
+
+    hf = AutoModelForCausalLM.from_pretrained(folder, attn_implementation="sdpa", dtype=model.cfg.dtype).eval()
     seqs = prompts.tokenize(model, docs)
     n_tokens = sum(len(s) for s in seqs)
     corpus_order = [list(range(i, min(i + batch_size, len(seqs)))) for i in range(0, len(seqs), batch_size)]
     sorted_order = list(prompts.batches_by_length(seqs, batch_size))
-    bare_forward(model, seqs, corpus_order[:1])  # warm-up
-    t_bare, _ = timed(lambda: bare_forward(model, seqs, corpus_order), repeat)
-    t_bare_sorted, _ = timed(lambda: bare_forward(model, seqs, sorted_order), repeat)
+    bare_forward(hf, seqs, corpus_order[:1])  # warm-up
+    t_bare, _ = timed(lambda: bare_forward(hf, seqs, corpus_order), repeat)
+    t_bare_sorted, _ = timed(lambda: bare_forward(hf, seqs, sorted_order), repeat)
+    t_bridge, _ = timed(lambda: bare_forward(model, seqs, sorted_order), repeat)
+    t_authors, _ = timed(lambda: authors_full_cache(model, seqs))
     t_scan, top = timed(
         lambda: prompts.scan_top_documents(model, docs, chosen, k=30, batch_size=batch_size, progress=False), repeat
     )
@@ -125,11 +147,14 @@ def bench_scan(model, docs: list[str], chosen: list[dict], batch_size: int, repe
         "real_tokens": n_tokens,
         "batch_size": batch_size,
         "neurons": len(chosen),
-        "bare_forward_tokens_per_s": n_tokens / t_bare,
-        "bare_forward_sorted_batches_tokens_per_s": n_tokens / t_bare_sorted,
+        "hf_sdpa_forward_tokens_per_s": n_tokens / t_bare,
+        "hf_sdpa_forward_sorted_batches_tokens_per_s": n_tokens / t_bare_sorted,
+        "bridge_forward_sorted_batches_tokens_per_s": n_tokens / t_bridge,
+        "authors_full_cache_tokens_per_s": n_tokens / t_authors,
         "scan_tokens_per_s": n_tokens / t_scan,
-        "speedup_vs_bare": t_bare / t_scan,
-        "speedup_vs_bare_same_batches": t_bare_sorted / t_scan,
+        "speedup_vs_hf_sdpa": t_bare / t_scan,
+        "speedup_vs_hf_sdpa_same_batches": t_bare_sorted / t_scan,
+        "speedup_vs_authors": t_authors / t_scan,
         "_top": top,
     }
 
@@ -245,11 +270,12 @@ def bench_model(
         chosen = neurons.select_next_token_neurons(model, per_layer=per_layer)
     else:
         chosen = [{"layer": l, "neuron": i} for l in neurons.default_layers(model) for i in range(per_layer)]
-    scan = bench_scan(model, docs, chosen, batch_size)
+    scan = bench_scan(model, resolve_source(folder), docs, chosen, batch_size)
     top = scan.pop("_top")
-    print(f"scan: {scan['scan_tokens_per_s']:.0f} tok/s vs bare forward {scan['bare_forward_tokens_per_s']:.0f} "
-          f"(×{scan['speedup_vs_bare']:.2f}; ×{scan['speedup_vs_bare_same_batches']:.2f} on the same batches)",
-          flush=True)
+    print(f"scan: {scan['scan_tokens_per_s']:.0f} tok/s vs bare HF SDPA forward {scan['hf_sdpa_forward_tokens_per_s']:.0f} "
+          f"(×{scan['speedup_vs_hf_sdpa']:.2f}; ×{scan['speedup_vs_hf_sdpa_same_batches']:.2f} on the same batches; "
+          f"bridge forward {scan['bridge_forward_sorted_batches_tokens_per_s']:.0f}) and the authors' full cache "
+          f"{scan['authors_full_cache_tokens_per_s']:.0f} (×{scan['speedup_vs_authors']:.2f})", flush=True)
     trunc = bench_truncation(model, docs, chosen[: min(len(chosen), 6)], top, trunc_k)
     print(f"truncation: {trunc['batched_s']:.2f} s batched vs {trunc['sequential_binary_search_s']:.2f} s "
           f"binary search (×{trunc['speedup']:.1f})", flush=True)
@@ -392,6 +418,12 @@ def main() -> None:
                           ("per_layer", 20), ("top_k", 30), ("keep", 20), ("random_per_layer", 10),
                           ("batch_size", 8), ("max_held_out", 20)):
         course.add_argument(f"--{flag.replace('_', '-')}", dest=flag, type=int, default=default)
+    course.add_argument("--preset", choices=sorted(PRESETS), help="take every size but --doc-tokens from a settings "
+                        "preset (CTX_PRESET), e.g. cpu; flags given as well win")
+    preset = parser.parse_known_args()[0].preset
+    if preset:
+        parser.set_defaults(**{k: v for k, v in asdict(replace(DEFAULTS, **PRESETS[preset])).items()
+                               if k in {a.dest for a in course._group_actions}})
     args = parser.parse_args()
     if args.course:
         out = {"machine": machine(), "course": course_profile(args)}
