@@ -3,7 +3,8 @@
     HF_HUB_OFFLINE=1 CTX_TORCH_THREADS=1 OMP_NUM_THREADS=1 python benchmarks/bench.py [--quick]
 
 Three comparisons, each on the model organism (when built) and on a randomly initialised model of GPT-2
-small's shape (12 layers, d_model 768, 12 heads, d_mlp 3072, vocab 50257):
+small's shape (12 layers, d_model 768, 12 heads, d_mlp 3072, vocab 50257; byte-level BPE trained on the real-text
+sample, documents of real text averaging 256 tokens):
 
 1. **Scan** — ``prompts.scan_top_documents`` (length-sorted batches, only the needed neurons kept, SDPA
    attention, stops after the last needed layer) against a bare full forward of the same model by Hugging
@@ -65,37 +66,6 @@ from ctx_utils import fixtures, neurons, prompts  # noqa: E402
 from ctx_utils.models import ORGANISM_DIR, load_model, resolve_source  # noqa: E402
 from ctx_utils.results import results_root, save_json  # noqa: E402
 from ctx_utils.settings import DEFAULTS, PRESETS  # noqa: E402
-
-WORDS = (
-    "the of and to in is was for on that with as by at from his her their which this also first after only "
-    "early such purposes research time work way out right over then there one about like off down up back"
-).split()
-
-
-def save_gpt2_small_shape(folder: Path, seed: int = 0) -> Path:
-    """A randomly initialised GPT-2-small-shaped model with a word-level tokenizer, saved as a HF folder."""
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers
-    from transformers import GPT2Config, GPT2LMHeadModel, PreTrainedTokenizerFast
-
-    special = "<|endoftext|>"
-    vocab = {special: 0, **{f"Ġ{w}": i + 1 for i, w in enumerate(WORDS)}}
-    vocab.update({w: len(vocab) + i for i, w in enumerate(WORDS)})
-    tok = Tokenizer(models.WordLevel(vocab, unk_token=special))
-    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-    tok.decoder = decoders.ByteLevel()
-    fast = PreTrainedTokenizerFast(
-        tokenizer_object=tok, bos_token=special, eos_token=special, unk_token=special, pad_token=special
-    )
-    torch.manual_seed(seed)
-    GPT2LMHeadModel(GPT2Config(bos_token_id=0, eos_token_id=0, pad_token_id=0)).save_pretrained(folder)
-    fast.save_pretrained(folder)
-    return folder
-
-
-def word_docs(n: int, min_words: int, max_words: int, seed: int = 0) -> list[str]:
-    rng = random.Random(seed)
-    return [" ".join(rng.choice(WORDS) for _ in range(rng.randint(min_words, max_words))) for _ in range(n)]
-
 
 def timed(fn, repeat: int = 1) -> tuple[float, object]:
     """Best wall time of ``repeat`` runs (less noise from the other processes on a shared machine)."""
@@ -350,51 +320,51 @@ def measured(steps: dict, name: str, fn):
 
 def course_profile(args) -> dict:
     """The pipeline's model work for one course run at GPT-2-small size, with the sizes given on the command line."""
-    from ctx_utils import ablate, heads
+    from ctx_utils import ablate, heads, score
 
     steps: dict[str, dict] = {}
     sizes = {k: getattr(args, k) for k in ("n_docs", "max_test_docs", "activity_docs", "doc_tokens", "per_layer",
                                            "top_k", "keep", "random_per_layer", "batch_size", "max_held_out")}
     print(f"course profile at GPT-2-small size, {torch.get_num_threads()} torch thread(s): {sizes}", flush=True)
-    with tempfile.TemporaryDirectory() as tmp:
+    with tempfile.TemporaryDirectory() as tmp:  # kept to the end: the model's folder is read again (SDPA twin)
         folder = str(save_gpt2_small_bpe(Path(tmp)))
         model = measured(steps, "load model", lambda: load_model(folder, device="cpu"))
         docs = real_text_docs(model.tokenizer, "train", args.n_docs, args.doc_tokens)
         test_docs = real_text_docs(model.tokenizer, "test", args.max_test_docs, args.doc_tokens, seed=1)
-    n_tokens = sum(len(s) for s in prompts.tokenize(model, docs))
-    print(f"{len(docs)} documents, {n_tokens} tokens ({n_tokens / len(docs):.0f} per document)", flush=True)
-    layers, bs = neurons.default_layers(model), args.batch_size
-    activity = measured(steps, "1 activity scan (activity_docs)",
-                        lambda: prompts.max_activations(model, docs[: args.activity_docs], layers, bs, progress=False))
-    min_activity = 0.1 * max(float(activity[layer].max()) for layer in layers)
-    chosen = measured(steps, "1 congruence, 3 x 3072 x 50257", lambda: neurons.select_next_token_neurons(
-        model, layers, args.per_layer, activity=activity, min_activity=min_activity))
-    measured(steps, "1 vocab moments, all neurons (nb 01)", lambda: [neurons.vocab_moments(model, l) for l in layers])
-    top = measured(steps, "2 scan (n_docs)", lambda: prompts.scan_top_documents(
-        model, docs, chosen, k=args.top_k, batch_size=bs, progress=False))
-    found = measured(steps, "2 truncation", lambda: prompts.find_activating_prompts(
-        model, docs, chosen, k=args.top_k, keep=args.keep, top=top, batch_size=bs, progress=False))
-    attr = measured(steps, "3 attribution", lambda: heads.attribute_neurons(model, chosen, found, batch_size=bs))
-    pairs = heads.pairs_from_attributions(model, chosen, attr, "top3", ">25")
-    with_pairs = [n for n in chosen if any((p["layer"], p["neuron"]) == (n["layer"], n["neuron"]) for p in pairs)]
-    held = measured(steps, "5 held-out scan + truncation", lambda: prompts.find_activating_prompts(
-        model, test_docs, with_pairs, k=args.top_k, keep=args.keep, batch_size=bs, progress=False))
-    held = {key: entries[: args.max_held_out] for key, entries in held.items()}
-    activity_held = measured(steps, "5 held-out attribution", lambda: ablate.held_out_activity(model, held))
-    random_set = measured(steps, "5 random neurons (congruence again)",
-                          lambda: neurons.random_neurons(model, layers, args.random_per_layer))
-    measured(steps, "5 random: scan + truncation (n_docs)", lambda: prompts.find_activating_prompts(
-        model, docs, random_set, k=args.top_k, keep=args.keep, batch_size=bs, progress=False))
-    measured(steps, "5 random: held-out scan + truncation", lambda: prompts.find_activating_prompts(
-        model, test_docs, random_set, k=args.top_k, keep=args.keep, batch_size=bs, progress=False))
-    measured(steps, f"6 ablation ({len(pairs)} pairs)", lambda: ablate.ablation_effects(
-        model, pairs, held, activity_held, batch_size=bs))
+        n_tokens = sum(len(s) for s in prompts.tokenize(model, docs))
+        print(f"{len(docs)} documents, {n_tokens} tokens ({n_tokens / len(docs):.0f} per document)", flush=True)
+        layers, bs = neurons.default_layers(model), args.batch_size
+        activity = measured(steps, "1 activity scan (activity_docs)",
+                            lambda: prompts.max_activations(model, docs[: args.activity_docs], layers, bs, progress=False))
+        min_activity = 0.1 * max(float(activity[layer].max()) for layer in layers)
+        chosen = measured(steps, "1 congruence, 3 x 3072 x 50257", lambda: neurons.select_next_token_neurons(
+            model, layers, args.per_layer, activity=activity, min_activity=min_activity))
+        measured(steps, "1 vocab moments, all neurons (nb 01)", lambda: [neurons.vocab_moments(model, l) for l in layers])
+        top = measured(steps, "2 scan (n_docs)", lambda: prompts.scan_top_documents(
+            model, docs, chosen, k=args.top_k, batch_size=bs, progress=False))
+        found = measured(steps, "2 truncation", lambda: prompts.find_activating_prompts(
+            model, docs, chosen, k=args.top_k, keep=args.keep, top=top, batch_size=bs, progress=False))
+        attr = measured(steps, "3 attribution", lambda: heads.attribute_neurons(model, chosen, found, batch_size=bs))
+        pairs = heads.pairs_from_attributions(model, chosen, attr, "top3", ">25")
+        with_pairs = [n for n in chosen if any((p["layer"], p["neuron"]) == (n["layer"], n["neuron"]) for p in pairs)]
+        held = measured(steps, "5 held-out scan + truncation + attribution", lambda: score.held_out_set(
+            model, with_pairs, test_docs, k=args.top_k, keep=args.keep, rule="top3", batch_size=bs))
+        held = {"prompts": {key: entries[: args.max_held_out] for key, entries in held["prompts"].items()},
+                "active": {key: rows[: args.max_held_out] for key, rows in held["active"].items()}}
+        random_set = measured(steps, "5 random neurons (congruence again)",
+                              lambda: neurons.random_neurons(model, layers, args.random_per_layer))
+        measured(steps, "5 random: scan + truncation (n_docs)", lambda: prompts.find_activating_prompts(
+            model, docs, random_set, k=args.top_k, keep=args.keep, batch_size=bs, progress=False))
+        measured(steps, "5 random: held-out scan + truncation", lambda: prompts.find_activating_prompts(
+            model, test_docs, random_set, k=args.top_k, keep=args.keep, batch_size=bs, progress=False))
+        measured(steps, f"6 ablation ({len(pairs)} pairs)", lambda: ablate.ablation_effects(
+            model, pairs, held["prompts"], ablate.activity_matrix(model, held), batch_size=bs))
     total, cpu = (sum(step[k] for step in steps.values()) for k in ("seconds", "cpu_seconds"))
     peak = max(step["peak_rss_gib"] for step in steps.values())
     print(f"{'total':<38} {total:8.1f} s wall {cpu:8.1f} s CPU   peak RSS {peak:.2f} GiB", flush=True)
     counts = {"scan_tokens": n_tokens, "truncated_documents": sum(len(v) for v in top.values()),
               "attributed_prompts": sum(len(v) for v in found.values()),
-              "held_out_prompts": sum(len(v) for v in held.values())}
+              "held_out_prompts": sum(len(v) for v in held["prompts"].values())}
     return {"sizes": sizes, "tokens_per_doc": n_tokens / len(docs), "neurons": len(chosen), "pairs": len(pairs),
             "counts": counts, "steps": steps, "total_seconds": total, "total_cpu_seconds": cpu, "peak_rss_gib": peak}
 
@@ -438,8 +408,10 @@ def main() -> None:
     else:
         print("organism: skipped (data/organism/ is not built yet)")
     with tempfile.TemporaryDirectory() as tmp:
-        folder = str(save_gpt2_small_shape(Path(tmp)))
-        docs = word_docs(8 if args.quick else 16, 16, 64 if args.quick else 127)
+        from transformers import AutoTokenizer
+
+        folder = str(save_gpt2_small_bpe(Path(tmp)))
+        docs = real_text_docs(AutoTokenizer.from_pretrained(folder), "train", 8 if args.quick else 16, 256)
         out["models"]["gpt2-small-shape-random"] = bench_model(
             "GPT-2-small-shaped, random", folder, docs, 2, 8, 4, by_congruence=False
         )

@@ -241,8 +241,8 @@ def sdpa_twin(model: TransformerBridge) -> tuple[torch.nn.Module, list[torch.nn.
     folded or centred: that changes no activation after a LayerNorm, only float rounding (≈ 1e-6 on
     GPT-2 and Pythia in float32, tests/test_sdpa.py). Before first use the twin is checked against the
     bridge on a short sequence; it is not used — None, and the caller runs the bridge — for a bridge
-    :func:`load_model` did not make, an MLP without an ``act`` module (gated MLPs), or activations that
-    disagree (then with a warning). Edits made to the bridge's weights in memory are not seen by the twin.
+    :func:`load_model` did not make, an MLP without an ``act`` module (gated MLPs), and, with a warning,
+    for a folder that is gone since the load or activations that disagree. Edits made to the bridge's weights in memory are not seen by the twin.
     """
     if model not in _TWINS:
         _TWINS[model] = _build_twin(model)
@@ -255,7 +255,16 @@ def _build_twin(model: TransformerBridge) -> tuple[torch.nn.Module, list[torch.n
         return None
     from transformers import AutoModel
 
-    twin = AutoModel.from_pretrained(source, attn_implementation="sdpa", dtype=model.cfg.dtype)
+    try:
+        twin = AutoModel.from_pretrained(source, attn_implementation="sdpa", dtype=model.cfg.dtype)
+    except OSError as error:  # the folder was moved or deleted since load_model, or the hub cache was cleared
+        warnings.warn(
+            f"Could not load the SDPA copy of the model from {source} ({error}): reading MLP activations through "
+            "the bridge instead (eager attention: slower, same numbers). Keep the model's folder in place while "
+            "it is in use.",
+            stacklevel=4,
+        )
+        return None
     twin.to(model.cfg.device).eval().requires_grad_(False)
     blocks = getattr(twin, "h", None) or getattr(twin, "layers", None)
     acts = [getattr(getattr(block, "mlp", None), "act", None) for block in blocks or []]

@@ -129,3 +129,15 @@ def test_a_bridge_the_kit_did_not_load_has_no_twin(tiny_model, monkeypatch):
     seqs = prompts.tokenize(tiny_model, ["the cat sat", "on the mat for research"])
     acts, _ = prompts.mlp_post(tiny_model, seqs, [1])  # the bridge's path, still right
     torch.testing.assert_close(acts[1][0, :len(seqs[0])], bridge_hook_post(tiny_model, seqs[0], [1])[1])
+
+
+def test_a_folder_gone_since_the_load_falls_back_to_the_bridge_with_a_warning(tmp_path):
+    from conftest import save_tiny_gpt2
+
+    model = load_model(str(save_tiny_gpt2(tmp_path / "tiny")), device="cpu")
+    for path in (tmp_path / "tiny").iterdir():
+        path.unlink()
+    with pytest.warns(UserWarning, match="Keep the model's folder in place"):
+        assert models.sdpa_twin(model) is None
+    seqs = prompts.tokenize(model, ["the cat sat"])
+    torch.testing.assert_close(prompts.mlp_post(model, seqs, [0])[0][0][0], bridge_hook_post(model, seqs[0], [0])[0])
