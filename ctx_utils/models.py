@@ -257,7 +257,7 @@ def _build_twin(model: TransformerBridge) -> tuple[torch.nn.Module, list[torch.n
 
     try:
         twin = AutoModel.from_pretrained(source, attn_implementation="sdpa", dtype=model.cfg.dtype)
-    except OSError as error:  # the folder was moved or deleted since load_model, or the hub cache was cleared
+    except (OSError, ValueError) as error:  # the folder was moved, emptied or deleted since load_model
         warnings.warn(
             f"Could not load the SDPA copy of the model from {source} ({error}): reading MLP activations through "
             "the bridge instead (eager attention: slower, same numbers). Keep the model's folder in place while "
