@@ -42,6 +42,10 @@ of real text built from that sample to a chosen length. The sizes are flags name
 ``--course --preset cpu`` takes them from the CPU preset (``CTX_PRESET=cpu``).
 A random model's truncation is not a trained model's (it stops at the longest cut more often), so that step
 is a lower bound; the rest costs the same whatever the weights. Writes ``results/bench-course.json``.
+
+``--scan-memory`` measures the scan alone at GPT-2-small size, with the SDPA twin and with the bridge's eager
+attention, on batches of 4 documents of 512 and of 1,023 tokens: time and peak memory above the loaded model, each
+in its own process. Writes ``results/bench-scan-memory.json``.
 """
 
 from __future__ import annotations
@@ -369,6 +373,51 @@ def course_profile(args) -> dict:
             "counts": counts, "steps": steps, "total_seconds": total, "total_cpu_seconds": cpu, "peak_rss_gib": peak}
 
 
+SCAN_MEMORY_CHILD = r"""
+import json, sys, tempfile, time, torch
+from pathlib import Path
+sys.path.insert(0, {root!r}); sys.path.insert(0, {root!r} + "/benchmarks")
+import bench
+from ctx_utils import models, prompts
+batch, length, path = {batch}, {length}, {path!r}
+def kib(field):
+    return int(next(line for line in open("/proc/self/status") if line.startswith(field)).split()[1])
+with tempfile.TemporaryDirectory() as tmp:
+    folder = str(bench.save_gpt2_small_bpe(Path(tmp)))
+    model = models.load_model(folder, device="cpu")
+    if path == "bridge":
+        models._TWINS[model] = None  # no twin: the bridge's eager forward
+    docs = bench.real_text_docs(model.tokenizer, "train", 200, 1023)
+    seqs = [s[:length] for s in prompts.tokenize(model, docs, warn_long=False) if len(s) >= length][: 2 * batch]
+    texts = [model.tokenizer.decode(s[1:]) for s in seqs]
+    chosen = [{{"layer": l, "neuron": n}} for l in (9, 10, 11) for n in range(4)]
+    prompts.scan_top_documents(model, texts[:1], chosen, k=2, batch_size=1, progress=False)  # warm-up (builds the twin)
+    open("/proc/self/clear_refs", "w").write("5")
+    before, start = kib("VmRSS"), time.perf_counter()
+    prompts.scan_top_documents(model, texts, chosen, k=2, batch_size=batch, progress=False)
+    seconds = time.perf_counter() - start
+    print(json.dumps({{"path": path, "batch": batch, "tokens": length, "seconds": round(seconds, 1),
+                      "extra_peak_mib": round((kib("VmHWM") - before) / 1024), "peak_gib": round(kib("VmHWM") / 2**20, 2)}}))
+"""
+
+
+def scan_memory() -> list[dict]:
+    """The scan's memory at GPT-2-small size, SDPA twin against the bridge's eager attention: 8 documents of real
+    text cut to 512 and to 1,023 tokens, batches of 4, each run in its own process (peak resident memory above
+    the loaded model, as for the attribution)."""
+    runs = []
+    for length in (512, 1023):
+        for path in ("bridge", "sdpa"):
+            code = SCAN_MEMORY_CHILD.format(root=str(Path(__file__).resolve().parent.parent), batch=4, length=length,
+                                            path=path)
+            done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=False,
+                                  env={**os.environ, "MALLOC_MMAP_THRESHOLD_": "65536"})
+            runs.append(json.loads(done.stdout.strip().splitlines()[-1]) if done.returncode == 0
+                        else {"path": path, "tokens": length, "error": done.stderr.strip().splitlines()[-1:]})
+            print(runs[-1], flush=True)
+    return runs
+
+
 def machine() -> dict:
     return {
         "platform": platform.platform(),
@@ -383,6 +432,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--quick", action="store_true", help="smaller corpora (about a minute)")
     parser.add_argument("--course", action="store_true", help="profile the course's steps at GPT-2-small size")
+    parser.add_argument("--scan-memory", action="store_true", help="the scan's memory and time at GPT-2-small size, "
+                        "SDPA against the bridge's eager attention (4 x 512 and 4 x 1,023 tokens)")
     course = parser.add_argument_group("--course sizes (the settings of the same names)")
     for flag, default in (("n_docs", 200), ("max_test_docs", 200), ("activity_docs", 100), ("doc_tokens", 512),
                           ("per_layer", 20), ("top_k", 30), ("keep", 20), ("random_per_layer", 10),
@@ -395,6 +446,10 @@ def main() -> None:
         parser.set_defaults(**{k: v for k, v in asdict(replace(DEFAULTS, **PRESETS[preset])).items()
                                if k in {a.dest for a in course._group_actions}})
     args = parser.parse_args()
+    if args.scan_memory:
+        out = {"machine": machine(), "scan_memory": scan_memory()}
+        print(f"\nwrote {save_json(results_root() / 'bench-scan-memory.json', out)}")
+        return
     if args.course:
         out = {"machine": machine(), "course": course_profile(args)}
         print(f"\nwrote {save_json(results_root() / 'bench-course.json', out)}")
