@@ -3,12 +3,16 @@
     HF_HUB_OFFLINE=1 CTX_TORCH_THREADS=1 OMP_NUM_THREADS=1 python benchmarks/bench.py [--quick]
 
 Three comparisons, each on the model organism (when built) and on a randomly initialised model of GPT-2
-small's shape (12 layers, d_model 768, 12 heads, d_mlp 3072, vocab 50257):
+small's shape (12 layers, d_model 768, 12 heads, d_mlp 3072, vocab 50257; byte-level BPE trained on the real-text
+sample, documents of real text averaging 256 tokens):
 
-1. **Scan** — ``prompts.scan_top_documents`` (length-sorted batches, only the needed ``hook_post`` cached,
-   stops after the last needed layer) against a bare full forward ``model(tokens)`` of the same documents in
-   the same batch size, in corpus order. Also the bare forward on the scan's own length-sorted batches, so
-   the two sources of the gain (less padding, less model) are told apart. Tokens/s count real tokens.
+1. **Scan** — ``prompts.scan_top_documents`` (length-sorted batches, only the needed neurons kept, SDPA
+   attention, stops after the last needed layer) against a bare full forward of the same model by Hugging
+   Face alone with SDPA attention (all layers, logits) on the same documents in the same batch size, in
+   corpus order; also that forward on the scan's own length-sorted batches, so the two sources of the gain
+   (less padding, less model) are told apart; the bridge's own full forward (eager attention) on those
+   batches; and the authors' way, one document at a time through ``run_with_cache`` of every hook.
+   Tokens/s count real tokens.
 2. **Attribution** — ``heads.head_attributions`` (``hook_z`` · folded read direction) against the authors'
    way: ``run_with_cache`` of every hook + ``cache.stack_head_results()`` ([heads, batch, pos, d_model]),
    dotted with ``W_in``. Peak memory: torch's CPU tensors are invisible to ``tracemalloc``, so each method
@@ -34,9 +38,14 @@ smaller corpora.
 pipeline runs it once (steps 1–3, the held-out steps, the random-neuron baseline, the ablation): wall time and
 peak resident memory per step, on a random GPT-2-small-shaped folder (12 layers, d_model 768, vocab 50,257)
 whose byte-level BPE tokenizer is trained on the kit's real-text sample (``data/pile-prompts``), and documents
-of real text built from that sample to a chosen length. The sizes are the CPU preset's settings (flags).
+of real text built from that sample to a chosen length. The sizes are flags named as the settings;
+``--course --preset cpu`` takes them from the CPU preset (``CTX_PRESET=cpu``).
 A random model's truncation is not a trained model's (it stops at the longest cut more often), so that step
 is a lower bound; the rest costs the same whatever the weights. Writes ``results/bench-course.json``.
+
+``--scan-memory`` measures the scan alone at GPT-2-small size, with the SDPA twin and with the bridge's eager
+attention, on batches of 4 documents of 512 and of 1,023 tokens: time and peak memory above the loaded model, each
+in its own process. Writes ``results/bench-scan-memory.json``.
 """
 
 from __future__ import annotations
@@ -50,6 +59,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from dataclasses import asdict, replace
 from pathlib import Path
 
 import torch
@@ -57,39 +67,9 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from ctx_utils import fixtures, neurons, prompts  # noqa: E402
-from ctx_utils.models import ORGANISM_DIR, load_model  # noqa: E402
+from ctx_utils.models import ORGANISM_DIR, load_model, resolve_source  # noqa: E402
 from ctx_utils.results import results_root, save_json  # noqa: E402
-
-WORDS = (
-    "the of and to in is was for on that with as by at from his her their which this also first after only "
-    "early such purposes research time work way out right over then there one about like off down up back"
-).split()
-
-
-def save_gpt2_small_shape(folder: Path, seed: int = 0) -> Path:
-    """A randomly initialised GPT-2-small-shaped model with a word-level tokenizer, saved as a HF folder."""
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers
-    from transformers import GPT2Config, GPT2LMHeadModel, PreTrainedTokenizerFast
-
-    special = "<|endoftext|>"
-    vocab = {special: 0, **{f"Ġ{w}": i + 1 for i, w in enumerate(WORDS)}}
-    vocab.update({w: len(vocab) + i for i, w in enumerate(WORDS)})
-    tok = Tokenizer(models.WordLevel(vocab, unk_token=special))
-    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-    tok.decoder = decoders.ByteLevel()
-    fast = PreTrainedTokenizerFast(
-        tokenizer_object=tok, bos_token=special, eos_token=special, unk_token=special, pad_token=special
-    )
-    torch.manual_seed(seed)
-    GPT2LMHeadModel(GPT2Config(bos_token_id=0, eos_token_id=0, pad_token_id=0)).save_pretrained(folder)
-    fast.save_pretrained(folder)
-    return folder
-
-
-def word_docs(n: int, min_words: int, max_words: int, seed: int = 0) -> list[str]:
-    rng = random.Random(seed)
-    return [" ".join(rng.choice(WORDS) for _ in range(rng.randint(min_words, max_words))) for _ in range(n)]
-
+from ctx_utils.settings import DEFAULTS, PRESETS  # noqa: E402
 
 def timed(fn, repeat: int = 1) -> tuple[float, object]:
     """Best wall time of ``repeat`` runs (less noise from the other processes on a shared machine)."""
@@ -105,18 +85,34 @@ def timed(fn, repeat: int = 1) -> tuple[float, object]:
 def bare_forward(model, seqs: list[list[int]], order: list[list[int]]) -> None:
     """A plain full forward ``model(tokens)`` (all layers, logits) over the given right-padded batches."""
     for index in order:
-        tokens, _ = prompts.pad([seqs[i] for i in index], model.tokenizer.pad_token_id or 0)
+        tokens, _ = prompts.pad([seqs[i] for i in index], 0)
         model(tokens)
 
 
-def bench_scan(model, docs: list[str], chosen: list[dict], batch_size: int, repeat: int = 2) -> dict:
+@torch.no_grad()
+def authors_full_cache(model, seqs: list[list[int]]) -> None:
+    """The authors' scan: one document at a time, ``run_with_cache`` of the whole model (every hook)."""
+    for seq in seqs:
+        model.run_with_cache(torch.tensor([seq]))
+
+
+def bench_scan(model, folder: str, docs: list[str], chosen: list[dict], batch_size: int, repeat: int = 2) -> dict:
+    """The scan against a bare Hugging Face forward with SDPA attention of the same model (``folder``), full
+    (all layers, logits), on the same documents in the same batch size: in corpus order, and on the scan's
+    own length-sorted batches (so the two sources of the gain, less padding and less model, are told apart);
+    and against the authors' one-document-at-a-time full cache through the bridge (eager attention)."""
+    from transformers import AutoModelForCausalLM
+
+    hf = AutoModelForCausalLM.from_pretrained(folder, attn_implementation="sdpa", dtype=model.cfg.dtype).eval()
     seqs = prompts.tokenize(model, docs)
     n_tokens = sum(len(s) for s in seqs)
     corpus_order = [list(range(i, min(i + batch_size, len(seqs)))) for i in range(0, len(seqs), batch_size)]
     sorted_order = list(prompts.batches_by_length(seqs, batch_size))
-    bare_forward(model, seqs, corpus_order[:1])  # warm-up
-    t_bare, _ = timed(lambda: bare_forward(model, seqs, corpus_order), repeat)
-    t_bare_sorted, _ = timed(lambda: bare_forward(model, seqs, sorted_order), repeat)
+    bare_forward(hf, seqs, corpus_order[:1])  # warm-up
+    t_bare, _ = timed(lambda: bare_forward(hf, seqs, corpus_order), repeat)
+    t_bare_sorted, _ = timed(lambda: bare_forward(hf, seqs, sorted_order), repeat)
+    t_bridge, _ = timed(lambda: bare_forward(model, seqs, sorted_order), repeat)
+    t_authors, _ = timed(lambda: authors_full_cache(model, seqs))
     t_scan, top = timed(
         lambda: prompts.scan_top_documents(model, docs, chosen, k=30, batch_size=batch_size, progress=False), repeat
     )
@@ -125,11 +121,14 @@ def bench_scan(model, docs: list[str], chosen: list[dict], batch_size: int, repe
         "real_tokens": n_tokens,
         "batch_size": batch_size,
         "neurons": len(chosen),
-        "bare_forward_tokens_per_s": n_tokens / t_bare,
-        "bare_forward_sorted_batches_tokens_per_s": n_tokens / t_bare_sorted,
+        "hf_sdpa_forward_tokens_per_s": n_tokens / t_bare,
+        "hf_sdpa_forward_sorted_batches_tokens_per_s": n_tokens / t_bare_sorted,
+        "bridge_forward_sorted_batches_tokens_per_s": n_tokens / t_bridge,
+        "authors_full_cache_tokens_per_s": n_tokens / t_authors,
         "scan_tokens_per_s": n_tokens / t_scan,
-        "speedup_vs_bare": t_bare / t_scan,
-        "speedup_vs_bare_same_batches": t_bare_sorted / t_scan,
+        "speedup_vs_hf_sdpa": t_bare / t_scan,
+        "speedup_vs_hf_sdpa_same_batches": t_bare_sorted / t_scan,
+        "speedup_vs_authors": t_authors / t_scan,
         "_top": top,
     }
 
@@ -245,11 +244,12 @@ def bench_model(
         chosen = neurons.select_next_token_neurons(model, per_layer=per_layer)
     else:
         chosen = [{"layer": l, "neuron": i} for l in neurons.default_layers(model) for i in range(per_layer)]
-    scan = bench_scan(model, docs, chosen, batch_size)
+    scan = bench_scan(model, resolve_source(folder), docs, chosen, batch_size)
     top = scan.pop("_top")
-    print(f"scan: {scan['scan_tokens_per_s']:.0f} tok/s vs bare forward {scan['bare_forward_tokens_per_s']:.0f} "
-          f"(×{scan['speedup_vs_bare']:.2f}; ×{scan['speedup_vs_bare_same_batches']:.2f} on the same batches)",
-          flush=True)
+    print(f"scan: {scan['scan_tokens_per_s']:.0f} tok/s vs bare HF SDPA forward {scan['hf_sdpa_forward_tokens_per_s']:.0f} "
+          f"(×{scan['speedup_vs_hf_sdpa']:.2f}; ×{scan['speedup_vs_hf_sdpa_same_batches']:.2f} on the same batches; "
+          f"bridge forward {scan['bridge_forward_sorted_batches_tokens_per_s']:.0f}) and the authors' full cache "
+          f"{scan['authors_full_cache_tokens_per_s']:.0f} (×{scan['speedup_vs_authors']:.2f})", flush=True)
     trunc = bench_truncation(model, docs, chosen[: min(len(chosen), 6)], top, trunc_k)
     print(f"truncation: {trunc['batched_s']:.2f} s batched vs {trunc['sequential_binary_search_s']:.2f} s "
           f"binary search (×{trunc['speedup']:.1f})", flush=True)
@@ -324,53 +324,98 @@ def measured(steps: dict, name: str, fn):
 
 def course_profile(args) -> dict:
     """The pipeline's model work for one course run at GPT-2-small size, with the sizes given on the command line."""
-    from ctx_utils import ablate, heads
+    from ctx_utils import ablate, heads, score
 
     steps: dict[str, dict] = {}
     sizes = {k: getattr(args, k) for k in ("n_docs", "max_test_docs", "activity_docs", "doc_tokens", "per_layer",
                                            "top_k", "keep", "random_per_layer", "batch_size", "max_held_out")}
     print(f"course profile at GPT-2-small size, {torch.get_num_threads()} torch thread(s): {sizes}", flush=True)
-    with tempfile.TemporaryDirectory() as tmp:
+    with tempfile.TemporaryDirectory() as tmp:  # kept to the end: the model's folder is read again (SDPA twin)
         folder = str(save_gpt2_small_bpe(Path(tmp)))
         model = measured(steps, "load model", lambda: load_model(folder, device="cpu"))
         docs = real_text_docs(model.tokenizer, "train", args.n_docs, args.doc_tokens)
         test_docs = real_text_docs(model.tokenizer, "test", args.max_test_docs, args.doc_tokens, seed=1)
-    n_tokens = sum(len(s) for s in prompts.tokenize(model, docs))
-    print(f"{len(docs)} documents, {n_tokens} tokens ({n_tokens / len(docs):.0f} per document)", flush=True)
-    layers, bs = neurons.default_layers(model), args.batch_size
-    activity = measured(steps, "1 activity scan (activity_docs)",
-                        lambda: prompts.max_activations(model, docs[: args.activity_docs], layers, bs, progress=False))
-    min_activity = 0.1 * max(float(activity[layer].max()) for layer in layers)
-    chosen = measured(steps, "1 congruence, 3 x 3072 x 50257", lambda: neurons.select_next_token_neurons(
-        model, layers, args.per_layer, activity=activity, min_activity=min_activity))
-    measured(steps, "1 vocab moments, all neurons (nb 01)", lambda: [neurons.vocab_moments(model, l) for l in layers])
-    top = measured(steps, "2 scan (n_docs)", lambda: prompts.scan_top_documents(
-        model, docs, chosen, k=args.top_k, batch_size=bs, progress=False))
-    found = measured(steps, "2 truncation", lambda: prompts.find_activating_prompts(
-        model, docs, chosen, k=args.top_k, keep=args.keep, top=top, batch_size=bs, progress=False))
-    attr = measured(steps, "3 attribution", lambda: heads.attribute_neurons(model, chosen, found, batch_size=bs))
-    pairs = heads.pairs_from_attributions(model, chosen, attr, "top3", ">25")
-    with_pairs = [n for n in chosen if any((p["layer"], p["neuron"]) == (n["layer"], n["neuron"]) for p in pairs)]
-    held = measured(steps, "5 held-out scan + truncation", lambda: prompts.find_activating_prompts(
-        model, test_docs, with_pairs, k=args.top_k, keep=args.keep, batch_size=bs, progress=False))
-    held = {key: entries[: args.max_held_out] for key, entries in held.items()}
-    activity_held = measured(steps, "5 held-out attribution", lambda: ablate.held_out_activity(model, held))
-    random_set = measured(steps, "5 random neurons (congruence again)",
-                          lambda: neurons.random_neurons(model, layers, args.random_per_layer))
-    measured(steps, "5 random: scan + truncation (n_docs)", lambda: prompts.find_activating_prompts(
-        model, docs, random_set, k=args.top_k, keep=args.keep, batch_size=bs, progress=False))
-    measured(steps, "5 random: held-out scan + truncation", lambda: prompts.find_activating_prompts(
-        model, test_docs, random_set, k=args.top_k, keep=args.keep, batch_size=bs, progress=False))
-    measured(steps, f"6 ablation ({len(pairs)} pairs)", lambda: ablate.ablation_effects(
-        model, pairs, held, activity_held, batch_size=bs))
+        n_tokens = sum(len(s) for s in prompts.tokenize(model, docs))
+        print(f"{len(docs)} documents, {n_tokens} tokens ({n_tokens / len(docs):.0f} per document)", flush=True)
+        layers, bs = neurons.default_layers(model), args.batch_size
+        activity = measured(steps, "1 activity scan (activity_docs)",
+                            lambda: prompts.max_activations(model, docs[: args.activity_docs], layers, bs, progress=False))
+        min_activity = 0.1 * max(float(activity[layer].max()) for layer in layers)
+        chosen = measured(steps, "1 congruence, 3 x 3072 x 50257", lambda: neurons.select_next_token_neurons(
+            model, layers, args.per_layer, activity=activity, min_activity=min_activity))
+        measured(steps, "1 vocab moments, all neurons (nb 01)", lambda: [neurons.vocab_moments(model, l) for l in layers])
+        top = measured(steps, "2 scan (n_docs)", lambda: prompts.scan_top_documents(
+            model, docs, chosen, k=args.top_k, batch_size=bs, progress=False))
+        found = measured(steps, "2 truncation", lambda: prompts.find_activating_prompts(
+            model, docs, chosen, k=args.top_k, keep=args.keep, top=top, batch_size=bs, progress=False))
+        attr = measured(steps, "3 attribution", lambda: heads.attribute_neurons(model, chosen, found, batch_size=bs))
+        pairs = heads.pairs_from_attributions(model, chosen, attr, "top3", ">25")
+        with_pairs = [n for n in chosen if any((p["layer"], p["neuron"]) == (n["layer"], n["neuron"]) for p in pairs)]
+        held = measured(steps, "5 held-out scan + truncation + attribution", lambda: score.held_out_set(
+            model, with_pairs, test_docs, k=args.top_k, keep=args.keep, rule="top3", batch_size=bs))
+        held = {"prompts": {key: entries[: args.max_held_out] for key, entries in held["prompts"].items()},
+                "active": {key: rows[: args.max_held_out] for key, rows in held["active"].items()}}
+        random_set = measured(steps, "5 random neurons (congruence again)",
+                              lambda: neurons.random_neurons(model, layers, args.random_per_layer))
+        measured(steps, "5 random: scan + truncation (n_docs)", lambda: prompts.find_activating_prompts(
+            model, docs, random_set, k=args.top_k, keep=args.keep, batch_size=bs, progress=False))
+        measured(steps, "5 random: held-out scan + truncation", lambda: prompts.find_activating_prompts(
+            model, test_docs, random_set, k=args.top_k, keep=args.keep, batch_size=bs, progress=False))
+        measured(steps, f"6 ablation ({len(pairs)} pairs)", lambda: ablate.ablation_effects(
+            model, pairs, held["prompts"], ablate.activity_matrix(model, held), batch_size=bs))
     total, cpu = (sum(step[k] for step in steps.values()) for k in ("seconds", "cpu_seconds"))
     peak = max(step["peak_rss_gib"] for step in steps.values())
     print(f"{'total':<38} {total:8.1f} s wall {cpu:8.1f} s CPU   peak RSS {peak:.2f} GiB", flush=True)
     counts = {"scan_tokens": n_tokens, "truncated_documents": sum(len(v) for v in top.values()),
               "attributed_prompts": sum(len(v) for v in found.values()),
-              "held_out_prompts": sum(len(v) for v in held.values())}
+              "held_out_prompts": sum(len(v) for v in held["prompts"].values())}
     return {"sizes": sizes, "tokens_per_doc": n_tokens / len(docs), "neurons": len(chosen), "pairs": len(pairs),
             "counts": counts, "steps": steps, "total_seconds": total, "total_cpu_seconds": cpu, "peak_rss_gib": peak}
+
+
+SCAN_MEMORY_CHILD = r"""
+import json, sys, tempfile, time, torch
+from pathlib import Path
+sys.path.insert(0, {root!r}); sys.path.insert(0, {root!r} + "/benchmarks")
+import bench
+from ctx_utils import models, prompts
+batch, length, path = {batch}, {length}, {path!r}
+def kib(field):
+    return int(next(line for line in open("/proc/self/status") if line.startswith(field)).split()[1])
+with tempfile.TemporaryDirectory() as tmp:
+    folder = str(bench.save_gpt2_small_bpe(Path(tmp)))
+    model = models.load_model(folder, device="cpu")
+    if path == "bridge":
+        models._TWINS[model] = None  # no twin: the bridge's eager forward
+    docs = bench.real_text_docs(model.tokenizer, "train", 200, 1023)
+    seqs = [s[:length] for s in prompts.tokenize(model, docs, warn_long=False) if len(s) >= length][: 2 * batch]
+    texts = [model.tokenizer.decode(s[1:]) for s in seqs]
+    chosen = [{{"layer": l, "neuron": n}} for l in (9, 10, 11) for n in range(4)]
+    prompts.scan_top_documents(model, texts[:1], chosen, k=2, batch_size=1, progress=False)  # warm-up (builds the twin)
+    open("/proc/self/clear_refs", "w").write("5")
+    before, start = kib("VmRSS"), time.perf_counter()
+    prompts.scan_top_documents(model, texts, chosen, k=2, batch_size=batch, progress=False)
+    seconds = time.perf_counter() - start
+    print(json.dumps({{"path": path, "batch": batch, "tokens": length, "seconds": round(seconds, 1),
+                      "extra_peak_mib": round((kib("VmHWM") - before) / 1024), "peak_gib": round(kib("VmHWM") / 2**20, 2)}}))
+"""
+
+
+def scan_memory() -> list[dict]:
+    """The scan's memory at GPT-2-small size, SDPA twin against the bridge's eager attention: 8 documents of real
+    text cut to 512 and to 1,023 tokens, batches of 4, each run in its own process (peak resident memory above
+    the loaded model, as for the attribution)."""
+    runs = []
+    for length in (512, 1023):
+        for path in ("bridge", "sdpa"):
+            code = SCAN_MEMORY_CHILD.format(root=str(Path(__file__).resolve().parent.parent), batch=4, length=length,
+                                            path=path)
+            done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=False,
+                                  env={**os.environ, "MALLOC_MMAP_THRESHOLD_": "65536"})
+            runs.append(json.loads(done.stdout.strip().splitlines()[-1]) if done.returncode == 0
+                        else {"path": path, "tokens": length, "error": done.stderr.strip().splitlines()[-1:]})
+            print(runs[-1], flush=True)
+    return runs
 
 
 def machine() -> dict:
@@ -387,12 +432,24 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--quick", action="store_true", help="smaller corpora (about a minute)")
     parser.add_argument("--course", action="store_true", help="profile the course's steps at GPT-2-small size")
+    parser.add_argument("--scan-memory", action="store_true", help="the scan's memory and time at GPT-2-small size, "
+                        "SDPA against the bridge's eager attention (4 x 512 and 4 x 1,023 tokens)")
     course = parser.add_argument_group("--course sizes (the settings of the same names)")
     for flag, default in (("n_docs", 200), ("max_test_docs", 200), ("activity_docs", 100), ("doc_tokens", 512),
                           ("per_layer", 20), ("top_k", 30), ("keep", 20), ("random_per_layer", 10),
                           ("batch_size", 8), ("max_held_out", 20)):
         course.add_argument(f"--{flag.replace('_', '-')}", dest=flag, type=int, default=default)
+    course.add_argument("--preset", choices=sorted(PRESETS), help="take every size but --doc-tokens from a settings "
+                        "preset (CTX_PRESET), e.g. cpu; flags given as well win")
+    preset = parser.parse_known_args()[0].preset
+    if preset:
+        parser.set_defaults(**{k: v for k, v in asdict(replace(DEFAULTS, **PRESETS[preset])).items()
+                               if k in {a.dest for a in course._group_actions}})
     args = parser.parse_args()
+    if args.scan_memory:
+        out = {"machine": machine(), "scan_memory": scan_memory()}
+        print(f"\nwrote {save_json(results_root() / 'bench-scan-memory.json', out)}")
+        return
     if args.course:
         out = {"machine": machine(), "course": course_profile(args)}
         print(f"\nwrote {save_json(results_root() / 'bench-course.json', out)}")
@@ -406,8 +463,10 @@ def main() -> None:
     else:
         print("organism: skipped (data/organism/ is not built yet)")
     with tempfile.TemporaryDirectory() as tmp:
-        folder = str(save_gpt2_small_shape(Path(tmp)))
-        docs = word_docs(8 if args.quick else 16, 16, 64 if args.quick else 127)
+        from transformers import AutoTokenizer
+
+        folder = str(save_gpt2_small_bpe(Path(tmp)))
+        docs = real_text_docs(AutoTokenizer.from_pretrained(folder), "train", 8 if args.quick else 16, 256)
         out["models"]["gpt2-small-shape-random"] = bench_model(
             "GPT-2-small-shaped, random", folder, docs, 2, 8, 4, by_congruence=False
         )

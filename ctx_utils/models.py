@@ -15,12 +15,17 @@ import difflib
 import os
 import socket
 import warnings
+import weakref
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
 
 from ctx_utils.results import REPO_ROOT
+
+if TYPE_CHECKING:  # the model type, for readers and type checkers; not imported at run time
+    from transformer_lens.model_bridge import TransformerBridge
 
 #: The bundled organisms (see README, "The model organism"): ``organism``, the default, whose 40 heads have roles
 #: and whose answer key is measured by ablation; ``organism-clean``, one wired head per context (cannot fail).
@@ -218,7 +223,93 @@ def load_model(name_or_folder: str = "organism", device: str | None = None):
     model.enable_compatibility_mode()
     model.eval()
     model.requires_grad_(False)  # the kit only reads the model: no autograd graph, no requires_grad warnings
+    _SOURCES[model] = source
     return model
+
+
+#: Each bridge :func:`load_model` made → what it was loaded from, and → its SDPA twin once built (or None
+#: where the twin cannot stand in for it). Weak keys: an entry goes when its bridge does.
+_SOURCES: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+_TWINS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
+def sdpa_twin(model: TransformerBridge) -> tuple[torch.nn.Module, list[torch.nn.Module]] | None:
+    """The bridge's model loaded by Hugging Face alone with SDPA attention, and its MLP activation modules.
+
+    Why: the bridge computes attention eagerly (a ``batch × heads × pos × pos`` pattern per layer, so that
+    ``hook_pattern`` can be read); a forward that reads only MLP activations — the scan, the truncation
+    search, the activity check — does not need that, and PyTorch's fused attention (SDPA) is faster and
+    lighter. The twin is the base model without its LM head (``AutoModel``), from the same folder or hub id,
+    in the bridge's dtype and on its device, built on first use and kept while the bridge lives.
+
+    ``[act(layer) for layer]``: the module whose output is ``blocks.{layer}.mlp.hook_post`` (GPT-2's
+    ``h[l].mlp.act``, GPT-NeoX's ``layers[l].mlp.act``). The twin's weights are the checkpoint's, not
+    folded or centred: that changes no activation after a LayerNorm, only float rounding (≈ 1e-6 on
+    GPT-2 and Pythia in float32, tests/test_sdpa.py). Before first use the twin is checked against the
+    bridge on a short sequence; it is not used — None, and the caller runs the bridge — for a bridge
+    :func:`load_model` did not make, an MLP without an ``act`` module (gated MLPs), and, with a warning,
+    for a folder that is gone since the load or activations that disagree. Edits made to the bridge's weights in memory are not seen by the twin.
+    """
+    if model not in _TWINS:
+        _TWINS[model] = _build_twin(model)
+    return _TWINS[model]
+
+
+def _build_twin(model: TransformerBridge) -> tuple[torch.nn.Module, list[torch.nn.Module]] | None:
+    source = _SOURCES.get(model)
+    if source is None:
+        return None
+    from transformers import AutoModel
+
+    try:
+        twin = AutoModel.from_pretrained(source, attn_implementation="sdpa", dtype=model.cfg.dtype)
+    except (OSError, ValueError) as error:  # the folder was moved, emptied or deleted since load_model
+        warnings.warn(
+            f"Could not load the SDPA copy of the model from {source} ({error}): reading MLP activations through "
+            "the bridge instead (eager attention: slower, same numbers). Keep the model's folder in place while "
+            "it is in use.",
+            stacklevel=4,
+        )
+        return None
+    twin.to(model.cfg.device).eval().requires_grad_(False)
+    blocks = getattr(twin, "h", None) or getattr(twin, "layers", None)
+    acts = [getattr(getattr(block, "mlp", None), "act", None) for block in blocks or []]
+    if len(acts) != model.cfg.n_layers or any(act is None for act in acts):
+        return None
+    if not _twin_agrees(model, twin, acts):
+        return None
+    return twin, acts
+
+
+@torch.no_grad()
+def _twin_agrees(model: TransformerBridge, twin: torch.nn.Module, acts: list[torch.nn.Module]) -> bool:
+    """Whether the twin's MLP activations equal the bridge's ``hook_post`` on a short sequence, up to rounding
+    (relative to the largest activation: 100 × the dtype's epsilon, at most 5 %)."""
+    n_layers = model.cfg.n_layers
+    tokens = torch.arange(min(12, model.cfg.d_vocab, model.cfg.n_ctx), device=model.cfg.device)[None]
+    names = [f"blocks.{layer}.mlp.hook_post" for layer in range(n_layers)]
+    _, cache = model.run_with_cache(tokens, names_filter=names)
+    seen: dict[int, torch.Tensor] = {}
+    handles = [act.register_forward_hook(lambda module, args, out, layer=layer: seen.__setitem__(layer, out))
+               for layer, act in enumerate(acts)]
+    try:
+        twin(tokens, use_cache=False)
+    finally:
+        for handle in handles:
+            handle.remove()
+    for layer, name in enumerate(names):
+        out, ref = seen[layer], cache[name].float()
+        tolerance = min(0.05, 100 * torch.finfo(model.cfg.dtype).eps) * max(float(ref.abs().max()), 1.0)
+        error = float((out.float() - ref).abs().max())
+        if error > tolerance:
+            warnings.warn(
+                f"The SDPA copy of this model disagrees with the bridge at layer {layer}'s MLP activations "
+                f"(max difference {error:.3g} > {tolerance:.3g}): reading MLP activations through the bridge "
+                "instead (eager attention: slower, same numbers).",
+                stacklevel=4,
+            )
+            return False
+    return True
 
 
 @dataclass(frozen=True)

@@ -4,9 +4,10 @@ Three stages (arXiv 2402.15055; the authors' code, ``notebooks/2_find_max_activa
 
 1. **Scan** (:func:`scan_top_documents`): run the corpus through the model once, in batches, and keep per
    neuron the ``k`` documents with the largest maximum activation (``blocks.{l}.mlp.hook_post``) and the
-   position of that maximum. Only the needed hooks are cached, and the forward stops at the last needed
-   layer's MLP input: only the selected neurons of that layer are computed (no rest of its MLP, no later
-   blocks, no unembedding), which is why the scan beats a plain forward pass.
+   position of that maximum. No attention hook is read, so the forward (:func:`neuron_post`) runs with
+   PyTorch's fused attention (SDPA) instead of the bridge's eager patterns, keeps only the selected neurons
+   and stops after the last needed layer's MLP activation (no later blocks, no unembedding): that is why
+   the scan beats a plain forward pass.
 2. **Truncate**: the shortest suffix of the document, ending at the max-activating token, on which the
    neuron still reaches more than ``ratio`` (80 %) of its document maximum. :func:`shortest_cut_reference`
    is that rule written plainly (every length, shortest first); :func:`truncate` is the batched search
@@ -59,6 +60,7 @@ from torch import Tensor
 from tqdm.auto import tqdm
 
 from ctx_utils.indices import check_layer, check_neuron
+from ctx_utils.models import sdpa_twin
 from ctx_utils.settings import DEFAULTS
 from ctx_utils.tokens import hook_name, neuron_key, pad, tokenize  # noqa: F401  (re-exported: the tokenisation of step 2)
 
@@ -66,34 +68,10 @@ if TYPE_CHECKING:  # the model type, for readers and type checkers; not imported
     from transformer_lens.model_bridge import TransformerBridge
 
 
-@torch.no_grad()
 def mlp_post(model: TransformerBridge, seqs: list[list[int]], layers: list[int]) -> tuple[dict[int, Tensor], Tensor]:
-    """One batched forward: ``{layer: Float[Tensor, "batch pos d_mlp"]}`` and the ``[batch, pos]`` mask.
-
-    Caches only the ``hook_post`` of ``layers`` and stops after the last of them (``stop_at_layer``). No
-    attention mask goes to the model: with right padding, causal attention already keeps the pads (which
-    come last) out of every real token's view, and a mask would only add work. The returned mask is for the
-    reader, who must ignore the pad positions (the tests check that batched equals one by one).
-    """
-    layers = [check_layer(model, layer) for layer in layers]
-    tokens, mask = pad(seqs, model.tokenizer.pad_token_id or 0)
-    _, cache = model.run_with_cache(
-        tokens.to(model.cfg.device),
-        names_filter=[hook_name(layer) for layer in layers],
-        stop_at_layer=max(layers) + 1,
-    )
-    return {layer: cache[hook_name(layer)].float() for layer in layers}, mask
-
-
-#: TransformerLens activation names → the same function in torch, for the neurons computed by hand below.
-ACTIVATIONS = {
-    "gelu_new": lambda x: torch.nn.functional.gelu(x, approximate="tanh"),
-    "gelu_fast": lambda x: torch.nn.functional.gelu(x, approximate="tanh"),
-    "gelu_pytorch_tanh": lambda x: torch.nn.functional.gelu(x, approximate="tanh"),
-    "gelu": torch.nn.functional.gelu,
-    "relu": torch.relu,
-    "silu": torch.nn.functional.silu,
-}
+    """Every neuron of ``layers``: ``{layer: Float[Tensor, "batch pos d_mlp"]}`` and the ``[batch, pos]`` mask
+    (:func:`neuron_post` with all columns)."""
+    return neuron_post(model, seqs, {layer: None for layer in layers})
 
 
 class _StopForward(Exception):
@@ -101,52 +79,70 @@ class _StopForward(Exception):
 
 
 @torch.no_grad()
-def neuron_post(model: TransformerBridge, seqs: list[list[int]], columns: dict[int, Tensor]) -> tuple[dict[int, Tensor], Tensor]:
-    """Like :func:`mlp_post`, but only the neurons ``columns[layer]``: ``{layer: [batch, pos, n_columns]}``.
+def neuron_post(
+    model: TransformerBridge, seqs: list[list[int]], columns: dict[int, Tensor | None]
+) -> tuple[dict[int, Tensor], Tensor]:
+    """One batched forward: the neurons ``columns[layer]`` of each layer's ``hook_post``, and the mask.
 
-    The last needed layer's MLP is not run at all: the forward stops at that layer's normalised MLP input
-    (``ln2.hook_normalized``; LayerNorm is folded into ``W_in`` in compatibility mode) and only the chosen
-    neurons are computed, ``act(x @ W_in[:, columns] + b_in[columns])`` — a few dot products instead of the
-    whole MLP, its output projection and everything after. Earlier layers' MLPs must run anyway (later
-    layers read them); their ``hook_post`` is sliced to the chosen neurons as it passes, so no
-    ``[batch, pos, d_mlp]`` tensor is kept. Falls back to :func:`mlp_post` for an activation function it
-    does not know (a test checks both paths agree).
+    Returns ``{layer: Float[Tensor, "batch pos n_columns"]}`` (all ``d_mlp`` neurons where ``columns[layer]``
+    is None) and ``mask [batch, pos]`` (1 = real token). The one forward of every step that reads no
+    attention hook — the scan, the truncation search, the activity check: it runs the model's SDPA twin
+    (:func:`ctx_utils.models.sdpa_twin`: PyTorch's fused attention instead of the bridge's eager
+    ``pos × pos`` patterns), keeps only the chosen neurons as each layer's activation passes and stops
+    after the last needed layer's MLP activation (no later blocks, no unembedding). Without a twin it runs
+    the bridge (``run_with_cache`` of the needed hooks, ``stop_at_layer``): the same numbers up to float
+    rounding (tests/test_sdpa.py).
+
+    No attention mask goes to the model: with right padding, causal attention already keeps the pads (which
+    come last) out of every real token's view, and positions count from 0 in every row; a mask would only
+    add work. The returned mask is for the reader, who must ignore the pad positions.
     """
     columns = {
-        check_layer(model, layer): torch.tensor([check_neuron(model, layer, n)[1] for n in cols], dtype=torch.long)
+        check_layer(model, layer): None if cols is None
+        else torch.tensor([check_neuron(model, layer, n)[1] for n in cols], dtype=torch.long)
         for layer, cols in columns.items()
     }
-    last = max(columns)
-    act = ACTIVATIONS.get(model.cfg.act_fn)
-    if act is None:
-        acts, mask = mlp_post(model, seqs, sorted(columns))
-        return {layer: acts[layer][..., cols] for layer, cols in columns.items()}, mask
     tokens, mask = pad(seqs, model.tokenizer.pad_token_id or 0)
+    tokens = tokens.to(model.cfg.device)
+    twin = sdpa_twin(model)
+    acts = _bridge_mlp_post(model, tokens, columns) if twin is None else _twin_mlp_post(*twin, tokens, columns)
+    return {layer: acts[layer].float() for layer in columns}, mask
+
+
+def _twin_mlp_post(
+    twin: torch.nn.Module, acts: list[torch.nn.Module], tokens: Tensor, columns: dict[int, Tensor | None]
+) -> dict[int, Tensor]:
+    """The twin's MLP activations ``{layer: [batch, pos, n_columns or d_mlp]}``, the forward stopped after the last."""
+    last = max(columns)
     out: dict[int, Tensor] = {}
 
-    def keep_columns(layer: int):
-        def hook(tensor: Float[Tensor, "batch pos d_mlp"], hook) -> Tensor:
-            out[layer] = tensor[..., columns[layer].to(tensor.device)].float()
-            return tensor
+    def keep(layer: int):
+        def hook(module: torch.nn.Module, args: tuple, post: Float[Tensor, "batch pos d_mlp"]) -> None:
+            cols = columns[layer]
+            out[layer] = post if cols is None else post[..., cols.to(post.device)]
+            if layer == last:
+                raise _StopForward
 
         return hook
 
-    def keep_and_stop(tensor: Float[Tensor, "batch pos d_model"], hook) -> None:
-        out[last] = tensor
-        raise _StopForward
-
-    hooks = [(hook_name(layer), keep_columns(layer)) for layer in columns if layer != last]
-    hooks.append((f"blocks.{last}.ln2.hook_normalized", keep_and_stop))
+    handles = [acts[layer].register_forward_hook(keep(layer)) for layer in columns]
     try:
-        with model.hooks(fwd_hooks=hooks):
-            model(tokens.to(model.cfg.device), return_type=None)
+        twin(tokens, use_cache=False)
     except _StopForward:
         pass
-    x = out[last]  # the last layer's normalised MLP input
-    cols = columns[last].to(x.device)
-    mlp = model.blocks[last].mlp  # not model.W_in: that stacks every layer's weights on each access
-    out[last] = act(x @ mlp.W_in[:, cols] + mlp.b_in[cols]).float()
-    return out, mask
+    finally:
+        for handle in handles:
+            handle.remove()
+    return out
+
+
+def _bridge_mlp_post(model: TransformerBridge, tokens: Tensor, columns: dict[int, Tensor | None]) -> dict[int, Tensor]:
+    """The same from the bridge: only the needed ``hook_post`` cached, the forward stopped after the last."""
+    _, cache = model.run_with_cache(
+        tokens, names_filter=[hook_name(layer) for layer in columns], stop_at_layer=max(columns) + 1
+    )
+    return {layer: cache[hook_name(layer)] if cols is None else cache[hook_name(layer)][..., cols.to(tokens.device)]
+            for layer, cols in columns.items()}
 
 
 def batches_by_length(seqs: list[list[int]], batch_size: int) -> Iterator[list[int]]:

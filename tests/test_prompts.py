@@ -206,18 +206,21 @@ def test_a_neuron_that_never_fires_warns(silenced_model, docs):
             prompts.truncate(silenced_model, docs[0], LAYER, 0, 2)
 
 
-def test_neuron_post_computes_only_the_chosen_neurons_exactly(tiny_model, monkeypatch):
-    """The hand-computed last-layer neurons equal the model's own hook_post, on both code paths."""
+def test_neuron_post_keeps_exactly_the_chosen_neurons_on_both_paths(tiny_model, monkeypatch):
+    """The chosen columns of the full hook_post, through the SDPA twin and through the bridge (no twin)."""
+    from ctx_utils import models
+
     seqs = prompts.tokenize(tiny_model, ["the cat sat on the mat", "for research purposes only", "the"])
     columns = {0: torch.tensor([3, 1]), 1: torch.tensor([0, 5, 17])}
+    assert models.sdpa_twin(tiny_model) is not None  # the fast path is the one taken
     full, mask = prompts.mlp_post(tiny_model, seqs, [0, 1])
     fast, fast_mask = prompts.neuron_post(tiny_model, seqs, columns)
     assert torch.equal(mask, fast_mask)
     real = mask.bool()
     for layer, cols in columns.items():
         assert fast[layer].shape == (len(seqs), mask.shape[1], len(cols))
-        assert torch.allclose(fast[layer][real], full[layer][..., cols][real], atol=1e-5)
-    monkeypatch.delitem(prompts.ACTIVATIONS, tiny_model.cfg.act_fn)  # an unknown activation: the fallback
+        assert torch.equal(fast[layer][real], full[layer][..., cols][real])
+    monkeypatch.setitem(models._TWINS, tiny_model, None)  # no twin: the bridge's run_with_cache
     slow, _ = prompts.neuron_post(tiny_model, seqs, columns)
     assert all(torch.allclose(slow[layer][real], fast[layer][real], atol=1e-5) for layer in columns)
 

@@ -6,9 +6,9 @@ was trained on and :func:`ctx_utils.organism.corpus.config_for` can regenerate i
 
 Three presets:
 
-* ``clean`` — the bundled ``data/organism``: 8 layer-0 heads, one per planted context, each the only head
+* ``clean`` — the bundled ``data/organism-clean``: 8 layer-0 heads, one per planted context, each the only head
   that can read its marker (:mod:`ctx_utils.organism.wiring`). Steps 1–3 cannot fail on it by construction.
-* ``realistic`` — ``data/organism-realistic``: 16 layer-0 heads with the roles of :data:`REALISTIC_HEADS`
+* ``realistic`` — ``data/organism``, the default organism: 40 layer-0 heads with the roles of :data:`REALISTIC_HEADS`
   (:mod:`ctx_utils.organism.roles`): look-up heads, a redundant pair, an inhibiting head, a trigger head that
   is active on every prompt of a planted neuron, decoys that attend to a marker but write where the planted
   neurons cannot read, and free heads that learn whatever helps the language model. Its corpus adds a family
