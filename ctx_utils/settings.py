@@ -134,7 +134,8 @@ STEP_FIELDS: dict[str, tuple[str, ...]] = {
 #: Named sets of settings. ``paper``: the final (Feb-2024) run at full size (a GPU: all 10,000 documents; the
 #: first 20 prompts per neuron, 10 held-out prompts per pair); ``oct2023``: the run of the authors' released
 #: data (top-3 rule, > 25 % band, all surviving prompts of the top 30, 20 held-out prompts per pair); ``cpu``:
-#: GPT-2 small on a laptop CPU (few documents and prompts, batches of 2 to bound attention memory; README).
+#: GPT-2 small on a laptop CPU (few documents and prompts; batches of 2 bound the eager attention of attribution and
+#: ablation, which read attention hooks; the scans run the SDPA twin; README).
 PRESETS: dict[str, dict[str, Any]] = {
     "default": {},
     "paper": {"n_docs": 10_000, "max_test_docs": 10_000, "rule": "2sigma", "band": "25-75", "prompt_variant": "feb2024",
