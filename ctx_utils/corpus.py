@@ -16,13 +16,13 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from ctx_utils.models import HubUnreachableError, hub_reachable
+from ctx_utils.models import ORGANISMS, HubUnreachableError, hub_reachable
 
 PILE_10K = "NeelNanda/pile-10k"
 PILE_TEST = "monology/pile-uncopyrighted"
 PILE_TEST_DOCS = 10_000  # the paper's test set size
 SPLITS = ("train", "test")
-NAMED = ("organism", "organism-clean", "pile-10k")
+NAMED = (*ORGANISMS, "pile-10k")  # the bundled organisms' corpora, and the paper's
 LOCAL_FORMATS = (
     "a .txt file (documents separated by a blank line), a .jsonl file (one {\"text\": \"...\"} object per line) "
     "or a folder of .txt files (one document each)"
@@ -48,7 +48,7 @@ def corpus_for(model_name: str, corpus: str = "auto") -> str:
     bundled one, or a folder trained by ``ctx_utils.organism.train``), and pile-10k for any other model."""
     if corpus not in ("auto", ""):
         return corpus
-    if model_name in ("organism", "organism-clean") or organism_config(model_name) is not None:
+    if model_name in ORGANISMS or organism_config(model_name) is not None:
         return model_name
     return "pile-10k"
 
@@ -65,8 +65,7 @@ def load_corpus(name: str = "organism", split: str = "train", max_docs: int | No
     """
     if split not in SPLITS:
         raise ValueError(f"Unknown split {split!r}: choose one of {SPLITS}.")
-    if name in ("organism", "organism-clean"):
-        from ctx_utils.models import ORGANISMS
+    if name in ORGANISMS:
         from ctx_utils.organism.corpus import generate_corpus
 
         trained = organism_config(str(ORGANISMS[name]))  # the bundled folder's own corpus and seed

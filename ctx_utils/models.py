@@ -175,7 +175,7 @@ def resolve_source(name_or_folder: str) -> str:
             config = "clean" if name == "organism-clean" else "realistic"
             raise ModelNotFoundError(
                 f"The bundled {name} is missing from {folder}. Retrain it with "
-                f"`python -m ctx_utils.organism.train --config {config} --out {folder}` (about 7 minutes on one CPU core)."
+                f"`python -m ctx_utils.organism.train --config {config} --out {folder}` (2–8 minutes on one CPU core)."
             )
         return str(folder)
     if name in HUB_MODELS:

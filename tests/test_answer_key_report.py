@@ -110,10 +110,11 @@ def test_ablation_confirms_a_pair_that_removes_the_threshold_share_where_active(
 
 def test_recovery_scores_pairs_on_planted_neurons_only():
     pairs = [{"layer": 1, "neuron": 0, "head": 1, "token": " up"}, {"layer": 1, "neuron": 0, "head": 4, "token": " up"},
-             {"layer": 1, "neuron": 9, "head": 1, "token": " was"}]
-    r = ak.recovery(pairs, MEASURED)
-    assert (r["pairs"], r["hits"], r["precision"], r["recall"]) == (2, 1, 0.5, 0.5)
-    assert r["false_pairs"] == [(1, 0, 4, " up")] and r["missed"] == [(1, 0, 3, " up")] and r["other_pairs"] == 1
+             {"layer": 1, "neuron": 0, "head": 5, "token": " up"}, {"layer": 1, "neuron": 9, "head": 1, "token": " was"}]
+    r = ak.recovery(pairs, MEASURED)  # 3 pairs on planted neurons, 2 carriers in the key: precision ≠ recall
+    assert (r["pairs"], r["hits"], r["precision"], r["recall"]) == (3, 1, 1 / 3, 0.5)
+    assert r["false_pairs"] == [(1, 0, 4, " up"), (1, 0, 5, " up")] and r["missed"] == [(1, 0, 3, " up")]
+    assert r["other_pairs"] == 1 and (r["inhibitory_found"], r["inhibitory"]) == (1, 1)
     assert r["contexts_found"] == ["up/local"]
 
 

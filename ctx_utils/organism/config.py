@@ -91,7 +91,7 @@ def _realistic_plants() -> tuple:
     """The clean organism's four plants (" up" with a family of topic words, " away" with an inhibitor) and four more.
 
     Eight planted tokens, sixteen contexts: enough (neuron, head) pairs for the ablation's KS test to mean
-    something at the notebooks' scan size (arXiv 2402.15055 tests over dozens of pairs).
+    something at the notebooks' scan size (the paper's test for GPT-2 small runs over 207 pairs, arXiv 2402.15055 §5.4).
     """
     up, only, away, ahead = PLANTS
     up = replace(up, topic_family=(" hike", " climb"))
@@ -136,13 +136,16 @@ def _realistic_plants() -> tuple:
     return (up, only, away, ahead, down, out, over, along)
 
 
+N_REALISTIC_HEADS = 40  # enough free candidates that the 2σ rule's σ is not set by the few heads that matter
+
+
 def _realistic_heads() -> tuple[HeadRole, ...]:
-    """The realistic organism's 40 layer-0 heads, in a fixed shuffled order (no block of "the" look-ups).
+    """The realistic organism's :data:`N_REALISTIC_HEADS` layer-0 heads, in a fixed shuffled order (no block of "the" look-ups).
 
     One look-up head per context (16) plus a redundant twin for ``only/topic``, a trigger head, an inhibitor,
-    two decoys and 19 free heads: as in GPT-2, where a neuron's candidate heads are all 132–144 heads of the
-    earlier layers, most candidates have nothing to do with the neuron, which is what the 2σ rule's mean and
-    standard deviation over heads assume (arXiv 2402.15055, section 3.3).
+    two decoys and free heads for the rest: as in GPT-2, where a neuron's candidate heads are all 132–144 heads
+    of the earlier layers, most candidates have nothing to do with the neuron, which is what the 2σ rule's mean
+    and standard deviation over heads assume.
     """
     plants = [p.token.strip() for p in _realistic_plants()]
     roles = [HeadRole("context", (f"{tok}/{kind}",)) for tok in plants for kind in ("local", "topic")]
@@ -150,7 +153,7 @@ def _realistic_heads() -> tuple[HeadRole, ...]:
     roles += [HeadRole("context", ("only/topic",), tie="only/topic")] * 2
     roles += [HeadRole("trigger", tuple(f"{tok}/trigger" for tok in plants)), HeadRole("inhibitor", ("away/inhibited",)),
               HeadRole("decoy", ("up/topic",)), HeadRole("decoy", ("ahead/topic",))]
-    roles += [HeadRole("free")] * (40 - len(roles))
+    roles += [HeadRole("free")] * (N_REALISTIC_HEADS - len(roles))
     random.Random("ctx-organism-realistic/heads").shuffle(roles)
     return tuple(roles)
 
@@ -161,7 +164,7 @@ REALISTIC_CORPUS = CorpusConfig(
     plants=_realistic_plants(), n_train=8000, kind_weights=(1, 2, 4), both_weight=0.5, inhibited_weight=1.0,
     cooccur_rate=0.2, stream="ctx-organism-realistic",
 )
-REALISTIC = OrganismConfig("realistic", REALISTIC_CORPUS, {**HPARAMS, "d_model": 160, "n_heads": 40,
+REALISTIC = OrganismConfig("realistic", REALISTIC_CORPUS, {**HPARAMS, "d_model": 160, "n_heads": N_REALISTIC_HEADS,
                            "init_std": 0.8 / math.sqrt(160)}, REALISTIC_HEADS)
 NULL = replace(REALISTIC, name="null", corpus=replace(REALISTIC_CORPUS, signal=False))
 PRESETS: dict[str, OrganismConfig] = {c.name: c for c in (CLEAN, REALISTIC, NULL)}
