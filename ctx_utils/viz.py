@@ -118,7 +118,8 @@ def head_attributions(
     fig.update_layout(title=title, template="plotly_white", **axes)
     if len(traces) > 1:
         fig.frames = [go.Frame(data=[trace], name=str(i)) for i, trace in enumerate(traces)]
-        fig.update_layout(sliders=[{"currentvalue": {"prefix": "prompt "}, "steps": [
+        # pad: the slider sits below the x-axis labels (40 rotated head labels reach well under the axis)
+        fig.update_layout(height=520, sliders=[{"currentvalue": {"prefix": "prompt "}, "pad": {"t": 90}, "steps": [
             {"label": str(i), "method": "animate", "args": [[str(i)], {"mode": "immediate", "frame": {"duration": 0, "redraw": True}}]}
             for i in range(len(traces))]}])
     return fig
