@@ -1,6 +1,7 @@
 # The kit's commands. On a fresh machine, `make run` and `make test` are all the set-up there is.
 #   make run    create the environment if missing, then execute every notebook headless (results/<model>/)
-#   make test   create the environment if missing, then run the unit tests and every notebook under nbmake
+#   make check  the fast tier (< 2 min): every unit test, no notebook kernel; run it before every commit
+#   make test   the full tier (CI): the fast tier, the slow tests and every notebook under nbmake
 #   make lab    open JupyterLab on the notebooks
 # Variables: MODEL (default auto: GPT-2 small online, the organism offline), PYTHON, VENV, TORCH_SPEC.
 
@@ -16,7 +17,7 @@ EXTRAS := lab,test
 BIN := $(VENV)/bin
 TEST_RESULTS := $(CURDIR)/.cache/test-results
 
-.PHONY: env run test lab
+.PHONY: env run check test lab
 
 env: $(VENV)/.installed
 
@@ -29,6 +30,11 @@ $(VENV)/.installed: pyproject.toml
 
 run: env
 	$(BIN)/python -m ctx_utils.tools.run_notebooks --model $(MODEL)
+
+# The fast tier: tests marked `slow` (notebook kernels, > 10 s) are left out. Offline, one torch thread.
+check: env
+	CTX_MODEL=$(TEST_MODEL) CTX_RESULTS=$(TEST_RESULTS)-check HF_HUB_OFFLINE=1 CTX_TORCH_THREADS=$${CTX_TORCH_THREADS:-1} \
+	  $(BIN)/python -m pytest -q -m "not slow" tests
 
 # Tests run offline-safe: notebooks use the organism and write into a scratch results folder.
 test: env

@@ -339,6 +339,24 @@ def pair_neurons(neuron_list: list[dict], pairs: list[dict]) -> list[dict]:
     return [n for n in neuron_list if (n["layer"], n["neuron"]) in keys]
 
 
+def featured_neuron(settings: Settings, neuron_list: list[dict], prompt_sets: dict[str, list[dict]]) -> dict:
+    """The neuron a notebook shows as its example: one that kept prompts, a planted token's on an organism.
+
+    The first neuron of the list need not have kept any prompt (on GPT-2-small-sized models some never fire
+    on the scanned documents, or only inside cuts of 100 tokens or more), so a notebook never features
+    ``neuron_list[0]`` blindly.
+    """
+    from ctx_utils.organism import answer_key
+
+    with_prompts = [n for n in neuron_list if prompt_sets.get(prompts_step.neuron_key(n["layer"], n["neuron"]))]
+    if not with_prompts:
+        raise ValueError(f"none of the {len(neuron_list)} neurons kept a prompt: scan more documents "
+                         f"(N_DOCS, now {settings.n_docs}) or loosen RATIO (now {settings.ratio})")
+    truth = answer_key.load_answer_key(settings.model)  # None: no answer key (GPT-2, Pythia)
+    planted = answer_key.learned_tokens(truth) if truth else set()
+    return next((n for n in with_prompts if n["token"] in planted), with_prompts[0])
+
+
 def held_out(settings: Settings, quiet: bool = False) -> dict:
     """held_out.json: held-out prompts and active heads for the neurons with pairs (steps 5 and 6 read it)."""
     def compute() -> dict:

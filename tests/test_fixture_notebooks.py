@@ -17,6 +17,8 @@ from pathlib import Path
 
 import pytest
 
+pytestmark = pytest.mark.slow  # notebook kernels: `make test` only
+
 from ctx_utils import fixtures
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -18,6 +18,8 @@ from pathlib import Path
 
 import pytest
 
+pytestmark = pytest.mark.slow  # notebook kernels: `make test` only
+
 from ctx_utils.models import ORGANISM_DIR
 
 ROOT = Path(__file__).resolve().parents[1]

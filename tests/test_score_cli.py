@@ -131,6 +131,7 @@ def test_bad_option_exits_2(tmp_path):
     assert exit_info.value.code == 2
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(not PAPER_DATA.is_dir(), reason=f"authors' data not found at {PAPER_DATA}")
 def test_paper_data_regression_slow():
     """SLOW (~30 s): on the authors' data the explanation-only E beats GPT-4's, the paired 95 % CI above zero.
