@@ -33,6 +33,7 @@ from ctx_utils import explain as explain_step
 from ctx_utils import heads as heads_step
 from ctx_utils import neurons as neurons_step
 from ctx_utils import prompts as prompts_step
+from ctx_utils import runtime
 from ctx_utils import score as score_step
 from ctx_utils.corpus import corpus_for, is_named_corpus, load_corpus
 from ctx_utils.models import choose_model, load_model
@@ -78,8 +79,13 @@ def _local_path(value: str) -> str:
 
 
 def setup(**overrides: Any) -> Settings:
-    """A notebook's first call: settings from the environment and the parameters cell, resolved and printed."""
-    settings = resolve(load_settings(**overrides))
+    """A notebook's first call: settings from the environment and the parameters cell, resolved and printed.
+
+    On Colab, with no MODEL or preset given, the size fits the runtime, and its plan is printed (:mod:`ctx_utils.runtime`).
+    """
+    fit = runtime.fit(overrides)
+    settings = resolve(load_settings(fit.environ, **overrides))
+    fit.report(settings, saved=lambda step: _usable(result_path(settings, step), settings, step)[0] is not None)
     print(settings.describe())
     return settings
 

@@ -72,7 +72,7 @@ def test_exercise_notebook_shape(tmp_path):
     assert stub.outputs == [] and stub.execution_count is None and stub.metadata["tags"] == ["your-code"]
     assert "Exercise version" in nb.cells[0].source
     standard = colab.expected_sources(tmp_path / "exercises" / "01_demo.ipynb")  # what a Colab sync writes
-    assert nb.cells[1].source == standard["colab-badge"] and nb.cells[2].source == standard["setup"] == colab.setup_cell_source()
+    assert nb.cells[1].source == standard["colab-badge"] and nb.cells[2].source == standard["setup"] == colab.setup_cell_source("01")
 
 
 def test_an_exercise_without_its_check_cell_is_refused(tmp_path):

@@ -1,4 +1,4 @@
-"""The Colab badge and setup cell of every notebook, written from one place.
+"""The Colab badge and setup cell of every notebook, written from one place, and what the setup cell calls.
 
 The repository address and the ref Colab installs live here and only here (:data:`REPO_URL`, :data:`KIT_REF`).
 ``python -m ctx_utils.tools.colab --sync`` rewrites, in every notebook under ``notebooks/``, the markdown cell tagged
@@ -6,75 +6,152 @@ The repository address and the ref Colab installs live here and only here (:data
 test runs it, so they cannot drift). Publishing the kit at another address is one line: change ``REPO_URL``
 (and ``KIT_REF`` to pin a release tag), then run the sync (see CONTRIBUTING.md).
 
-On Colab the setup cell clones the kit at ``KIT_REF`` and pip-installs its runtime dependencies only (no
-JupyterLab, pytest or nbmake: those are the ``lab`` and ``test`` extras), under a constraints file that pins
-the torch, numpy and transformers Colab already has, so the install never moves them. pip's output streams
-into the cell (Colab shows nothing of a plain subprocess) and the cell prints how long it took. With
-``USE_DRIVE = True`` it mounts Google Drive and points ``CTX_RESULTS`` at :data:`DRIVE_RESULTS`, so results
-outlive the runtime and every notebook finds what the others computed. Everywhere else the cell does nothing:
-the kit is installed by ``make env`` (see README).
+The setup cell is a few lines: on Colab it clones the kit at ``KIT_REF`` into ``/content/kit`` (a copy already
+there, uploaded by hand, is used as it is) and calls :func:`setup`, which pip-installs the runtime dependencies
+only (no JupyterLab, pytest or nbmake: the ``lab`` and ``test`` extras) under the pins of :func:`constraints`:
+the tested versions of ``requirements-lock.txt`` where it exists, except Colab's own torch, numpy and
+transformers, which stay as they are, and except the packages the learner lists in the cell's ``UNPIN``, which pip
+may install at any version. That list is the way out of a version conflict, and pip's own words name what to put
+in it (:func:`conflict_advice`). pip's output streams into the cell (Colab shows nothing of a plain subprocess)
+and the cell prints how long it took. With ``USE_DRIVE = True`` it mounts Google Drive and points ``CTX_RESULTS``
+at :data:`DRIVE_RESULTS`, so results outlive the runtime and every notebook finds what the others computed. It
+also records the notebook's number (``CTX_NOTEBOOK``) for :mod:`ctx_utils.runtime`, which sizes the run to the
+runtime. Everywhere else the cell does nothing: the kit is installed by ``make env`` (see README).
 """
 
 from __future__ import annotations
 
 import argparse
+import os
+import re
+import subprocess
 import sys
+import time
+from collections.abc import Iterable
+from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 
 import nbformat
+from packaging.requirements import InvalidRequirement, Requirement
+from packaging.utils import canonicalize_name
 
-from ctx_utils.results import REPO_ROOT
+from ctx_utils import runtime
+from ctx_utils.results import REPO_ROOT, results_root
 
 # Publishing: the repository's address and the branch or tag Colab installs. Change them here, then run
 # `python -m ctx_utils.tools.colab --sync`: every badge and setup cell follows.
 REPO_URL = "https://github.com/ctx-lookups/context-lookups-kit"
 KIT_REF = "main"
 REPO_SLUG = REPO_URL.removeprefix("https://github.com/")
+KIT_DIR = "/content/kit"  # where the setup cell puts the kit on Colab
 DRIVE_RESULTS = "/content/drive/MyDrive/ctx-lookups-kit/results"
 NOTEBOOKS_DIR = REPO_ROOT / "notebooks"
+LOCK_FILE = REPO_ROOT / "requirements-lock.txt"  # the tested package set (pip freeze style), if the kit has one
+CONSTRAINTS = REPO_ROOT / ".cache" / "colab-constraints.txt"  # written by each install from the pins below
+COLAB_KEEPS = ("torch", "numpy", "transformers")  # Colab's own builds: replacing them breaks its runtime
 
 SETUP_TEMPLATE = '''\
-# Setup. On Colab: install the kit from {repo} at "{ref}" (Colab's torch, numpy and transformers stay as they are).
-# Anywhere else this cell does nothing: install the kit with `make env` (see the README).
-USE_DRIVE = False  # True: keep results/ in your Google Drive, so other notebooks and later sessions find them
-import sys
-
+# Setup. On Colab: fetch the kit from {repo} at "{ref}" and install it (Colab's torch, numpy and transformers stay).
+# Anywhere else the kit is installed already (`make env`, see the README) and this cell does nothing.
+USE_DRIVE = False  # True: keep results in your Google Drive, so later notebooks and sessions reuse them
+UNPIN = []  # packages pip may install at any version, when it reports a version conflict for them
+import os, subprocess, sys
 if "google.colab" in sys.modules:
-    import os, subprocess, time
-    from importlib.metadata import version
+    if not os.path.isdir("{kit}"):
+        print(subprocess.run(["git", "clone", "--depth", "1", "--branch", "{ref}", "{repo}", "{kit}"], capture_output=True, text=True).stderr)
+    sys.path.insert(0, "{kit}")
+from ctx_utils.tools import colab
+colab.setup("{notebook}", use_drive=USE_DRIVE, unpin=UNPIN)'''
 
-    def run(cmd, hint=""):  # stream the command's output into this cell as it comes
-        with subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True) as proc:
-            for line in proc.stdout:
-                print(line, end="", flush=True)
-        if proc.returncode:
-            raise RuntimeError(f"`{{' '.join(cmd)}}` failed (exit {{proc.returncode}}): its output is above.{{hint}}")
 
+def setup_cell_source(notebook: str) -> str:
+    """The code of a notebook's ``setup`` cell; ``notebook`` is its number (``"05"``)."""
+    return SETUP_TEMPLATE.format(repo=REPO_URL, ref=KIT_REF, kit=KIT_DIR, notebook=notebook)
+
+
+def on_colab() -> bool:
+    return "google.colab" in sys.modules
+
+
+def setup(notebook: str, use_drive: bool = False, unpin: Iterable[str] = ()) -> None:
+    """What every setup cell calls. On Colab: install the kit (:func:`install`), work in its ``notebooks/``, keep
+    results in Drive if asked, and note the notebook's number for :mod:`ctx_utils.runtime`. Elsewhere: nothing."""
+    if not on_colab():
+        return
     started = time.perf_counter()
-    if not os.path.isdir("/content/kit"):
-        run(["git", "clone", "--depth", "1", "--branch", "{ref}", "{repo}", "/content/kit"])
-    with open("/content/kit-constraints.txt", "w") as f:
-        f.write("".join(f"{{name}}=={{version(name)}}\\n" for name in ("torch", "numpy", "transformers")))
-    run([sys.executable, "-m", "pip", "install", "-c", "/content/kit-constraints.txt", "-e", "/content/kit"],
-        " If pip reports conflicting constraints, Colab's torch, numpy or transformers is older than the kit needs:"
-        " delete its line from /content/kit-constraints.txt, rerun this cell, then restart the runtime.")
-    sys.path.insert(0, "/content/kit")
-    os.chdir("/content/kit/notebooks")
-    if USE_DRIVE:
+    install(unpin)
+    os.chdir(REPO_ROOT / "notebooks")
+    os.environ[runtime.NOTEBOOK_VAR] = notebook
+    if use_drive:
         from google.colab import drive
 
         drive.mount("/content/drive")
-        os.environ["CTX_RESULTS"] = "{drive_results}"
-        os.makedirs(os.environ["CTX_RESULTS"], exist_ok=True)
-    import torch
-
-    print(f"Kit installed in {{time.perf_counter() - started:.0f}} s. GPU: {{torch.cuda.is_available()}}. "
-          f"Results: {{os.environ.get('CTX_RESULTS', '/content/kit/results (lost when the runtime ends)')}}")'''
+        os.environ["CTX_RESULTS"] = DRIVE_RESULTS
+        os.makedirs(DRIVE_RESULTS, exist_ok=True)
+    where = f"{results_root()}" + ("" if use_drive else " (lost when the runtime ends)")
+    print(f"Kit installed in {time.perf_counter() - started:.0f} s. Results: {where}.")
 
 
-def setup_cell_source() -> str:
-    """The code of every notebook's ``setup`` cell."""
-    return SETUP_TEMPLATE.format(repo=REPO_URL, ref=KIT_REF, drive_results=DRIVE_RESULTS)
+def constraints(unpin: Iterable[str] = (), lock_file: Path | None = None) -> str:
+    """The pins of Colab's install, a pip constraints file: each exact version of ``lock_file`` (the kit's; none when the
+    file is absent), Colab's installed torch, numpy and transformers instead of the lock's, and nothing at all
+    for the packages named in ``unpin``."""
+    lock_file = LOCK_FILE if lock_file is None else lock_file
+    pins: dict[str, str] = {}
+    for line in lock_file.read_text().splitlines() if lock_file.exists() else []:
+        text = line.split("#", 1)[0].split(" --", 1)[0].strip().rstrip("\\").strip()
+        if not text or text.startswith("-"):
+            continue  # a blank line, a comment, or an option (--hash, -e, --index-url)
+        try:
+            req = Requirement(text)
+        except InvalidRequirement:
+            continue
+        if not req.url and [spec.operator for spec in req.specifier] == ["=="]:
+            pins[canonicalize_name(req.name)] = str(req)
+    for name in COLAB_KEEPS:
+        try:
+            pins[canonicalize_name(name)] = f"{name}=={version(name)}"
+        except PackageNotFoundError:
+            pass  # not installed: the lock's version, if any, is installed
+    free = {canonicalize_name(name) for name in unpin}
+    return "".join(f"{pin}\n" for key, pin in sorted(pins.items()) if key not in free)
+
+
+def install(unpin: Iterable[str] = ()) -> None:
+    """``pip install -e`` the kit under :func:`constraints`, its output streamed into the cell."""
+    CONSTRAINTS.parent.mkdir(parents=True, exist_ok=True)
+    CONSTRAINTS.write_text(constraints(unpin))
+    output = run([sys.executable, "-m", "pip", "install", "-c", str(CONSTRAINTS), "-e", str(REPO_ROOT)])
+    if output is not None:
+        raise RuntimeError(f"`pip install` of the kit failed: its output is above. {conflict_advice(output, unpin)}")
+
+
+def run(cmd: list[str]) -> str | None:
+    """Run ``cmd``, printing its output as it comes; None when it succeeds, else everything it printed."""
+    lines = []
+    with subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True) as proc:
+        for line in proc.stdout:
+            print(line, end="", flush=True)
+            lines.append(line)
+    return "".join(lines) if proc.returncode else None
+
+
+#: How pip names a pin it cannot honour: a conflict with a constraint, or a version that does not exist here.
+_PINNED = re.compile(r"The user requested \(constraint\) ([A-Za-z0-9][A-Za-z0-9._-]*)|"
+                     r"No matching distribution found for ([A-Za-z0-9][A-Za-z0-9._-]*)==")
+
+
+def conflict_advice(pip_output: str, unpin: Iterable[str] = ()) -> str:
+    """What to do after a failed install: the pinned packages pip could not honour go into the cell's UNPIN."""
+    named = dict.fromkeys(m.group(1) or m.group(2) for m in _PINNED.finditer(pip_output))
+    if not named:
+        return ("If pip reports a version conflict, put the package it names into UNPIN in this cell (e.g. "
+                'UNPIN = ["transformers"]), rerun this cell, then restart the runtime (Runtime > Restart session).')
+    listed = {canonicalize_name(name) for name in unpin}
+    wanted = [*unpin, *(name for name in named if canonicalize_name(name) not in listed)]
+    return (f"pip could not keep the pinned version of {', '.join(named)} (Colab's own, or the kit's tested one): set "
+            f"UNPIN = {wanted!r} in this cell, rerun it, then restart the runtime (Runtime > Restart session) and run "
+            "the notebook from the top.")
 
 
 def badge_source(notebook_path: str) -> str:
@@ -89,7 +166,7 @@ def expected_sources(path: Path) -> dict[str, str]:
         link = path.resolve().relative_to(NOTEBOOKS_DIR).as_posix()  # e.g. "exercises/03_head_attribution.ipynb"
     except ValueError:
         link = path.name
-    return {"colab-badge": badge_source(link), "setup": setup_cell_source()}
+    return {"colab-badge": badge_source(link), "setup": setup_cell_source(path.name[:2])}
 
 
 def stale_cells(path: Path) -> list[str]:
