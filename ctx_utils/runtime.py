@@ -172,8 +172,7 @@ def fit(overrides: Mapping[str, Any], environ: Mapping[str, str] | None = None) 
         return Fit(runtime, None, "the organism (the hub is unreachable) runs at its default size in minutes anywhere",
                    notebook)
     if runtime.gpu and runtime.gpu_gib >= MIN_GPU_GIB:
-        return Fit(runtime, "default", f"it fits this GPU's memory (it needs about 3 GiB; {MIN_GPU_GIB:.0f} GiB or "
-                   "more takes it)", notebook)
+        return Fit(runtime, "default", "it fits this GPU's memory (about 3 GiB at GPT-2-small size)", notebook)
     why = f"this GPU has under {MIN_GPU_GIB:.0f} GiB" if runtime.gpu else "this runtime has no GPU"
     course = duration(sum(MEASURED["gpt2-small", "cpu"].seconds.values()))
     return Fit(runtime, "cpu", f"{why}: the CPU preset is the size measured to run the whole course in {course} on one "
