@@ -4,7 +4,7 @@ On Colab a learner clicks a badge and gets whatever runtime Colab hands out, usu
 no preset given, :func:`fit` picks the size that fits it:
 
 * a CPU runtime: the CPU preset (``CTX_PRESET=cpu``), measured to run the whole course at GPT-2-small size in
-  about 11 minutes on one CPU core; the organism, faster still, is one setting away (``MODEL = "organism"``);
+  about 10 minutes on one CPU core (README); the organism, faster still, is one setting away (``MODEL = "organism"``);
 * a GPU runtime with at least :data:`MIN_GPU_GIB` of memory (a T4 has 15 GB): the default size (600 documents,
   20 neurons per layer).
 
@@ -90,12 +90,11 @@ class Runtime:
         return f"{where} with a GPU ({self.gpu}, {self.gpu_gib:.0f} GiB)" if self.gpu else f"{where}, CPU only (no GPU)"
 
 
-def detect(environ: Mapping[str, str] | None = None) -> Runtime:
+def detect() -> Runtime:
     """This runtime: Colab when ``google.colab`` is imported (as viz does); a GPU when torch sees one and
     ``CTX_DEVICE`` does not ask for another device."""
-    environ = os.environ if environ is None else environ
     colab = "google.colab" in sys.modules
-    device = environ.get("CTX_DEVICE", "").strip().lower()
+    device = os.environ.get("CTX_DEVICE", "").strip().lower()
     import torch
 
     if (device and not device.startswith("cuda")) or not torch.cuda.is_available():
@@ -142,7 +141,7 @@ class Fit:
 
     @property
     def environ(self) -> Mapping[str, str] | None:
-        """The environment to read the settings from: this one, with the chosen preset (None: unchanged)."""
+        """The environment to read the settings from: ``os.environ`` with the chosen preset (None: unchanged)."""
         return {**os.environ, "CTX_PRESET": self.preset} if self.preset else None
 
     def report(self, settings: Settings, saved: Callable[[str], bool]) -> None:
@@ -154,13 +153,13 @@ class Fit:
             print(plan(self, settings, saved))
 
 
-def fit(overrides: Mapping[str, Any], environ: Mapping[str, str] | None = None) -> Fit:
+def fit(overrides: Mapping[str, Any]) -> Fit:
     """The size for this runtime. ``overrides``: the notebook's parameters (``model=MODEL``…), None meaning unset."""
-    environ = os.environ if environ is None else environ
+    environ = os.environ
     notebook = environ.get(NOTEBOOK_VAR, "")
     if "google.colab" not in sys.modules:
         return Fit(Runtime(colab=False), None, "", notebook)
-    runtime = detect(environ)
+    runtime = detect()
     model = overrides.get("model") or environ.get("CTX_MODEL", "").strip() or "auto"
     preset = environ.get("CTX_PRESET", "").strip()
     if model != "auto" or preset:
