@@ -84,7 +84,7 @@ class ModelData:
 
     def read(self, file_name: str) -> dict[str, Any]:
         """Any other JSON file of the model folder, e.g. ``neurons.json`` or ``test_prompts.json``."""
-        return _read_json(self.folder / file_name)
+        return read_json(self.folder / file_name)
 
 
 def resolve_data_dir(path: str | Path | None = None, download: bool = False) -> Path:
@@ -133,7 +133,7 @@ def load_model_data(folder: str | Path) -> ModelData:
         folder=folder,
         explanations=_read_jsonl(folder / "explanations.jsonl"),
         classifications=_read_jsonl(folder / "classifications.jsonl"),
-        ablation=_read_json(ablation).get("pairs") if ablation.exists() else None,
+        ablation=read_json(ablation).get("pairs") if ablation.exists() else None,
     )
     for file_name, rows in (("explanations.jsonl", data.explanations), ("classifications.jsonl", data.classifications),
                             ("ablation.json", data.ablation or [])):
@@ -152,7 +152,8 @@ def _model_folders(folder: Path) -> list[Path]:
     return sorted(p for p in folder.iterdir() if p.is_dir() and _is_model_folder(p)) if folder.is_dir() else []
 
 
-def _read_json(path: Path) -> dict[str, Any]:
+def read_json(path: Path) -> dict[str, Any]:
+    """A JSON file of the layout, or :class:`PaperDataError` naming the file and the fix."""
     try:
         return json.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
