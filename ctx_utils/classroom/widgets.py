@@ -10,7 +10,12 @@ only wires them to core ipywidgets (``Dropdown``, ``Output``, ``VBox``, ``HTML``
 
 ``results`` is what :func:`load_results` returns: each JSON file of ``results/<model>/`` that exists, keyed by
 its file name (``results["heads.json"]["pairs"]``). Only ``prompts.json`` and ``heads.json`` are required; a
-missing later file is named, with the notebook that writes it, where its numbers would appear.
+missing later file is named, with the notebook that writes it, where its numbers would appear. Every file records
+the settings that made it (and their fingerprint): the explorer refuses files made with different settings
+(:func:`mixed_settings` names them), and ``load_results(settings)`` recomputes those through the pipeline, so an
+explanation is never shown beside another rule's E.
+
+The authors' released GPT-2 pairs have their own explorer, :mod:`ctx_utils.classroom.paper_explorer`.
 """
 
 from __future__ import annotations
@@ -25,7 +30,7 @@ from ctx_utils import viz
 from ctx_utils.heads import head_attributions, head_label
 from ctx_utils.prompts import neuron_key, token_activations
 from ctx_utils.results import load_json, results_dir
-from ctx_utils.settings import DEFAULTS
+from ctx_utils.settings import DEFAULTS, Settings
 from ctx_utils.tokens import head_name, parse_neuron_key
 
 #: The result files the explorer reads, and the notebook that writes each.
@@ -51,10 +56,47 @@ class HeadView(NamedTuple):
 # ------------------------------------------------------------------------------------------------ results
 
 
-def load_results(model_name: str) -> dict[str, dict]:
-    """Every result file of ``results/<model_name>/`` that exists, keyed by file name (missing ones left out)."""
-    folder = results_dir(model_name)
+def load_results(source: str | Settings) -> dict[str, dict]:
+    """The result files of one model, keyed by file name.
+
+    ``source`` a model name: every file of ``results/<model>/`` that exists, as saved (missing ones left out).
+    ``source`` a :class:`~ctx_utils.settings.Settings`: every step through :mod:`ctx_utils.pipeline`, so a file
+    made with other settings is recomputed (and saved) and a missing one computed; all then match ``settings``.
+    """
+    if isinstance(source, Settings):
+        from ctx_utils import pipeline  # the pipeline imports the model stack: only this path needs it
+
+        return {name: getattr(pipeline, name.removesuffix(".json"))(source, quiet=True) for name in RESULT_FILES}
+    folder = results_dir(source)
     return {name: load_json(folder / name) for name in RESULT_FILES if (folder / name).exists()}
+
+
+def mixed_settings(results: dict[str, dict], settings: Settings | None = None) -> list[str]:
+    """One sentence per result file made with other settings, naming the file and the settings that differ.
+
+    With ``settings``, each file's fingerprint is compared with :meth:`Settings.fingerprint` of its step; without,
+    each file with the earlier files on the settings they share (the steps a later file builds on). Files that
+    record no settings (hand-made ones) are not judged.
+    """
+    notes, seen = [], {}  # seen: setting -> (value, the first file that recorded it)
+    for name in RESULT_FILES:
+        saved = results.get(name, {}).get("settings")
+        if saved is None:
+            continue
+        step = name.removesuffix(".json")
+        if settings is not None:
+            if results[name].get("fingerprint") != settings.fingerprint(step):
+                now = settings.for_step(step)
+                diff = [f"{k}={saved.get(k)!r}, now {v!r}" for k, v in sorted(now.items()) if saved.get(k) != v]
+                notes.append(f"{name} was made with other settings ({'; '.join(diff) or 'an older kit'}).")
+            continue
+        clash = [f"{k}={v!r} where {seen[k][1]} has {seen[k][0]!r}" for k, v in sorted(saved.items())
+                 if k in seen and seen[k][0] != v]
+        if clash:
+            notes.append(f"{name} was made with other settings than the files before it ({'; '.join(clash)}).")
+        for k, v in saved.items():
+            seen.setdefault(k, (v, name))
+    return notes
 
 
 def missing_results(results: dict[str, dict]) -> list[str]:
@@ -67,7 +109,8 @@ def missing_results(results: dict[str, dict]) -> list[str]:
 
 
 def check_results(results: dict[str, dict]) -> None:
-    """Raise a clear error when the explorer cannot start: it needs the prompts (02) and the heads (03)."""
+    """Raise a clear error when the explorer cannot start: it needs the prompts (02) and the heads (03), and
+    every file made with the same settings (:func:`mixed_settings`)."""
     if not isinstance(results, dict):
         raise TypeError("results must be the dict that widgets.load_results(model_name) returns.")
     absent = [f"{name} (notebook {RESULT_FILES[name]})" for name in REQUIRED if name not in results]
@@ -75,6 +118,13 @@ def check_results(results: dict[str, dict]) -> None:
         raise ValueError(
             f"The explorer needs {' and '.join(absent)}, which this model's results lack: run those notebooks "
             "on the same model first (make run MODEL=<model> runs them all)."
+        )
+    mixed = mixed_settings(results)
+    if mixed:
+        raise ValueError(
+            "The results mix settings, so the explorer would show one run's explanation beside another's E: "
+            + " ".join(mixed) + " Load them with widgets.load_results(settings), which recomputes what differs, "
+            "or rerun the notebooks from 02 with one set of settings."
         )
 
 
