@@ -27,6 +27,7 @@ import plotly.graph_objects as go
 from torch import Tensor
 
 from ctx_utils import viz
+from ctx_utils.classroom.compare_results import mixed_settings
 from ctx_utils.heads import head_attributions, head_label
 from ctx_utils.prompts import neuron_key, token_activations
 from ctx_utils.results import load_json, results_dir
@@ -69,34 +70,6 @@ def load_results(source: str | Settings) -> dict[str, dict]:
         return {name: getattr(pipeline, name.removesuffix(".json"))(source, quiet=True) for name in RESULT_FILES}
     folder = results_dir(source)
     return {name: load_json(folder / name) for name in RESULT_FILES if (folder / name).exists()}
-
-
-def mixed_settings(results: dict[str, dict], settings: Settings | None = None) -> list[str]:
-    """One sentence per result file made with other settings, naming the file and the settings that differ.
-
-    With ``settings``, each file's fingerprint is compared with :meth:`Settings.fingerprint` of its step; without,
-    each file with the earlier files on the settings they share (the steps a later file builds on). Files that
-    record no settings (hand-made ones) are not judged.
-    """
-    notes, seen = [], {}  # seen: setting -> (value, the first file that recorded it)
-    for name in RESULT_FILES:
-        saved = results.get(name, {}).get("settings")
-        if saved is None:
-            continue
-        step = name.removesuffix(".json")
-        if settings is not None:
-            if results[name].get("fingerprint") != settings.fingerprint(step):
-                now = settings.for_step(step)
-                diff = [f"{k}={saved.get(k)!r}, now {v!r}" for k, v in sorted(now.items()) if saved.get(k) != v]
-                notes.append(f"{name} was made with other settings ({'; '.join(diff) or 'an older kit'}).")
-            continue
-        clash = [f"{k}={v!r} where {seen[k][1]} has {seen[k][0]!r}" for k, v in sorted(saved.items())
-                 if k in seen and seen[k][0] != v]
-        if clash:
-            notes.append(f"{name} was made with other settings than the files before it ({'; '.join(clash)}).")
-        for k, v in saved.items():
-            seen.setdefault(k, (v, name))
-    return notes
 
 
 def missing_results(results: dict[str, dict]) -> list[str]:
