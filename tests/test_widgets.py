@@ -220,3 +220,26 @@ def test_build_explorer_runs_the_real_callbacks(tiny_model):
     assert len(head_shown) == 3  # attribution figure, attention panel, summary text
     assert "AttentionHeads" in head_shown[1]["data"]["text/html"]
     assert head_shown[2]["data"]["text/plain"].startswith("Head L0.H0 → neuron L1.N5")
+
+
+@pytest.mark.slow  # a notebook kernel and the organism's pipeline: a few minutes
+def test_notebook_08_recomputes_a_step_rerun_with_other_settings(tmp_path, monkeypatch):
+    """Issue 23.2, end to end: one step rerun with CTX_HEAD_RULE=top3 into a folder made with the default rule."""
+    import nbformat
+
+    from ctx_utils import pipeline
+    from ctx_utils.results import REPO_ROOT
+    from ctx_utils.tools import run_notebooks
+
+    monkeypatch.setenv("CTX_RESULTS", str(tmp_path / "results"))
+    monkeypatch.setenv("CTX_MODEL", "organism")
+    settings = pipeline.setup(model="organism")
+    pipeline.ablation(settings, quiet=True), pipeline.scores(settings, quiet=True)
+    pipeline.heads(settings.replace(rule="top3"), quiet=True)
+    assert widgets.mixed_settings(widgets.load_results("organism"))  # the folder now mixes rules
+    ok, _, error = run_notebooks.execute_notebook(REPO_ROOT / "notebooks" / "08_explorer.ipynb", tmp_path / "out")
+    assert ok, error
+    nb = nbformat.read(tmp_path / "out" / "08_explorer.ipynb", as_version=4)
+    printed = "".join(o.get("text", "") for c in nb.cells if c.cell_type == "code" for o in c.outputs)
+    assert "heads.json was made with other settings (rule='top3'" in printed and "recomputed" in printed
+    assert not widgets.mixed_settings(widgets.load_results("organism"), settings)
