@@ -3,6 +3,7 @@ download path converts the authors' original files into the same data (tested of
 those files, tests/data/paper-data-raw/; the network is never contacted)."""
 
 import json
+import re
 import os
 import pickle
 import subprocess
@@ -291,3 +292,15 @@ def test_committed_summary_is_up_to_date(published_summary):
     path = REPO_ROOT / "results" / "paper-data" / "summary.json"
     assert path.exists(), f"{path} is missing: run notebooks/07_paper_results.ipynb"
     assert load_json(path) == json.loads(json.dumps(published_summary))  # the current schema, too
+
+
+def test_the_shipped_readme_states_the_real_file_sizes():
+    """data/paper-data/README.md §3 gives every file's size in bytes and the total: they are the shipped files'."""
+    text = (DATA / "README.md").read_text(encoding="utf-8")
+    models = ("gpt2-small", "gpt2-medium", "gpt2-large")
+    rows = re.findall(r"^\| `(\w+\.jsonl?)` \| ([\d,]+) \| ([\d,]+) \| ([\d,]+) \|", text, re.MULTILINE)
+    stated = {(m, name): int(size.replace(",", "")) for name, *sizes in rows for m, size in zip(models, sizes)}
+    actual = {(m, p.name): p.stat().st_size for m in models for p in (DATA / m).iterdir()}
+    assert stated == actual
+    total = re.search(r"about 13 MB \(([\d,]+) bytes of data\)", text).group(1)
+    assert int(total.replace(",", "")) == sum(actual.values())

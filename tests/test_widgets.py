@@ -234,7 +234,8 @@ def test_notebook_08_recomputes_a_step_rerun_with_other_settings(tmp_path, monke
     monkeypatch.setenv("CTX_RESULTS", str(tmp_path / "results"))
     monkeypatch.setenv("CTX_MODEL", "organism")
     settings = pipeline.setup(model="organism")
-    pipeline.ablation(settings, quiet=True), pipeline.scores(settings, quiet=True)
+    pipeline.ablation(settings, quiet=True)  # every step, with the default rule
+    pipeline.scores(settings, quiet=True)
     pipeline.heads(settings.replace(rule="top3"), quiet=True)
     assert widgets.mixed_settings(widgets.load_results("organism"))  # the folder now mixes rules
     ok, _, error = run_notebooks.execute_notebook(REPO_ROOT / "notebooks" / "08_explorer.ipynb", tmp_path / "out")
