@@ -10,8 +10,8 @@ comes from and what was cleaned), one folder per model::
 This module reads any folder of that layout and recomputes the paper's statistics from it: the head
 explanation score E per (neuron, head) pair (arXiv 2402.15055), its mean / std / skew / skew test, and the
 ablation's two-sample KS test (arXiv 2402.15055 §5.4). It can also fetch the authors' original files for GPT-2 small and
-medium from GitHub and convert them into the same layout, so a learner without the cleaned copy gets the same
-numbers. Nothing here loads a pickle: the ablation pickles are never downloaded.
+medium from GitHub and convert them into the same layout, which refreshes the shipped copy from its source (and
+gives the same numbers). Nothing here loads a pickle: the ablation pickles are never downloaded.
 
 Where the data come from, first match wins: an explicit path, ``$CTX_PAPER_DATA``, the shipped
 ``data/paper-data/``, then the download cache (``~/.cache/ctx_lookups/paper-data``), else a download when asked
@@ -628,6 +628,9 @@ def main(argv: list[str] | None = None) -> int:
     if args.out:
         save_json(args.out, result)
     print(json.dumps(result, indent=1) if args.json else format_table(result))
+    if args.download:  # the shipped copy is read first: say how to use the fresh one
+        print(f"Downloaded into {data_dir}; the kit reads data/paper-data/ unless CTX_PAPER_DATA={data_dir} is set.",
+              file=sys.stderr)
     return 0
 
 
