@@ -304,3 +304,10 @@ def test_the_shipped_readme_states_the_real_file_sizes():
     assert stated == actual
     total = re.search(r"about 13 MB \(([\d,]+) bytes of data\)", text).group(1)
     assert int(total.replace(",", "")) == sum(actual.values())
+
+
+def test_download_says_how_to_use_the_fresh_copy(downloaded, monkeypatch, capsys):
+    monkeypatch.setattr(pd, "download_paper_data", lambda: downloaded)  # the network is never contacted
+    assert pd.main(["--download"]) == 0
+    out, err = capsys.readouterr()
+    assert out.splitlines()[1].split()[:2] == ["gpt2-small", "8"] and f"CTX_PAPER_DATA={downloaded}" in err
