@@ -44,3 +44,8 @@ test: env
 
 lab: env
 	$(BIN)/jupyter lab notebooks/
+
+# The kit's steps on GPT-2 small against the authors' released numbers (needs the Hugging Face hub; a few minutes).
+.PHONY: verify
+verify: env
+	CTX_TORCH_THREADS=$${CTX_TORCH_THREADS:-1} $(BIN)/python -m ctx_utils.tools.verify gpt2-small

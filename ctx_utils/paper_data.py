@@ -1,7 +1,8 @@
 """The authors' released data (Oct-2023 run): load it, download it, and reproduce their published numbers.
 
-Neo, Cohen & Barez committed the intermediate files of their October-2023 pipeline to their repository. A
-cleaned copy (``paper-data/``, documented in its README) has one folder per model::
+Neo, Cohen & Barez committed the intermediate files of their October-2023 pipeline to their repository. The kit
+ships a cleaned copy for GPT-2 small, medium and large in ``data/paper-data/`` (its README says where each file
+comes from and what was cleaned), one folder per model::
 
     <data>/<model>/neurons.json  train_prompts.json  test_prompts.json  head_attributions_{train,test}.json
                    explanations.jsonl  classifications.jsonl  ablation.json (optional)
@@ -9,11 +10,12 @@ cleaned copy (``paper-data/``, documented in its README) has one folder per mode
 This module reads any folder of that layout and recomputes the paper's statistics from it: the head
 explanation score E per (neuron, head) pair (arXiv 2402.15055), its mean / std / skew / skew test, and the
 ablation's two-sample KS test (arXiv 2402.15055 §5.4). It can also fetch the authors' original files for GPT-2 small and
-medium from GitHub and convert them into the same layout, so a learner without the cleaned copy gets the same
-numbers. Nothing here loads a pickle: the ablation pickles are never downloaded.
+medium from GitHub and convert them into the same layout, which refreshes the shipped copy from its source (and
+gives the same numbers). Nothing here loads a pickle: the ablation pickles are never downloaded.
 
-Where the data come from, first match wins: an explicit path, ``$CTX_PAPER_DATA``, then the download cache
-(``~/.cache/ctx_lookups/paper-data``), else a download when asked for.
+Where the data come from, first match wins: an explicit path, ``$CTX_PAPER_DATA``, the shipped
+``data/paper-data/``, then the download cache (``~/.cache/ctx_lookups/paper-data``), else a download when asked
+for. The download (``--download``) refreshes the data from the authors' original files.
 
 Command line: ``python -m ctx_utils.paper_data [--data PATH] [--json] [--out FILE] [--download]``.
 """
@@ -39,18 +41,19 @@ from scipy import stats
 
 from ctx_utils.explain import classification_prompt, explanation_prompt
 from ctx_utils.heads import select_pairs
-from ctx_utils.results import SCHEMA_VERSION, save_json, write_text_atomic
+from ctx_utils.results import REPO_ROOT, SCHEMA_VERSION, save_json, write_text_atomic
 from ctx_utils.tokens import head_name, neuron_key
 from ctx_utils.score import head_explanation_score, histogram_counts, summarize_scores
 
 COMMIT = "b98f23e85f77da6ad207b55418fcba48a5da044f"
 RAW_BASE_URL = f"https://raw.githubusercontent.com/fbarez/Interpreting-Context-Look-ups/{COMMIT}/neuron_groups/"
 MAX_TEST_PROMPTS = 20  # the Oct-2023 statistics merge two classification runs: test prompts 0-9 and 10-19
+SHIPPED_DIR = REPO_ROOT / "data" / "paper-data"  # the cleaned copy the kit ships (GPT-2 small, medium, large)
 HOW_TO_GET_DATA = (
-    "Get the authors' data in one of two ways: (1) with internet access, run `python -m ctx_utils.paper_data "
-    "--download` (GPT-2 small and medium, about 25 MB from GitHub, cached in ~/.cache/ctx_lookups/paper-data); "
-    "(2) set CTX_PAPER_DATA to a copy of the cleaned data (one subfolder per model, the layout of the README's "
-    "section 'The authors' released results')."
+    "The kit ships the authors' data in data/paper-data/ (restore it with `git checkout -- data/paper-data`). "
+    "Otherwise: (1) with internet access, run `python -m ctx_utils.paper_data --download` (GPT-2 small and medium, "
+    "about 25 MB from GitHub, cached in ~/.cache/ctx_lookups/paper-data); (2) set CTX_PAPER_DATA to a folder of "
+    "the same layout (one subfolder per model, see data/paper-data/README.md)."
 )
 
 
@@ -81,11 +84,11 @@ class ModelData:
 
     def read(self, file_name: str) -> dict[str, Any]:
         """Any other JSON file of the model folder, e.g. ``neurons.json`` or ``test_prompts.json``."""
-        return _read_json(self.folder / file_name)
+        return read_json(self.folder / file_name)
 
 
 def resolve_data_dir(path: str | Path | None = None, download: bool = False) -> Path:
-    """The data folder: ``path``, ``$CTX_PAPER_DATA``, the download cache, or (``download``) a download.
+    """The data folder: ``path``, ``$CTX_PAPER_DATA``, the shipped copy, the download cache, or (``download``) a download.
 
     Raises :class:`PaperDataError` (with instructions) when none exists and ``download`` is false or fails.
     """
@@ -96,6 +99,8 @@ def resolve_data_dir(path: str | Path | None = None, download: bool = False) -> 
         if not folder.is_dir():
             raise PaperDataError(f"No folder at {folder}. {HOW_TO_GET_DATA}")
         return folder
+    if _model_folders(SHIPPED_DIR):
+        return SHIPPED_DIR
     if _model_folders(cache_dir()):
         return cache_dir()
     if download:
@@ -114,7 +119,7 @@ def load_paper_data(path: str | Path | None = None) -> dict[str, ModelData]:
     if not models:
         raise PaperDataError(
             f"{folder} holds no model folder with explanations.jsonl and classifications.jsonl. Point to the "
-            "folder that contains gpt2-small/, gpt2-medium/, ... (the layout of paper-data/README.md)."
+            "folder that contains gpt2-small/, gpt2-medium/, ... (the layout of data/paper-data/README.md)."
         )
     return {m.name: load_model_data(m) for m in models}
 
@@ -128,14 +133,14 @@ def load_model_data(folder: str | Path) -> ModelData:
         folder=folder,
         explanations=_read_jsonl(folder / "explanations.jsonl"),
         classifications=_read_jsonl(folder / "classifications.jsonl"),
-        ablation=_read_json(ablation).get("pairs") if ablation.exists() else None,
+        ablation=read_json(ablation).get("pairs") if ablation.exists() else None,
     )
     for file_name, rows in (("explanations.jsonl", data.explanations), ("classifications.jsonl", data.classifications),
                             ("ablation.json", data.ablation or [])):
         missing = {f for row in rows for f in REQUIRED_FIELDS[file_name] if f not in row}
         if missing:
             raise PaperDataError(f"{folder / file_name} lacks the fields {sorted(missing)} of the paper-data layout "
-                                 "(paper-data/README.md §3).")
+                                 "(data/paper-data/README.md §3).")
     return data
 
 
@@ -147,7 +152,8 @@ def _model_folders(folder: Path) -> list[Path]:
     return sorted(p for p in folder.iterdir() if p.is_dir() and _is_model_folder(p)) if folder.is_dir() else []
 
 
-def _read_json(path: Path) -> dict[str, Any]:
+def read_json(path: Path) -> dict[str, Any]:
+    """A JSON file of the layout, or :class:`PaperDataError` naming the file and the fix."""
     try:
         return json.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
@@ -228,7 +234,7 @@ def held_out_pairs(data: ModelData, max_prompts: int = MAX_TEST_PROMPTS) -> list
                         "gpt4_yes": [r["answer"] == "Yes" for r in mine]})
     except (KeyError, IndexError, TypeError) as err:
         raise PaperDataError(f"{data.folder / 'test_prompts.json'} does not match classifications.jsonl "
-                             f"({type(err).__name__}: {err}); see paper-data/README.md §3.") from None
+                             f"({type(err).__name__}: {err}); see data/paper-data/README.md §3.") from None
     return out
 
 
@@ -407,7 +413,7 @@ def url_reader(base_url: str = RAW_BASE_URL, timeout: float = 20.0) -> Reader:
 
 
 def local_reader(folder: str | Path) -> Reader:
-    """A reader over a local mirror of ``neuron_groups/`` (e.g. ``paper-data-raw/gpt2-small``)."""
+    """A reader over a local mirror of ``neuron_groups/`` (e.g. ``tests/data/paper-data-raw/gpt2-small``)."""
     folder = Path(folder)
 
     def read(path: str) -> bytes:
@@ -608,7 +614,7 @@ def format_table(result: dict[str, Any]) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m ctx_utils.paper_data", description=__doc__.splitlines()[0])
-    parser.add_argument("--data", help="folder in the paper-data layout (default: $CTX_PAPER_DATA, then the download cache)")
+    parser.add_argument("--data", help="folder in the paper-data layout (default: $CTX_PAPER_DATA, else data/paper-data/)")
     parser.add_argument("--json", action="store_true", help="print the summary as JSON instead of a table")
     parser.add_argument("--out", help="also write the summary to this JSON file (e.g. results/paper-data/summary.json)")
     parser.add_argument("--download", action="store_true", help="download GPT-2 small and medium from GitHub first")
@@ -622,6 +628,9 @@ def main(argv: list[str] | None = None) -> int:
     if args.out:
         save_json(args.out, result)
     print(json.dumps(result, indent=1) if args.json else format_table(result))
+    if args.download:  # the shipped copy is read first: say how to use the fresh one
+        print(f"Downloaded into {data_dir}; the kit reads data/paper-data/ unless CTX_PAPER_DATA={data_dir} is set.",
+              file=sys.stderr)
     return 0
 
 

@@ -9,11 +9,9 @@ from pathlib import Path  # noqa: E402
 
 import pytest  # noqa: E402
 
-SHARED = Path(__file__).resolve().parents[2] / "shared"
-# The authors' data beside the kit's checkout (on the kit's own machines only; users download it): tests and the
-# notebooks nbmake runs read it through the kit's one setting for it, unless CTX_PAPER_DATA is already set.
-if (SHARED / "paper-data").is_dir():
-    os.environ.setdefault("CTX_PAPER_DATA", str(SHARED / "paper-data"))
+#: A subset of the authors' original GPT-2-small files (tests/data/paper-data-raw/README.md); the cleaned data
+#: itself ships in data/paper-data/ and is found by ctx_utils.paper_data with no setting.
+PAPER_RAW = Path(__file__).resolve().parent / "data" / "paper-data-raw"
 
 
 def save_tiny_gpt2(folder: Path, n_layer: int = 2, n_head: int = 4, n_embd: int = 32, seed: int = 0) -> Path:

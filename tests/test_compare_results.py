@@ -62,3 +62,24 @@ def test_bad_folders_get_a_clear_message(tmp_path, capsys):
     (tmp_path / "empty").mkdir()
     with pytest.raises(FileNotFoundError, match="make run"):
         cr.load_folder(tmp_path / "empty")
+
+
+def test_other_settings_are_said_first_and_mixed_folders_warned(tmp_path, capsys):
+    from ctx_utils.settings import DEFAULTS
+
+    top3 = DEFAULTS.replace(rule="top3")
+
+    def made_with(results, pick):
+        return {name: {**data, "settings": pick(name).for_step(name.removesuffix(".json")),
+                       "fingerprint": pick(name).fingerprint(name.removesuffix(".json"))} for name, data in results.items()}
+
+    a = write(tmp_path / "a", made_with(RESULTS, lambda name: DEFAULTS))
+    b = write(tmp_path / "b", made_with(RESULTS, lambda name: top3 if name in ("heads.json", "scores.json") else DEFAULTS))
+    assert cr.main([a, b]) == 1
+    out = capsys.readouterr().out
+    assert f"made with other settings (rule A {DEFAULTS.rule!r}, B 'top3')" in out
+    assert "warning: in B, scores.json" not in out and "warning: in A" not in out  # B's files agree with each other
+    mixed = write(tmp_path / "mixed", made_with(RESULTS, lambda name: top3 if name == "heads.json" else DEFAULTS))
+    cr.main([a, mixed])
+    assert f"warning: in B, scores.json was made with other settings than the files before it (rule={DEFAULTS.rule!r} " \
+           "where heads.json has 'top3')" in capsys.readouterr().out

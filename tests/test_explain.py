@@ -1,7 +1,7 @@
 """The paper's explainer and classifier prompts, and the LLM / offline dispatch.
 
 The October-2023 prompts are checked byte-for-byte against the requests the authors actually sent
-(``paper-data-raw``: their API request/response files for GPT-2 small).
+(``tests/data/paper-data-raw``: their API request/response files for three GPT-2-small neurons).
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ import types
 from dataclasses import asdict, dataclass
 
 import pytest
-from conftest import SHARED
+from conftest import PAPER_RAW
 from fake_openai_server import FakeOpenAIServer
 
 import ctx_utils
@@ -28,12 +28,11 @@ from ctx_utils.explain import (
 )
 from ctx_utils.score import held_out_set, score_explanations
 from ctx_utils.llm import LLMClient, LLMNotConfigured
+from ctx_utils.paper_data import SHIPPED_DIR
 
-CLEAN = SHARED / "paper-data" / "gpt2-small"
-RAW = SHARED / "paper-data-raw" / "gpt2-small" / "experiment_data"
-needs_paper_data = pytest.mark.skipif(
-    not (CLEAN.exists() and RAW.exists()), reason=f"the authors' data is not beside the kit ({SHARED})"
-)
+CLEAN = SHIPPED_DIR / "gpt2-small"  # the shipped copy
+RAW = PAPER_RAW / "gpt2-small" / "experiment_data"  # the authors' files for three of its neurons
+RAW_NEURONS = {(9, 1360), (10, 1687), (11, 2957)}
 
 
 def jsonl(path):
@@ -54,28 +53,26 @@ def no_llm_environment(monkeypatch):
 # ------------------------------------------------------------------------------------ the paper's prompts
 
 
-@needs_paper_data
 def test_oct2023_explanation_prompts_equal_the_authors_requests():
     sent = sent_prompts("5_head_explanations/*_results.jsonl")
-    rows = jsonl(CLEAN / "explanations.jsonl")
+    rows = [r for r in jsonl(CLEAN / "explanations.jsonl") if (r["layer"], r["neuron"]) in RAW_NEURONS]
     built = [explanation_prompt(r["token"], r["positive_examples"], r["negative_examples"], "oct2023") for r in rows]
-    assert len(rows) == 207
+    assert len(rows) == 8
     assert all(p in sent for p in built), "an explanation prompt differs from what the authors sent"
     assert any(r["n_negative"] == 0 for r in rows)  # the empty-list case is among them
 
 
-@needs_paper_data
 def test_oct2023_classification_prompts_equal_the_authors_requests():
     sent = sent_prompts("6_explanation_eval/*_results.jsonl")
     explanations = {(r["layer"], r["neuron"], r["head"]): r for r in jsonl(CLEAN / "explanations.jsonl")}
     test_prompts = {(n["layer"], n["neuron"]): n["prompts"] for n in json.loads((CLEAN / "test_prompts.json").read_text())["neurons"]}
-    rows = jsonl(CLEAN / "classifications.jsonl")
+    rows = [r for r in jsonl(CLEAN / "classifications.jsonl") if (r["layer"], r["neuron"]) in RAW_NEURONS]
     for row in rows:
         pair = explanations[(row["layer"], row["neuron"], row["head"])]
         example = test_prompts[(row["layer"], row["neuron"])][row["test_prompt_idx"]] + pair["token"]
         prompt = classification_prompt(pair["explanation"], example, "oct2023")
         assert prompt in sent, f"classification prompt differs for {row}"
-    assert len(rows) == 4096
+    assert len(rows) == 160
 
 
 def test_feb2024_prompts_follow_the_final_template():

@@ -1,7 +1,9 @@
-"""The authors' released data: the kit reproduces every published digit, and the download path converts the
-authors' original files into the same data (tested offline on a local copy; the network is never contacted)."""
+"""The authors' released data, shipped in data/paper-data/: the kit reproduces every published digit from it, and the
+download path converts the authors' original files into the same data (tested offline on a three-neuron subset of
+those files, tests/data/paper-data-raw/; the network is never contacted)."""
 
 import json
+import re
 import os
 import pickle
 import subprocess
@@ -13,15 +15,14 @@ from pathlib import Path
 
 import pytest
 
-import ctx_utils
+from conftest import PAPER_RAW as RAW
 from ctx_utils import paper_data as pd
 from ctx_utils.results import REPO_ROOT, SCHEMA_VERSION, load_json
 
-SHARED = Path(ctx_utils.__file__).resolve().parents[2] / "shared"
-DATA, RAW = SHARED / "paper-data", SHARED / "paper-data-raw"
-pytestmark = pytest.mark.skipif(not DATA.is_dir(), reason=f"the authors' cleaned data is not at {DATA}")
+DATA = pd.SHIPPED_DIR
+RAW_NEURONS = {(9, 1360), (10, 1687), (11, 2957)}  # the neurons of the raw subset (its README)
 
-# paper-data/README.md §4, as printed there.
+# data/paper-data/README.md §4, as printed there.
 PUBLISHED = {
     "gpt2-small": dict(n_pairs=207, mean_E="0.6388", std_E="0.1781", skew="0.210", skewtest_p="0.104", ge08=44, eq1=6,
                        hist=[0, 0, 4, 11, 27, 53, 43, 25, 21, 23], first10=("0.6488", "0.2066"), n_abl=(207, 199),
@@ -37,7 +38,7 @@ PUBLISHED = {
 
 @pytest.fixture(scope="module")
 def released():
-    return pd.load_paper_data(DATA)
+    return pd.load_paper_data()  # no path, no variable: the shipped copy
 
 
 @pytest.fixture(scope="module")
@@ -47,7 +48,7 @@ def published_summary(released):
 
 @pytest.fixture(scope="module")
 def downloaded(tmp_path_factory):
-    """GPT-2 small 'downloaded' from the local copy of the authors' files, with pickle loading forbidden."""
+    """GPT-2 small 'downloaded' from the subset of the authors' files, with pickle loading forbidden."""
     raw = pd.local_reader(RAW / "gpt2-small")
 
     def read(path: str) -> bytes:  # the licence sits beside the mirror, as LICENSE-original
@@ -108,22 +109,27 @@ def test_unknown_pair_names_the_flat_index(released):
         pd.find_pair(released["gpt2-large"], 31, 3621, 26)
 
 
-def test_conversion_of_the_original_files_equals_the_cleaned_folder(downloaded, released):
+def _of_subset(rows: list[dict]) -> list[dict]:
+    return [r for r in rows if (r["layer"], r["neuron"]) in RAW_NEURONS]
+
+
+def test_conversion_of_the_original_files_equals_the_shipped_folder(downloaded, released):
     mine, theirs = pd.load_model_data(downloaded / "gpt2-small"), released["gpt2-small"]
-    assert mine.explanations == theirs.explanations  # incl. shared explanations: last response wins
-    assert mine.classifications == theirs.classifications  # incl. duplicated requests: run 2 overrides run 1
+    assert len(mine.explanations) == 8 and len(mine.classifications) == 160
+    assert mine.explanations == _of_subset(theirs.explanations)  # incl. shared explanations: last response wins
+    assert mine.classifications == _of_subset(theirs.classifications)  # incl. duplicated requests: run 2 wins
+    assert any(r["discarded_answers"] and r["discarded_answers"] != [r["answer"]] for r in mine.classifications)
     for name in ("neurons.json", "train_prompts.json", "test_prompts.json", "head_attributions_test.json"):
-        assert mine.read(name)["neurons"] == theirs.read(name)["neurons"], name
+        assert mine.read(name)["neurons"] == _of_subset(theirs.read(name)["neurons"]), name
     assert mine.ablation is None and not list(downloaded.rglob("*.pkl"))
     assert (downloaded / "LICENSE-original").read_bytes() == (RAW / "LICENSE-original").read_bytes()
+    assert (DATA / "LICENSE-original").read_bytes() == (RAW / "LICENSE-original").read_bytes()
 
 
-def test_conversion_gives_the_published_gpt2_small_statistics(downloaded, published_summary):
-    mine = pd.summary(pd.load_paper_data(downloaded))["models"]["gpt2-small"]
-    theirs = published_summary["models"]["gpt2-small"]
-    keys = ("n_pairs", "mean_E", "std_E", "skew", "skewtest_p", "n_E_ge_0_8", "n_E_eq_1", "histogram", "first10_mean_E")
-    assert {k: mine[k] for k in keys} == {k: theirs[k] for k in keys}
-    assert mine["ks_statistic"] is None and mine["ks_p"] is None  # no ablation: its pickle is never fetched
+def test_conversion_gives_the_shipped_scores(downloaded, released):
+    mine = pd.pair_scores(pd.load_model_data(downloaded / "gpt2-small"))
+    assert mine == _of_subset(pd.pair_scores(released["gpt2-small"]))
+    assert pd.summary(pd.load_paper_data(downloaded))["models"]["gpt2-small"]["ks_statistic"] is None  # no pickle
 
 
 def test_conversion_rejects_files_that_do_not_match(tmp_path):
@@ -244,12 +250,19 @@ def test_environment_variable_chooses_the_folder(tmp_path, monkeypatch):
         pd.resolve_data_dir()
 
 
-def test_without_the_variable_only_the_download_cache_is_searched(tmp_path, monkeypatch):
-    """Users have no folder beside the kit: with CTX_PAPER_DATA unset and an empty cache, the data is not found
-    (even on a machine that has it next to the checkout) and the message says how to get it."""
+def test_without_the_variable_the_shipped_copy_is_used(monkeypatch):
     monkeypatch.delenv("CTX_PAPER_DATA", raising=False)
+    assert pd.resolve_data_dir() == pd.SHIPPED_DIR == REPO_ROOT / "data" / "paper-data"
+    assert list(pd.load_paper_data()) == ["gpt2-large", "gpt2-medium", "gpt2-small"]
+
+
+def test_without_the_shipped_copy_only_the_download_cache_is_searched(tmp_path, monkeypatch):
+    """With the shipped copy deleted, CTX_PAPER_DATA unset and an empty cache, the data is not found and the
+    message says how to restore or download it."""
+    monkeypatch.delenv("CTX_PAPER_DATA", raising=False)
+    monkeypatch.setattr(pd, "SHIPPED_DIR", tmp_path / "deleted")
     monkeypatch.setattr(pd, "cache_dir", lambda: tmp_path / "empty-cache")
-    with pytest.raises(pd.PaperDataError, match="--download"):
+    with pytest.raises(pd.PaperDataError, match="git checkout -- data/paper-data.*--download"):
         pd.resolve_data_dir()
     _unseen_model_folder(tmp_path / "empty-cache", with_ablation=False)
     assert pd.resolve_data_dir() == tmp_path / "empty-cache"
@@ -279,3 +292,22 @@ def test_committed_summary_is_up_to_date(published_summary):
     path = REPO_ROOT / "results" / "paper-data" / "summary.json"
     assert path.exists(), f"{path} is missing: run notebooks/07_paper_results.ipynb"
     assert load_json(path) == json.loads(json.dumps(published_summary))  # the current schema, too
+
+
+def test_the_shipped_readme_states_the_real_file_sizes():
+    """data/paper-data/README.md §3 gives every file's size in bytes and the total: they are the shipped files'."""
+    text = (DATA / "README.md").read_text(encoding="utf-8")
+    models = ("gpt2-small", "gpt2-medium", "gpt2-large")
+    rows = re.findall(r"^\| `(\w+\.jsonl?)` \| ([\d,]+) \| ([\d,]+) \| ([\d,]+) \|", text, re.MULTILINE)
+    stated = {(m, name): int(size.replace(",", "")) for name, *sizes in rows for m, size in zip(models, sizes)}
+    actual = {(m, p.name): p.stat().st_size for m in models for p in (DATA / m).iterdir()}
+    assert stated == actual
+    total = re.search(r"about 13 MB \(([\d,]+) bytes of data\)", text).group(1)
+    assert int(total.replace(",", "")) == sum(actual.values())
+
+
+def test_download_says_how_to_use_the_fresh_copy(downloaded, monkeypatch, capsys):
+    monkeypatch.setattr(pd, "download_paper_data", lambda: downloaded)  # the network is never contacted
+    assert pd.main(["--download"]) == 0
+    out, err = capsys.readouterr()
+    assert out.splitlines()[1].split()[:2] == ["gpt2-small", "8"] and f"CTX_PAPER_DATA={downloaded}" in err

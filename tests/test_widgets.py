@@ -66,6 +66,52 @@ def test_the_explorer_refuses_results_without_heads_and_says_which_notebook():
         widgets.neuron_options(results)
 
 
+def with_settings(results: dict[str, dict], settings, **changed) -> dict[str, dict]:
+    """``results`` as the pipeline saves them: each file with its step's settings and fingerprint.
+
+    ``changed`` maps a file name to the settings that made it instead (e.g. heads.json made with rule='top3')."""
+    out = {}
+    for name, data in results.items():
+        step, made_with = name.removesuffix(".json"), changed.get(name, settings)
+        out[name] = {**data, "settings": made_with.for_step(step), "fingerprint": made_with.fingerprint(step)}
+    return out
+
+
+def test_one_step_rerun_with_other_settings_is_named_and_refused():
+    """Issue 23.2: heads.json rerun with CTX_HEAD_RULE=top3 in a folder made with the default rule."""
+    from ctx_utils.settings import DEFAULTS
+
+    top3 = DEFAULTS.replace(rule="top3")
+    assert top3.rule != DEFAULTS.rule
+    same = with_settings(make_results(), DEFAULTS)
+    assert widgets.mixed_settings(same) == [] and widgets.mixed_settings(same, DEFAULTS) == []
+    widgets.check_results(same)
+    mixed = with_settings(make_results(), DEFAULTS, **{"heads.json": top3})
+    against_settings = widgets.mixed_settings(mixed, DEFAULTS)
+    assert len(against_settings) == 1 and against_settings[0].startswith("heads.json")
+    assert f"rule='top3', now {DEFAULTS.rule!r}" in against_settings[0]
+    among_files = widgets.mixed_settings(mixed)  # no settings given: each later file against heads.json
+    assert [n.split(" ")[0] for n in among_files] == ["explanations.json", "scores.json", "ablation.json"]
+    assert f"rule={DEFAULTS.rule!r} where heads.json has 'top3'" in among_files[1]
+    with pytest.raises(ValueError, match=r"mix settings.*scores\.json.*load_results\(settings\)"):
+        widgets.check_results(mixed)
+    with pytest.raises(ValueError, match="mix settings"):
+        widgets.neuron_options(mixed)
+
+
+def test_load_results_with_settings_goes_through_the_pipeline(monkeypatch):
+    """Given settings, every file comes from the pipeline's load-or-compute (which recomputes a mismatch)."""
+    from ctx_utils import pipeline
+    from ctx_utils.settings import DEFAULTS
+
+    asked = []
+    for step in ("neurons", "prompts", "heads", "explanations", "scores", "ablation"):
+        monkeypatch.setattr(pipeline, step, lambda settings, quiet, step=step: asked.append((step, settings, quiet)) or {"step": step})
+    results = widgets.load_results(DEFAULTS)
+    assert list(results) == list(widgets.RESULT_FILES) and results["scores.json"] == {"step": "scores"}
+    assert asked == [(s, DEFAULTS, True) for s in ("neurons", "prompts", "heads", "explanations", "scores", "ablation")]
+
+
 # ---------------------------------------------------------------------------------------------- options
 
 
@@ -174,3 +220,27 @@ def test_build_explorer_runs_the_real_callbacks(tiny_model):
     assert len(head_shown) == 3  # attribution figure, attention panel, summary text
     assert "AttentionHeads" in head_shown[1]["data"]["text/html"]
     assert head_shown[2]["data"]["text/plain"].startswith("Head L0.H0 → neuron L1.N5")
+
+
+@pytest.mark.slow  # a notebook kernel and the organism's pipeline: a few minutes
+def test_notebook_08_recomputes_a_step_rerun_with_other_settings(tmp_path, monkeypatch):
+    """Issue 23.2, end to end: one step rerun with CTX_HEAD_RULE=top3 into a folder made with the default rule."""
+    import nbformat
+
+    from ctx_utils import pipeline
+    from ctx_utils.results import REPO_ROOT
+    from ctx_utils.tools import run_notebooks
+
+    monkeypatch.setenv("CTX_RESULTS", str(tmp_path / "results"))
+    monkeypatch.setenv("CTX_MODEL", "organism")
+    settings = pipeline.setup(model="organism")
+    pipeline.ablation(settings, quiet=True)  # every step, with the default rule
+    pipeline.scores(settings, quiet=True)
+    pipeline.heads(settings.replace(rule="top3"), quiet=True)
+    assert widgets.mixed_settings(widgets.load_results("organism"))  # the folder now mixes rules
+    ok, _, error = run_notebooks.execute_notebook(REPO_ROOT / "notebooks" / "08_explorer.ipynb", tmp_path / "out")
+    assert ok, error
+    nb = nbformat.read(tmp_path / "out" / "08_explorer.ipynb", as_version=4)
+    printed = "".join(o.get("text", "") for c in nb.cells if c.cell_type == "code" for o in c.outputs)
+    assert "heads.json was made with other settings (rule='top3'" in printed and "recomputed" in printed
+    assert not widgets.mixed_settings(widgets.load_results("organism"), settings)

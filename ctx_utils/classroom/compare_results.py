@@ -5,8 +5,9 @@
 The kit is deterministic (fixed seeds, sorted iteration), so two runs of the same notebooks on the same model
 should agree; floats may differ in the last digits across machines, hence the tolerance. Each result file is
 matched record by record on its identifiers (``layer``, ``neuron``, ``head``), and the report says what only one
-side has and which fields differ, with both values. Exit status: 0 when everything agrees, 1 when something
-differs or is missing, 2 when a folder cannot be read.
+side has and which fields differ, with both values; a file made with other settings on each side is said to be so,
+and a folder whose files mix settings is warned about (:func:`mixed_settings`, which the explorer uses too).
+Exit status: 0 when everything agrees, 1 when something differs or is missing, 2 when a folder cannot be read.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from ctx_utils.results import load_json
+from ctx_utils.settings import Settings
 from ctx_utils.tokens import parse_neuron_key
 
 PAIR = ("layer", "neuron", "head")
@@ -42,6 +44,43 @@ def load_folder(folder: str | Path) -> dict[str, dict]:
     if not found:
         raise FileNotFoundError(f"{folder} holds none of {', '.join(SPECS)}: run the notebooks (make run) first.")
     return found
+
+
+def mixed_settings(results: dict[str, dict], settings: Settings | None = None) -> list[str]:
+    """One sentence per result file made with other settings, naming the file and the settings that differ.
+
+    With ``settings``, each file's fingerprint is compared with :meth:`Settings.fingerprint` of its step; without,
+    each file with the earlier files on the settings they share (the steps a later file builds on). Files that
+    record no settings (hand-made ones) are not judged.
+    """
+    notes, seen = [], {}  # seen: setting -> (value, the first file that recorded it)
+    for name in SPECS:
+        saved = results.get(name, {}).get("settings")
+        if saved is None:
+            continue
+        step = name.removesuffix(".json")
+        if settings is not None:
+            if results[name].get("fingerprint") != settings.fingerprint(step):
+                now = settings.for_step(step)
+                diff = [f"{k}={saved.get(k)!r}, now {v!r}" for k, v in sorted(now.items()) if saved.get(k) != v]
+                notes.append(f"{name} was made with other settings ({'; '.join(diff) or 'an older kit'}).")
+            continue
+        clash = [f"{k}={v!r} where {seen[k][1]} has {seen[k][0]!r}" for k, v in sorted(saved.items())
+                 if k in seen and seen[k][0] != v]
+        if clash:
+            notes.append(f"{name} was made with other settings than the files before it ({'; '.join(clash)}).")
+        for k, v in saved.items():
+            seen.setdefault(k, (v, name))
+    return notes
+
+
+def missing_results(results: dict[str, dict]) -> list[str]:
+    """One sentence per result file that is missing, naming the notebook that writes it."""
+    return [
+        f"{name} is missing: run notebook {number} to write it."
+        for name, number in RESULT_FILES.items()
+        if name not in results
+    ]
 
 
 def records(name: str, data: dict) -> dict[tuple, dict]:
@@ -79,10 +118,16 @@ def _short(value: Any) -> str:
 
 
 def compare_file(name: str, a: dict, b: dict, atol: float) -> list[str]:
-    """The differences between one file's two versions, one sentence each (empty when they agree)."""
+    """The differences between one file's two versions, one sentence each (empty when they agree).
+
+    Two versions made with different settings are said to be so first: the record differences follow from it.
+    """
     ra, rb = records(name, a), records(name, b)
     only_a, only_b = sorted(set(ra) - set(rb)), sorted(set(rb) - set(ra))
-    lines = [
+    sa, sb = a.get("settings") or {}, b.get("settings") or {}
+    changed = [f"{k} A {sa.get(k)!r}, B {sb.get(k)!r}" for k in sorted(sa.keys() | sb.keys()) if sa.get(k) != sb.get(k)]
+    lines = [f"made with other settings ({'; '.join(changed)}): the differences below follow from that"] if sa and sb and changed else []
+    lines += [
         f"only in {side}: " + ", ".join(map(_label, keys[:SHOWN])) + (" …" if len(keys) > SHOWN else "")
         for side, keys in (("A", only_a), ("B", only_b)) if keys
     ]
@@ -124,6 +169,9 @@ def main(argv: list[str] | None = None) -> int:
     except (FileNotFoundError, ValueError) as err:
         print(err, file=sys.stderr)
         return 2
+    for side, folder in (("A", a), ("B", b)):
+        for note in mixed_settings(folder):
+            print(f"warning: in {side}, {note}")
     report = compare(a, b, args.atol)
     for name, lines in report.items():
         counts = " vs ".join(str(len(records(name, side[name]))) if name in side else "-" for side in (a, b))

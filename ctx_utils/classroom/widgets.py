@@ -10,7 +10,12 @@ only wires them to core ipywidgets (``Dropdown``, ``Output``, ``VBox``, ``HTML``
 
 ``results`` is what :func:`load_results` returns: each JSON file of ``results/<model>/`` that exists, keyed by
 its file name (``results["heads.json"]["pairs"]``). Only ``prompts.json`` and ``heads.json`` are required; a
-missing later file is named, with the notebook that writes it, where its numbers would appear.
+missing later file is named, with the notebook that writes it, where its numbers would appear. Every file records
+the settings that made it (and their fingerprint): the explorer refuses files made with different settings
+(:func:`mixed_settings` names them), and ``load_results(settings)`` recomputes those through the pipeline, so an
+explanation is never shown beside another rule's E.
+
+The authors' released GPT-2 pairs have their own explorer, :mod:`ctx_utils.classroom.paper_explorer`.
 """
 
 from __future__ import annotations
@@ -22,10 +27,11 @@ import plotly.graph_objects as go
 from torch import Tensor
 
 from ctx_utils import viz
+from ctx_utils.classroom.compare_results import mixed_settings
 from ctx_utils.heads import head_attributions, head_label
 from ctx_utils.prompts import neuron_key, token_activations
 from ctx_utils.results import load_json, results_dir
-from ctx_utils.settings import DEFAULTS
+from ctx_utils.settings import DEFAULTS, Settings
 from ctx_utils.tokens import head_name, parse_neuron_key
 
 #: The result files the explorer reads, and the notebook that writes each.
@@ -51,9 +57,18 @@ class HeadView(NamedTuple):
 # ------------------------------------------------------------------------------------------------ results
 
 
-def load_results(model_name: str) -> dict[str, dict]:
-    """Every result file of ``results/<model_name>/`` that exists, keyed by file name (missing ones left out)."""
-    folder = results_dir(model_name)
+def load_results(source: str | Settings) -> dict[str, dict]:
+    """The result files of one model, keyed by file name.
+
+    ``source`` a model name: every file of ``results/<model>/`` that exists, as saved (missing ones left out).
+    ``source`` a :class:`~ctx_utils.settings.Settings`: every step through :mod:`ctx_utils.pipeline`, so a file
+    made with other settings is recomputed (and saved) and a missing one computed; all then match ``settings``.
+    """
+    if isinstance(source, Settings):
+        from ctx_utils import pipeline  # the pipeline imports the model stack: only this path needs it
+
+        return {name: getattr(pipeline, name.removesuffix(".json"))(source, quiet=True) for name in RESULT_FILES}
+    folder = results_dir(source)
     return {name: load_json(folder / name) for name in RESULT_FILES if (folder / name).exists()}
 
 
@@ -67,7 +82,8 @@ def missing_results(results: dict[str, dict]) -> list[str]:
 
 
 def check_results(results: dict[str, dict]) -> None:
-    """Raise a clear error when the explorer cannot start: it needs the prompts (02) and the heads (03)."""
+    """Raise a clear error when the explorer cannot start: it needs the prompts (02) and the heads (03), and
+    every file made with the same settings (:func:`mixed_settings`)."""
     if not isinstance(results, dict):
         raise TypeError("results must be the dict that widgets.load_results(model_name) returns.")
     absent = [f"{name} (notebook {RESULT_FILES[name]})" for name in REQUIRED if name not in results]
@@ -75,6 +91,13 @@ def check_results(results: dict[str, dict]) -> None:
         raise ValueError(
             f"The explorer needs {' and '.join(absent)}, which this model's results lack: run those notebooks "
             "on the same model first (make run MODEL=<model> runs them all)."
+        )
+    mixed = mixed_settings(results)
+    if mixed:
+        raise ValueError(
+            "The results mix settings, so the explorer would show one run's explanation beside another's E: "
+            + " ".join(mixed) + " Load them with widgets.load_results(settings), which recomputes what differs, "
+            "or rerun the notebooks from 02 with one set of settings."
         )
 
 
