@@ -1,5 +1,4 @@
-"""Imports flow one way: no module of the kit imports, directly or through others, a module that imports it back,
-and only the command-line entry points (``ctx_utils/tools/``) import from ``tools``.
+"""Imports flow one way: no module of the kit imports, directly or through others, a module that imports it back.
 
 The graph is read from the source (every ``import``, at module level or inside a function), so a circle hidden in
 a function body counts too."""
