@@ -37,13 +37,13 @@ check: env
 	  $(BIN)/python -m pytest -q -m "not slow" tests
 
 # The full tier, offline-safe: notebooks use the organism and fixtures and write into scratch results folders.
-# Two workers (pytest-xdist): the organism's notebook runs stay on one (they share the in-order run), the rest share
-# the other. TEST_WORKERS=0 runs in one process.
+# Two workers (pytest-xdist), a test file each at a time: the organism's notebook runs (one file, sharing the in-order
+# run) go to one, the fixtures' and the unit tests to the other. TEST_WORKERS=0 runs in one process.
 TEST_WORKERS ?= 2
 test: env
 	rm -rf $(TEST_RESULTS)
 	CTX_MODEL=$(TEST_MODEL) CTX_RESULTS=$(TEST_RESULTS) HF_HUB_OFFLINE=1 CTX_TORCH_THREADS=$${CTX_TORCH_THREADS:-1} \
-	  $(BIN)/python -m pytest -q -n $(TEST_WORKERS) --dist loadgroup --durations=15 tests
+	  $(BIN)/python -m pytest -q -n $(TEST_WORKERS) --dist loadfile --durations=15 tests
 
 lab: env
 	$(BIN)/jupyter lab notebooks/
