@@ -1,7 +1,7 @@
 # The kit's commands. On a fresh machine, `make run` and `make test` are all the set-up there is.
 #   make run    create the environment if missing, then execute every notebook headless (results/<model>/)
 #   make check  the fast tier (< 2 min): every unit test, no notebook kernel; run it before every commit
-#   make test   the full tier (CI): the fast tier, the slow tests and every notebook under nbmake
+#   make test   the full tier (CI, < 10 min on 2 cores): the fast tier and the slow tests, which execute every notebook
 #   make lab    open JupyterLab on the notebooks
 # Variables: MODEL (default auto: GPT-2 small online, the organism offline), PYTHON, VENV, TORCH_SPEC.
 
@@ -12,7 +12,7 @@ VENV ?= .venv
 TORCH_SPEC ?= torch==2.13.0
 MODEL ?= auto
 TEST_MODEL ?= organism
-# The runtime set plus the tools `make test` (test: pytest, nbmake) and `make lab` (lab: JupyterLab) need.
+# The runtime set plus the tools `make test` (test: pytest, pytest-xdist) and `make lab` (lab: JupyterLab) need.
 EXTRAS := lab,test
 BIN := $(VENV)/bin
 TEST_RESULTS := $(CURDIR)/.cache/test-results
@@ -36,11 +36,14 @@ check: env
 	CTX_MODEL=$(TEST_MODEL) CTX_RESULTS=$(TEST_RESULTS)-check HF_HUB_OFFLINE=1 CTX_TORCH_THREADS=$${CTX_TORCH_THREADS:-1} \
 	  $(BIN)/python -m pytest -q -m "not slow" tests
 
-# Tests run offline-safe: notebooks use the organism and write into a scratch results folder.
+# The full tier, offline-safe: notebooks use the organism and fixtures and write into scratch results folders.
+# Two workers (pytest-xdist), a test file each at a time: the organism's notebook runs (one file, sharing the in-order
+# run) go to one, the fixtures' and the unit tests to the other. TEST_WORKERS=0 runs in one process.
+TEST_WORKERS ?= 2
 test: env
 	rm -rf $(TEST_RESULTS)
-	CTX_MODEL=$(TEST_MODEL) CTX_RESULTS=$(TEST_RESULTS) CTX_TORCH_THREADS=$${CTX_TORCH_THREADS:-1} \
-	  $(BIN)/python -m pytest --nbmake --nbmake-kernel=python3 --nbmake-timeout=900 --ignore=notebooks/exercises tests notebooks
+	CTX_MODEL=$(TEST_MODEL) CTX_RESULTS=$(TEST_RESULTS) HF_HUB_OFFLINE=1 CTX_TORCH_THREADS=$${CTX_TORCH_THREADS:-1} \
+	  $(BIN)/python -m pytest -q -n $(TEST_WORKERS) --dist loadfile --durations=15 tests
 
 lab: env
 	$(BIN)/jupyter lab notebooks/

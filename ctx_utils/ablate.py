@@ -26,10 +26,10 @@ from jaxtyping import Bool
 from torch import Tensor
 from tqdm.auto import tqdm
 
-from ctx_utils.heads import n_candidate_heads, tokenize_prompts
+from ctx_utils.heads import n_candidate_heads
 from ctx_utils.indices import as_index, check_heads, check_neuron
 from ctx_utils.settings import DEFAULTS
-from ctx_utils.tokens import head_name, neuron_key, parse_neuron_key, v_hook
+from ctx_utils.tokens import head_name, neuron_key, parse_neuron_key, tokenize_prompts, v_hook
 
 if TYPE_CHECKING:  # the model type, for readers and type checkers; not imported at run time
     from transformer_lens.model_bridge import TransformerBridge

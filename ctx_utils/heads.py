@@ -38,14 +38,14 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Literal
 
 import torch
-from jaxtyping import Bool, Float, Int
+from jaxtyping import Bool, Float
 from torch import Tensor
 from tqdm.auto import tqdm
 
 from ctx_utils import tokens as naming
 from ctx_utils.indices import as_index, check_neuron
 from ctx_utils.settings import BANDS, DEFAULTS, RULES  # noqa: F401  (RULES, BANDS: the choices, re-exported)
-from ctx_utils.tokens import neuron_key
+from ctx_utils.tokens import neuron_key, tokenize_prompts
 
 if TYPE_CHECKING:  # the model type, for readers and type checkers; not imported at run time
     from transformer_lens.model_bridge import TransformerBridge
@@ -100,39 +100,7 @@ def _check_choice(what: str, value: str, choices: tuple[str, ...]) -> None:
         raise ValueError(f"Unknown {what} {value!r}: choose one of {choices}.")
 
 
-def _check_texts(texts: list[str]) -> None:
-    if isinstance(texts, str):
-        raise TypeError("texts must be a list of prompts, not one string: wrap it as [text].")
-    if len(texts) == 0:
-        raise ValueError("No prompts given: pass at least one prompt (find them with prompts.find_activating_prompts).")
-    empty = [i for i, text in enumerate(texts) if not isinstance(text, str) or not text]
-    if empty:
-        raise ValueError(f"Prompts {empty[:5]} are empty or not strings: every prompt needs at least one token.")
-
-
 # ------------------------------------------------------------------------------------------ attribution
-
-
-def tokenize_prompts(model: TransformerBridge, texts: list[str]) -> tuple[Int[Tensor, "n_prompts pos"], Int[Tensor, "n_prompts"]]:
-    """Tokenise each prompt with BOS, right-pad them into one tensor, and return each prompt's last position.
-
-    Prompts are tokenised one at a time so the last position is the prompt's own length − 1, whatever its
-    tokens are. A prompt longer than the context window raises an error instead of being silently cut.
-    """
-    _check_texts(texts)
-    rows = [model.to_tokens(text, prepend_bos=True, truncate=False, move_to_device=False)[0] for text in texts]
-    lengths = torch.tensor([len(row) for row in rows])
-    too_long = [i for i, n in enumerate(lengths.tolist()) if n > model.cfg.n_ctx]
-    if too_long:
-        raise ValueError(
-            f"Prompts {too_long[:5]} have more tokens (BOS included) than the context window ({model.cfg.n_ctx}): "
-            "shorten them (prompts.truncate keeps the context that matters) or drop them."
-        )
-    pad = model.tokenizer.pad_token_id if model.tokenizer.pad_token_id is not None else 0
-    tokens = torch.full((len(rows), int(lengths.max())), pad, dtype=torch.long)
-    for i, row in enumerate(rows):
-        tokens[i, : len(row)] = row
-    return tokens, lengths - 1
 
 
 def read_directions(

@@ -62,7 +62,7 @@ from tqdm.auto import tqdm
 from ctx_utils.indices import check_layer, check_neuron
 from ctx_utils.models import sdpa_twin
 from ctx_utils.settings import DEFAULTS
-from ctx_utils.tokens import hook_name, neuron_key, pad, tokenize  # noqa: F401  (re-exported: the tokenisation of step 2)
+from ctx_utils.tokens import mlp_post_hook, neuron_key, pad, tokenize  # noqa: F401  (re-exported: the tokenisation of step 2)
 
 if TYPE_CHECKING:  # the model type, for readers and type checkers; not imported at run time
     from transformer_lens.model_bridge import TransformerBridge
@@ -139,9 +139,9 @@ def _twin_mlp_post(
 def _bridge_mlp_post(model: TransformerBridge, tokens: Tensor, columns: dict[int, Tensor | None]) -> dict[int, Tensor]:
     """The same from the bridge: only the needed ``hook_post`` cached, the forward stopped after the last."""
     _, cache = model.run_with_cache(
-        tokens, names_filter=[hook_name(layer) for layer in columns], stop_at_layer=max(columns) + 1
+        tokens, names_filter=[mlp_post_hook(layer) for layer in columns], stop_at_layer=max(columns) + 1
     )
-    return {layer: cache[hook_name(layer)] if cols is None else cache[hook_name(layer)][..., cols.to(tokens.device)]
+    return {layer: cache[mlp_post_hook(layer)] if cols is None else cache[mlp_post_hook(layer)][..., cols.to(tokens.device)]
             for layer, cols in columns.items()}
 
 

@@ -192,8 +192,3 @@ def wins_ties_losses(a: Sequence[float], b: Sequence[float]) -> dict[str, int]:
     d = np.asarray(a, dtype=float) - np.asarray(b, dtype=float)
     return {"wins": int((d > 1e-9).sum()), "ties": int((np.abs(d) <= 1e-9).sum()), "losses": int((d < -1e-9).sum())}
 
-
-if __name__ == "__main__":
-    from ctx_utils.tools.score_cli import main
-
-    raise SystemExit(main())

@@ -25,25 +25,29 @@ def neuron_key(layer: int, neuron: int) -> str:
     return f"{layer}.{neuron}"
 
 
-def hook_name(layer: int) -> str:
+def mlp_post_hook(layer: int) -> str:
     """The hook of a layer's MLP neuron activations (after the nonlinearity)."""
     return f"blocks.{layer}.mlp.hook_post"
 
 
+def _with_bos(model: TransformerBridge, texts: list[str]) -> list[list[int]]:
+    """``[BOS] + tokens`` of each text, uncut: the one tokenisation every step reads."""
+    bos = model.tokenizer.bos_token_id
+    if bos is None:
+        raise ValueError("The model's tokenizer has no BOS token; the kit prepends BOS to every prompt.")
+    return [[bos, *ids] for ids in model.tokenizer(list(texts), add_special_tokens=False)["input_ids"]]
+
+
 def tokenize(model: TransformerBridge, texts: list[str], warn_long: bool = True) -> list[list[int]]:
-    """``[BOS] + tokens`` for each text, cut to the model's context window ``n_ctx``.
+    """``[BOS] + tokens`` for each document, cut to the model's context window ``n_ctx`` (the scan's reading).
 
     Texts longer than the window are cut to their first ``n_ctx`` tokens (as ``to_tokens`` does), with one
     warning that says how many.
     """
-    tokenizer = model.tokenizer
-    bos = tokenizer.bos_token_id
-    if bos is None:
-        raise ValueError("The model's tokenizer has no BOS token; the kit prepends BOS to every prompt.")
     if not texts:
         return []
     n_ctx = model.cfg.n_ctx
-    seqs = [[bos, *ids] for ids in tokenizer(list(texts), add_special_tokens=False)["input_ids"]]
+    seqs = _with_bos(model, texts)
     too_long = sum(len(s) > n_ctx for s in seqs)
     if too_long and warn_long:
         warnings.warn(
@@ -64,6 +68,36 @@ def pad(seqs: list[list[int]], pad_id: int) -> tuple[Int[Tensor, "batch pos"], I
     tokens = torch.tensor([s + [pad_id] * (width - len(s)) for s in seqs], dtype=torch.long)
     mask = (torch.arange(width) < torch.tensor([len(s) for s in seqs])[:, None]).long()
     return tokens, mask
+
+
+def check_texts(texts: list[str]) -> None:
+    """Prompts must be a non-empty list of non-empty strings; the error says how to fix it."""
+    if isinstance(texts, str):
+        raise TypeError("texts must be a list of prompts, not one string: wrap it as [text].")
+    if len(texts) == 0:
+        raise ValueError("No prompts given: pass at least one prompt (find them with prompts.find_activating_prompts).")
+    empty = [i for i, text in enumerate(texts) if not isinstance(text, str) or not text]
+    if empty:
+        raise ValueError(f"Prompts {empty[:5]} are empty or not strings: every prompt needs at least one token.")
+
+
+def tokenize_prompts(model: TransformerBridge, texts: list[str]) -> tuple[Int[Tensor, "n_prompts pos"], Int[Tensor, "n_prompts"]]:
+    """Prompts as steps 3 and 6 read them: ``[BOS] + tokens`` each, right-padded, and each prompt's last position.
+
+    The same tokenisation as the scan's (:func:`tokenize`), but a prompt longer than the context window is an
+    error instead of being cut: its last token is where the neuron was measured.
+    """
+    check_texts(texts)
+    seqs = _with_bos(model, texts)
+    too_long = [i for i, s in enumerate(seqs) if len(s) > model.cfg.n_ctx]
+    if too_long:
+        raise ValueError(
+            f"Prompts {too_long[:5]} have more tokens (BOS included) than the context window ({model.cfg.n_ctx}): "
+            "shorten them (prompts.truncate keeps the context that matters) or drop them."
+        )
+    pad_id = model.tokenizer.pad_token_id if model.tokenizer.pad_token_id is not None else 0
+    tokens, mask = pad(seqs, pad_id)
+    return tokens, mask.sum(dim=1) - 1
 
 
 def parse_neuron_key(key: str) -> tuple[int, int]:

@@ -40,9 +40,9 @@ def test_the_runtime_set_has_no_dev_tools_and_make_env_installs_them():
     """Colab installs ``dependencies`` only; ``make env`` adds the extras that ``make test`` and ``make lab`` run."""
     project = _pyproject()
     runtime = {_normalise(re.split(r"[<>=!~;\[ ]", r)[0]) for r in project["dependencies"]}
-    assert not runtime & {"jupyterlab", "pytest", "nbmake", "notebook"}, "dev tools belong in an extra"
+    assert not runtime & {"jupyterlab", "pytest", "pytest-xdist", "notebook"}, "dev tools belong in an extra"
     extras = project["optional-dependencies"]
-    assert "pytest" in extras["test"] and "nbmake" in extras["test"] and "jupyterlab" in extras["lab"]
+    assert "pytest" in extras["test"] and "pytest-xdist" in extras["test"] and "jupyterlab" in extras["lab"]
     makefile = (ROOT / "Makefile").read_text()
     installed = set(re.search(r"^EXTRAS := (.+)$", makefile, re.M).group(1).split(","))
     assert installed == set(extras), f"make env must install every extra ({sorted(extras)}), not {sorted(installed)}"

@@ -37,8 +37,8 @@ def some_neurons():
 def brute_force_max(model, doc: str, layer: int, neuron: int) -> tuple[float, int]:
     """One document alone, through the model's own tokenizer: max activation over positions after BOS."""
     tokens = model.to_tokens(doc, prepend_bos=True)
-    _, cache = model.run_with_cache(tokens, names_filter=[prompts.hook_name(layer)])
-    acts = cache[prompts.hook_name(layer)][0, 1:, neuron]
+    _, cache = model.run_with_cache(tokens, names_filter=[prompts.mlp_post_hook(layer)])
+    acts = cache[prompts.mlp_post_hook(layer)][0, 1:, neuron]
     return float(acts.max()), int(acts.argmax()) + 1
 
 

@@ -1,4 +1,4 @@
-"""`python -m ctx_utils.score`: scores the offline explanations through their text, beside GPT-4's, with CIs and baselines."""
+"""`python -m ctx_utils.tools.score_cli`: scores the offline explanations through their text, beside GPT-4's, with CIs and baselines."""
 
 import json
 import os
@@ -101,7 +101,7 @@ def test_scoring_reads_only_the_explanation_text(tmp_path, monkeypatch):
 def test_text_table_and_module_entry_point(tmp_path):
     root = _write_toy_folder(tmp_path / "paper-data")
     env = {k: v for k, v in os.environ.items() if k != "CTX_TORCH_THREADS"}  # scoring needs no torch import
-    run = subprocess.run([sys.executable, "-m", "ctx_utils.score", "--paper-data", str(root), "--models", "toy-lm-unseen"],
+    run = subprocess.run([sys.executable, "-m", "ctx_utils.tools.score_cli", "--paper-data", str(root), "--models", "toy-lm-unseen"],
                          capture_output=True, text=True, timeout=120, env=env)
     assert run.returncode == 0, run.stderr
     assert "toy-lm-unseen" in run.stdout and f"{GPT4_MEAN:.4f}" in run.stdout and "95 % CI" in run.stdout

@@ -54,7 +54,7 @@ def case(request):
 
 def bridge_hook_post(model, seq: list[int], layers: list[int]) -> dict[int, torch.Tensor]:
     """The reference: the bridge's whole forward on one unpadded sequence, ``{layer: [pos, d_mlp]}``."""
-    names = [prompts.hook_name(layer) for layer in layers]
+    names = [prompts.mlp_post_hook(layer) for layer in layers]
     with torch.no_grad():
         _, cache = model.run_with_cache(torch.tensor([seq]), names_filter=names)
     return {layer: cache[name][0].float() for layer, name in zip(layers, names)}

@@ -1,4 +1,4 @@
-"""``python -m ctx_utils.score``: score the offline explanations on the authors' released data, beside GPT-4's.
+"""``python -m ctx_utils.tools.score_cli``: score the offline explanations on the authors' released data, beside GPT-4's.
 
 For every model folder of a paper-data folder (read by :mod:`ctx_utils.paper_data`) and every explained
 (neuron, head) pair:
@@ -15,8 +15,8 @@ For every model folder of a paper-data folder (read by :mod:`ctx_utils.paper_dat
 
 Examples::
 
-    python -m ctx_utils.score --explainer offline          # data: $CTX_PAPER_DATA or the download cache
-    python -m ctx_utils.score --paper-data DIR --json --out results/paper-data/offline_explainer.json
+    python -m ctx_utils.tools.score_cli --explainer offline          # data: $CTX_PAPER_DATA or the download cache
+    python -m ctx_utils.tools.score_cli --paper-data DIR --json --out results/paper-data/offline_explainer.json
 """
 
 from __future__ import annotations
@@ -105,7 +105,7 @@ def format_table(result: dict[str, Any]) -> str:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="python -m ctx_utils.score",
+        prog="python -m ctx_utils.tools.score_cli",
         description="Score the offline explanations on the authors' released data (head explanation score E), beside GPT-4.",
     )
     parser.add_argument("--paper-data", type=Path,
@@ -146,3 +146,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         save_json(args.out, summary)
     print(json.dumps(summary, indent=1) if args.json else format_table(result))
     return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
