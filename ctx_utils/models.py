@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING
 
 import torch
 
-from ctx_utils.results import REPO_ROOT
+from ctx_utils.settings import KIT_ROOT as REPO_ROOT
 
 if TYPE_CHECKING:  # the model type, for readers and type checkers; not imported at run time
     from transformer_lens.model_bridge import TransformerBridge
