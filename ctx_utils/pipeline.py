@@ -249,9 +249,13 @@ def _finite(x: Any) -> Any:
     return None if isinstance(x, float) and np.isnan(x) else x
 
 
-def _summary(values: list[float | None]) -> dict | None:
-    kept = [v for v in values if v is not None]
-    return {k: _finite(v) for k, v in score_step.summarize_scores(kept).items()} if kept else None
+def _summary(scored: list[dict]) -> dict | None:
+    """The paper's summary of the pairs' E, and ``n_one_class``: how many of them scored one class only."""
+    kept = [s for s in scored if s["E"] is not None]
+    if not kept:
+        return None
+    summary = {k: _finite(v) for k, v in score_step.summarize_scores([s["E"] for s in kept]).items()}
+    return {**summary, "n_one_class": sum(1 for s in kept if s.get("one_class"))}
 
 
 def score_held_out(settings: Settings, explained: list[dict], held: dict, llm=None) -> list[dict]:
@@ -264,7 +268,7 @@ def score_held_out(settings: Settings, explained: list[dict], held: dict, llm=No
 def compute_scores(settings: Settings, model: TransformerBridge, explained: list[dict], held: dict, llm=None) -> dict:
     """Step 5: E per pair on held-out prompts, its summary, and the random-neuron baseline."""
     scored = score_held_out(settings, explained, held, llm)
-    return {"pairs": scored, "summary": _summary([s["E"] for s in scored]),
+    return {"pairs": scored, "summary": _summary(scored),
             "n_unparsed": sum(s["n_unparsed"] for s in scored),
             "random_baseline": random_baseline(settings, model, explained, llm)}
 
@@ -287,8 +291,8 @@ def random_baseline(settings: Settings, model: TransformerBridge, explained: lis
         held = compute_held_out(settings, model, pair_neurons(random_set, random_pairs))
         scored = score_held_out(settings, random_explained, held, llm)
     return {"neurons": [{k: n[k] for k in ("layer", "neuron", "token")} for n in random_set],
-            "n_pairs": len(random_pairs), "pairs": [{k: s[k] for k in ("layer", "neuron", "head", "E")} for s in scored],
-            "summary": _summary([s["E"] for s in scored])}
+            "n_pairs": len(random_pairs), "pairs": [{k: s[k] for k in ("layer", "neuron", "head", "E", "one_class")} for s in scored],
+            "summary": _summary(scored)}
 
 
 def compute_ablation(settings: Settings, model: TransformerBridge, pairs: list[dict], held: dict) -> dict:
