@@ -162,3 +162,31 @@ def load_json(path: str | Path, schema_version: int = SCHEMA_VERSION) -> dict[st
             path,
         )
     return data
+
+
+def mixed_settings(found: dict[str, dict[str, Any]]) -> list[str]:
+    """Where result files read together disagree on a setting they share, one sentence each (empty: they agree).
+
+    ``found``: file name → its loaded result. Each step's file records the settings that shaped it (those of the
+    steps it builds on included), so two files from one run agree on every setting both record.
+    """
+    seen: dict[str, tuple[str, Any]] = {}  # setting → (the first file recording it, its value there)
+    problems = []
+    for name, data in found.items():
+        for setting, value in (data.get("settings") or {}).items():
+            first = seen.setdefault(setting, (name, value))
+            if first[1] != value:
+                problems.append(f"{first[0]} has {setting}={first[1]!r} but {name} has {setting}={value!r}")
+    return problems
+
+
+def check_same_settings(folder: str | Path, found: dict[str, dict[str, Any]]) -> None:
+    """Raise :class:`ResultFileError` naming the files when results read together come from different settings
+    (one step rerun with ``CTX_HEAD_RULE=top3``, or two runs sharing a folder), instead of combining them."""
+    problems = mixed_settings(found)
+    if problems:
+        raise ResultFileError(
+            f"{folder} mixes results made with different settings: {'; '.join(problems[:3])}. Rerun the notebooks "
+            "(or python -m ctx_utils.pipeline) with one set of settings, or give each run its own CTX_RESULTS.",
+            Path(folder),
+        )

@@ -17,7 +17,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from ctx_utils.results import load_json
+from ctx_utils.results import check_same_settings, load_json
 from ctx_utils.tokens import parse_neuron_key
 
 PAIR = ("layer", "neuron", "head")
@@ -41,6 +41,7 @@ def load_folder(folder: str | Path) -> dict[str, dict]:
     found = {name: load_json(folder / name) for name in SPECS if (folder / name).exists()}
     if not found:
         raise FileNotFoundError(f"{folder} holds none of {', '.join(SPECS)}: run the notebooks (make run) first.")
+    check_same_settings(folder, found)  # one run's files, or an error naming those that differ
     return found
 
 
