@@ -275,7 +275,8 @@ def absolute_path_variables(environ: dict[str, str] | None = None) -> None:
     environ = os.environ if environ is None else environ
     for variable in PATH_VARIABLES + MAYBE_PATH_VARIABLES:
         value = environ.get(variable, "").strip()
-        if value and (variable in PATH_VARIABLES or as_typed_path(value).exists()):
+        looks_like_path = "/" in value or value.startswith(("~", ".")) or bool(Path(value).suffix)  # not "organism"
+        if value and (variable in PATH_VARIABLES or (looks_like_path and as_typed_path(value).exists())):
             environ[variable] = str(as_typed_path(value))
 
 
