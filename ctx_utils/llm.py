@@ -17,10 +17,14 @@ asking, and only that. It is careful in the ways a class of learners with their 
   an unparsed answer is returned as ``None`` and counted, never silently dropped.
 * **Unusable answers are not kept**: an empty (or whitespace-only) answer is counted in ``empty_answers``,
   logged, and not written to the cache, so a rerun asks again instead of replaying it forever.
-* **The key stays secret**: it never appears in a log line, a ``repr`` or an exception message (a key of
-  :data:`MIN_SECRET_LENGTH` characters or more is replaced there; a short placeholder key such as ``x`` for a
-  local server is no secret, and replacing it would mangle every word that contains it). Cache files store
-  the request and the answer unchanged: neither contains the key.
+* **Secrets stay secret**: the key, and a ``user:password@`` inside ``OPENAI_BASE_URL``, never appear in a log
+  line, a ``repr``, an exception message or a cache file, whatever a server echoes back (a 401 may quote the
+  key). A secret of :data:`MIN_SECRET_LENGTH` characters or more is replaced wherever it appears; a shorter one
+  (a placeholder key such as ``x`` for a local server) only where it stands as a word of its own, since replacing
+  it inside words would mangle them. Cache files store the request with the server's address stripped of its
+  credentials (:func:`redact_url`), and the answer unchanged.
+* **A cache that cannot be written loses nothing**: on a full disk or a read-only cache folder the answer is
+  still returned and used, with one warning naming the folder and ``CTX_LLM_CACHE``.
 
 Cached answers are model-written text: show them with ``print`` (or escaped HTML), never render them as HTML.
 """
@@ -31,13 +35,16 @@ import hashlib
 import json
 import logging
 import os
+import re
 import time
+import urllib.parse
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import openai
 
 from ctx_utils.results import write_text_atomic
+from ctx_utils.settings import env_path
 
 log = logging.getLogger(__name__)
 
@@ -80,8 +87,28 @@ def parse_yes_no(text: str) -> bool | None:
 
 
 def default_cache_dir() -> Path:
-    """``$CTX_LLM_CACHE`` or ``~/.cache/ctx_lookups/llm``."""
-    return Path(os.environ.get("CTX_LLM_CACHE", Path.home() / ".cache" / "ctx_lookups" / "llm")).expanduser()
+    """``$CTX_LLM_CACHE`` (as typed: ``~`` expanded, relative to where it was typed) or ``~/.cache/ctx_lookups/llm``."""
+    return env_path("CTX_LLM_CACHE") or Path.home() / ".cache" / "ctx_lookups" / "llm"
+
+
+def redact_url(url: str) -> str:
+    """``url`` without the credentials of a ``user:password@`` part (shown, logged and cached instead of it)."""
+    parts = urllib.parse.urlsplit(url)
+    if "@" not in parts.netloc:
+        return url
+    return urllib.parse.urlunsplit(parts._replace(netloc="<hidden>@" + parts.netloc.rsplit("@", 1)[1]))
+
+
+def url_secrets(url: str) -> list[str]:
+    """The secrets inside ``url``: its ``user:password`` part and the password, raw and percent-decoded."""
+    parts = urllib.parse.urlsplit(url)
+    if "@" not in parts.netloc:
+        return []
+    userinfo = parts.netloc.rsplit("@", 1)[0]
+    found = [userinfo, urllib.parse.unquote(userinfo)]
+    if parts.password:
+        found += [parts.password, urllib.parse.unquote(parts.password)]
+    return [s for s in dict.fromkeys(found) if s]
 
 
 def estimate_tokens(messages: list[dict[str, str]], max_tokens: int) -> int:
@@ -123,6 +150,8 @@ class LLMClient:
         self._key = key.strip()
         self.model = model or settings.llm_model
         self.base_url = (base_url or os.environ.get("OPENAI_BASE_URL") or "https://api.openai.com/v1").rstrip("/")
+        self.shown_url = redact_url(self.base_url)  # what messages, the repr and cache records hold
+        self._secrets = [self._key, *url_secrets(self.base_url)]
         self.cache_dir = Path(cache_dir).expanduser() if cache_dir is not None else default_cache_dir()
         budget = settings.llm_token_budget if token_budget is None else token_budget
         if isinstance(budget, bool) or not isinstance(budget, int) or budget < 1:
@@ -142,10 +171,11 @@ class LLMClient:
         self.requests_sent = 0
         self.cache_hits = 0
         self.empty_answers = 0  # answers with no text: counted and logged, never cached
+        self.unsaved_answers = 0  # answers the cache could not store (full disk, read-only folder): used, not kept
 
     def __repr__(self) -> str:
         return (
-            f"LLMClient(model={self.model!r}, base_url={self._scrub(self.base_url)!r}, cache_dir='{self.cache_dir}', "
+            f"LLMClient(model={self.model!r}, base_url={self._scrub(self.shown_url)!r}, cache_dir='{self.cache_dir}', "
             f"tokens_used={self.tokens_used}/{self.token_budget}, key=<hidden>)"
         )
 
@@ -157,7 +187,7 @@ class LLMClient:
             "messages": messages,
             "max_tokens": max_tokens,
             "temperature": temperature,
-            "base_url": self.base_url,
+            "base_url": self.shown_url,  # the server, without credentials: they do not change the answer
         }
         path = self._cache_path(request)
         cached = self._read_cache(path)
@@ -182,7 +212,7 @@ class LLMClient:
             return completion
         record = {"request": request, "response": asdict(completion)}
         record["response"].pop("cached")
-        write_text_atomic(path, json.dumps(record, indent=1, ensure_ascii=False) + "\n")  # holds no key: stored as is
+        self._save(path, json.dumps(record, indent=1, ensure_ascii=False) + "\n")  # holds no secret: stored as is
         return completion
 
     def ask_yes_no(self, prompt: str, max_tokens: int = 1) -> bool | None:
@@ -194,6 +224,19 @@ class LLMClient:
         return answer
 
     # --- internals ---------------------------------------------------------------------------------------
+
+    def _save(self, path: Path, text: str) -> None:
+        """Write a cache record; a disk error costs the cache entry (warned of once per client), never the answer."""
+        try:
+            write_text_atomic(path, text)
+        except OSError as err:
+            self.unsaved_answers += 1
+            if self.unsaved_answers == 1:
+                log.warning(
+                    "Could not save an answer in the LLM cache %s (%s): the answer is used, but a rerun will ask (and "
+                    "pay) again. Free some space or set CTX_LLM_CACHE to a writable folder.",
+                    self.cache_dir, err.strerror or type(err).__name__,
+                )
 
     def _cache_path(self, request: dict) -> Path:
         digest = hashlib.sha256(json.dumps(request, sort_keys=True, ensure_ascii=False).encode()).hexdigest()
@@ -267,8 +310,14 @@ class LLMClient:
     def _describe(self, err: openai.OpenAIError) -> str:
         status = getattr(err, "status_code", None)
         kind = type(err).__name__ + (f" (HTTP {status})" if status else "")
-        return self._scrub(f"{kind} from {self.base_url}: {err}")
+        return self._scrub(f"{kind} from {self.shown_url}: {err}")
 
     def _scrub(self, text: str) -> str:
-        """Replace every occurrence of a secret-length API key with a placeholder (for messages, never records)."""
-        return text.replace(self._key, HIDDEN) if len(self._key) >= MIN_SECRET_LENGTH else text
+        """``text`` with every secret replaced by a placeholder (for messages, never records): one of
+        :data:`MIN_SECRET_LENGTH` characters or more wherever it appears, a shorter one where it is a word of its own."""
+        for secret in self._secrets:
+            if len(secret) >= MIN_SECRET_LENGTH:
+                text = text.replace(secret, HIDDEN)
+            else:
+                text = re.sub(rf"(?<![\w-]){re.escape(secret)}(?![\w-])", HIDDEN, text)
+        return text

@@ -12,7 +12,9 @@ few seconds with a message that names the fix, instead of half a minute of retri
 from __future__ import annotations
 
 import difflib
+import json
 import os
+import re
 import socket
 import warnings
 import weakref
@@ -22,7 +24,7 @@ from typing import TYPE_CHECKING
 
 import torch
 
-from ctx_utils.results import REPO_ROOT
+from ctx_utils.settings import KIT_ROOT as REPO_ROOT
 
 if TYPE_CHECKING:  # the model type, for readers and type checkers; not imported at run time
     from transformer_lens.model_bridge import TransformerBridge
@@ -58,6 +60,10 @@ class HubUnreachableError(RuntimeError):
 
 class DeviceError(ValueError):
     """The device asked for is not one this torch can run on."""
+
+
+class ModelFolderError(ValueError):
+    """A local model folder is damaged or does not match its config: loading it would run on random weights."""
 
 
 def canonical_name(name: str) -> str:
@@ -204,6 +210,165 @@ def check_hub_available(repo_id: str) -> None:
     )
 
 
+def _restore_hint(folder: Path) -> str:
+    """How to get a good copy of ``folder`` back: git for a bundled organism, else the model's source."""
+    for name, bundled in ORGANISMS.items():
+        if folder.resolve() == bundled.resolve():
+            return f"Restore the bundled {name} with `git checkout {bundled.relative_to(REPO_ROOT)}` in the kit's folder."
+    return ("Restore the folder from where it came (download it again, or save the model there with "
+            "`model.save_pretrained(folder)` and `tokenizer.save_pretrained(folder)`).")
+
+
+def _refuse(folder: Path, problem: str) -> ModelFolderError:
+    return ModelFolderError(f"The model folder {folder} cannot be used: {problem} {_restore_hint(folder)}")
+
+
+def _read_config(folder: Path):
+    """``config.json`` as a transformers config: valid JSON, a model type this transformers knows."""
+    import transformers
+
+    try:
+        raw = json.loads((folder / "config.json").read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as err:
+        where = f" (line {err.lineno}, column {err.colno}: {err.msg})" if isinstance(err, json.JSONDecodeError) else ""
+        raise _refuse(folder, f"config.json is not valid JSON{where}.") from None
+    if not isinstance(raw, dict):
+        raise _refuse(folder, f"config.json holds a JSON {type(raw).__name__}, not a model configuration.")
+    model_type = raw.get("model_type")
+    if model_type not in transformers.CONFIG_MAPPING:
+        raise _refuse(folder, f"config.json's model_type is {model_type!r}, which transformers {transformers.__version__} "
+                              "does not know (the kit runs 'gpt2' and 'gpt_neox' models).")
+    try:
+        return transformers.AutoConfig.from_pretrained(folder)
+    except (ValueError, TypeError, KeyError, OSError) as err:
+        raise _refuse(folder, f"config.json is not a valid {model_type} configuration ({err}).") from None
+
+
+def _check_tokenizer(folder: Path, vocab_size: int) -> None:
+    """A tokenizer is there (``tokenizer.json``, or GPT-2's ``vocab.json`` + ``merges.txt``) and fits the embedding."""
+    if not (folder / "tokenizer.json").exists():
+        if (folder / "vocab.json").exists() and (folder / "merges.txt").exists():
+            return
+        raise _refuse(folder, "it has no tokenizer (tokenizer.json is missing).")
+    from tokenizers import Tokenizer
+
+    try:
+        size = Tokenizer.from_file(str(folder / "tokenizer.json")).get_vocab_size(with_added_tokens=True)
+    except Exception as err:  # noqa: BLE001 - the tokenizers library raises its own Exception type
+        raise _refuse(folder, f"tokenizer.json cannot be read ({err}).") from None
+    if size > vocab_size:
+        raise _refuse(folder, f"its tokenizer has {size} tokens but config.json's vocab_size is {vocab_size}: token ids "
+                              f"from {vocab_size} on would index past the embedding. The tokenizer and config.json "
+                              "belong to different models.")
+
+
+def _stored_shapes(folder: Path) -> dict[str, tuple[int, ...]]:
+    """Every tensor's name and shape in the folder's safetensors file(s), read from their headers (no weights loaded)."""
+    from safetensors import SafetensorError, safe_open
+
+    index = folder / "model.safetensors.index.json"
+    if index.exists():
+        try:
+            files = sorted(set(json.loads(index.read_text(encoding="utf-8"))["weight_map"].values()))
+        except (ValueError, KeyError, TypeError) as err:
+            raise _refuse(folder, f"model.safetensors.index.json cannot be read ({type(err).__name__}: {err}).") from None
+    elif (folder / "model.safetensors").exists():
+        files = ["model.safetensors"]
+    else:
+        raise _refuse(folder, "it has no model.safetensors (the weights).")
+    shapes: dict[str, tuple[int, ...]] = {}
+    for name in files:
+        path = folder / name
+        if not path.exists():
+            raise _refuse(folder, f"{name} is missing.")
+        if path.stat().st_size == 0:
+            raise _refuse(folder, f"{name} is empty (0 bytes).")
+        try:
+            with safe_open(str(path), "pt") as f:
+                shapes.update({key: tuple(f.get_slice(key).get_shape()) for key in f.keys()})
+        except (SafetensorError, OSError) as err:
+            raise _refuse(folder, f"{name} is truncated or damaged ({err}).") from None
+    return shapes
+
+
+def _expected_shapes(config, stored: dict[str, tuple[int, ...]]
+                     ) -> tuple[dict[str, tuple[int, ...]], dict[str, tuple[int, ...] | None], set[str], list[str]]:
+    """What ``config`` says the checkpoint holds, next to what it holds.
+
+    Returns: weight → shape the config implies; stored weight under the name transformers loads it as → its
+    shape (None when one of transformers' converters reshapes it on loading); the tied (optional) names; the
+    patterns of stored names the architecture ignores. The model is built on torch's meta device (no memory),
+    and stored names are renamed by transformers' own loading rules (``embed_out`` → ``lm_head``, prefixes).
+    """
+    from transformers import AutoModelForCausalLM
+    from transformers.conversion_mapping import get_model_conversion_mapping
+    from transformers.core_model_loading import WeightRenaming, rename_source_key
+
+    with torch.device("meta"):
+        model = AutoModelForCausalLM.from_config(config)
+    expected = {name: tuple(t.shape) for name, t in model.state_dict().items()}
+    tied = set(dict(model.named_parameters(remove_duplicate=False))) - set(dict(model.named_parameters()))
+    transforms = get_model_conversion_mapping(model)
+    renamings = [t for t in transforms if isinstance(t, WeightRenaming)]
+    converters = [t for t in transforms if not isinstance(t, WeightRenaming)]
+    loaded: dict[str, tuple[int, ...] | None] = {}
+    for name, shape in stored.items():
+        renamed, converted = rename_source_key(name, renamings, converters, model.base_model_prefix, expected)
+        loaded[renamed] = None if converted else shape
+    ignored = list(getattr(model, "_keys_to_ignore_on_load_unexpected", None) or [])
+    return expected, loaded, tied, ignored
+
+
+def check_model_folder(folder: str | Path) -> None:
+    """Refuse a local model folder that would not load as the model its ``config.json`` describes.
+
+    Why: Hugging Face loads a checkpoint with missing or mis-shaped weights by initialising them at random,
+    with only a warning, and every later step would then report a random model's results. Checked here,
+    before anything loads: ``config.json`` (valid JSON, a known ``model_type``), the tokenizer (present, no
+    more tokens than ``vocab_size``), the weights (readable; every weight the config implies present, with
+    its shape; none left over, as the layers of a config with too small an ``n_layer``), and for a bundled
+    organism the architecture its ``training.json`` records (``n_head`` changes no weight's shape).
+    Raises :class:`ModelFolderError` saying what is wrong and how to restore the folder.
+    """
+    folder = Path(folder)
+    config = _read_config(folder)
+    _check_tokenizer(folder, config.vocab_size)
+    expected, stored, tied, ignored = _expected_shapes(config, _stored_shapes(folder))
+    missing = [name for name in expected if name not in stored and name not in tied]
+    if len(missing) == len(expected) - len(tied):
+        raise _refuse(folder, f"none of the weights a {config.model_type!r} model has is in its weights file (which holds "
+                              f"{', '.join(list(stored)[:3])}, …): config.json's model_type does not match the weights.")
+    reshaped = [f"{name} {stored[name]} where config.json implies {shape}" for name, shape in expected.items()
+                if stored.get(name) not in (None, shape)]
+    extra = [name for name in stored if name not in expected and not any(re.search(p, name) for p in ignored)]
+    problems = [f"{len(found)} {what} ({', '.join(found[:3])}{', …' if len(found) > 3 else ''})"
+                for found, what in ((missing, "weights missing"), (reshaped, "of other shapes"),
+                                    (extra, "weights config.json has no place for")) if found]
+    if problems:
+        raise _refuse(folder, f"its weights do not match config.json: {'; '.join(problems)}. config.json's n_layer, "
+                              "n_head, n_embd and vocab_size must describe the weights file; loaded as it is, the model "
+                              "would run on randomly initialised weights.")
+    _check_recorded_architecture(folder, config)
+
+
+def _check_recorded_architecture(folder: Path, config) -> None:
+    """A trained organism's config agrees with the architecture its ``training.json`` records."""
+    record = folder / "training.json"
+    if not record.exists():
+        return
+    try:
+        trained = json.loads(record.read_text(encoding="utf-8")).get("hyperparameters", {})
+    except (ValueError, AttributeError):
+        raise _refuse(folder, "training.json is not valid JSON.") from None
+    recorded = {"n_heads": ("n_head", config.num_attention_heads), "d_model": ("n_embd", config.hidden_size),
+                "d_mlp": ("n_inner", getattr(config, "n_inner", None) or getattr(config, "intermediate_size", None)),
+                "n_ctx": ("n_positions", config.max_position_embeddings)}
+    wrong = [f"{field} is {value} but the model was trained with {trained[key]}"
+             for key, (field, value) in recorded.items() if key in trained and trained[key] != value]
+    if wrong:
+        raise _refuse(folder, f"config.json does not describe the trained model: {'; '.join(wrong)}.")
+
+
 def load_model(name_or_folder: str = "organism", device: str | None = None):
     """Load a model as a ``TransformerBridge`` with compatibility mode on (folded LN, centred weights), frozen.
 
@@ -215,7 +380,9 @@ def load_model(name_or_folder: str = "organism", device: str | None = None):
     """
     source = resolve_source(name_or_folder)
     device = pick_device(device)  # a device torch cannot use fails here, not ten frames into the load
-    if not Path(source).is_dir():
+    if Path(source).is_dir():
+        check_model_folder(source)  # a damaged folder is refused here, not loaded on random weights
+    else:
         check_hub_available(source)  # before the slow import: a bad request fails in seconds
     from transformer_lens.model_bridge import TransformerBridge
 

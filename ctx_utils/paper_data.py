@@ -333,15 +333,18 @@ def find_pair(data: ModelData, layer: int, neuron: int, head: int, n_examples: i
 def compare_with_kit(kit_dir: str | Path, data: ModelData) -> dict[str, Any]:
     """Overlap between the kit's own results (``results/<model>/``) and the authors' released ones.
 
-    Reads the kit's ``neurons.json``, ``heads.json`` and ``scores.json`` and returns the shared neurons, the
+    Reads the kit's ``neurons.json``, ``heads.json`` and ``scores.json`` (made with the same settings, else
+    :class:`ctx_utils.results.ResultFileError` names the file that differs) and returns the shared neurons, the
     shared (neuron, head_layer, head_index) pairs, and for shared pairs the kit's E next to the authors' E.
     """
-    from ctx_utils.results import load_json
+    from ctx_utils.results import check_same_settings, load_json
 
     kit_dir = Path(kit_dir)
-    kit_neurons = {(n["layer"], n["neuron"]) for n in load_json(kit_dir / "neurons.json")["neurons"]}
-    kit_heads = load_json(kit_dir / "heads.json")["pairs"]
-    kit_e = {_key(s): s["E"] for s in load_json(kit_dir / "scores.json")["pairs"]}
+    kit = {name: load_json(kit_dir / name) for name in ("neurons.json", "heads.json", "scores.json")}
+    check_same_settings(kit_dir, kit)  # all three from one run's settings, or a clear error naming the file
+    kit_neurons = {(n["layer"], n["neuron"]) for n in kit["neurons.json"]["neurons"]}
+    kit_heads = kit["heads.json"]["pairs"]
+    kit_e = {_key(s): s["E"] for s in kit["scores.json"]["pairs"]}
     kit_pairs = {(p["layer"], p["neuron"], p["head_layer"], p["head_index"]): kit_e.get(_key(p)) for p in kit_heads}
     paper_neurons = {(n["layer"], n["neuron"]) for n in data.read("neurons.json")["neurons"]}
     paper_e = {_key(s): s["E"] for s in pair_scores(data)}

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -71,9 +72,10 @@ def resolve(settings: Settings, quiet: bool = False) -> Settings:
 def _local_path(value: str) -> str:
     """A relative path that exists from here, or else from the kit's root (notebooks run in ``notebooks/``), made
     absolute so every notebook and the script read the same file; any other value unchanged."""
+    value = os.path.expanduser(value)  # '~/corpus.txt', quoted so the shell left it alone
     for base in (Path.cwd(), REPO_ROOT):
-        path = (base / value).expanduser()
-        if value and not Path(value).is_absolute() and (Path(value).suffix or "/" in value) and path.exists():
+        path = base / value
+        if value and (Path(value).suffix or "/" in value) and path.exists():
             return str(path.resolve())
     return value
 
@@ -255,9 +257,13 @@ def _finite(x: Any) -> Any:
     return None if isinstance(x, float) and np.isnan(x) else x
 
 
-def _summary(values: list[float | None]) -> dict | None:
-    kept = [v for v in values if v is not None]
-    return {k: _finite(v) for k, v in score_step.summarize_scores(kept).items()} if kept else None
+def _summary(scored: list[dict]) -> dict | None:
+    """The paper's summary of the pairs' E, and ``n_one_class``: how many of them scored one class only."""
+    kept = [s for s in scored if s["E"] is not None]
+    if not kept:
+        return None
+    summary = {k: _finite(v) for k, v in score_step.summarize_scores([s["E"] for s in kept]).items()}
+    return {**summary, "n_one_class": sum(1 for s in kept if s.get("one_class"))}
 
 
 def score_held_out(settings: Settings, explained: list[dict], held: dict, llm=None) -> list[dict]:
@@ -270,7 +276,7 @@ def score_held_out(settings: Settings, explained: list[dict], held: dict, llm=No
 def compute_scores(settings: Settings, model: TransformerBridge, explained: list[dict], held: dict, llm=None) -> dict:
     """Step 5: E per pair on held-out prompts, its summary, and the random-neuron baseline."""
     scored = score_held_out(settings, explained, held, llm)
-    return {"pairs": scored, "summary": _summary([s["E"] for s in scored]),
+    return {"pairs": scored, "summary": _summary(scored),
             "n_unparsed": sum(s["n_unparsed"] for s in scored),
             "random_baseline": random_baseline(settings, model, explained, llm)}
 
@@ -293,8 +299,8 @@ def random_baseline(settings: Settings, model: TransformerBridge, explained: lis
         held = compute_held_out(settings, model, pair_neurons(random_set, random_pairs))
         scored = score_held_out(settings, random_explained, held, llm)
     return {"neurons": [{k: n[k] for k in ("layer", "neuron", "token")} for n in random_set],
-            "n_pairs": len(random_pairs), "pairs": [{k: s[k] for k in ("layer", "neuron", "head", "E")} for s in scored],
-            "summary": _summary([s["E"] for s in scored])}
+            "n_pairs": len(random_pairs), "pairs": [{k: s[k] for k in ("layer", "neuron", "head", "E", "one_class")} for s in scored],
+            "summary": _summary(scored)}
 
 
 def compute_ablation(settings: Settings, model: TransformerBridge, pairs: list[dict], held: dict) -> dict:
@@ -399,20 +405,67 @@ CALLS: dict[str, Callable[..., dict]] = {"neurons": neurons, "prompts": prompts,
                                         "explanations": explanations, "scores": scores, "ablation": ablation}
 
 
+#: The script's exit status when step 3 finds no pair and later steps were asked for (0: done; 1: the folder was
+#: rewritten by another run meanwhile; 2: an error; 130: interrupted, as a shell reports Ctrl-C).
+NO_PAIRS = 3
+
+
+def kept_steps(settings: Settings) -> list[str]:
+    """The steps whose result file on disk was made with ``settings`` (what a rerun loads instead of computing)."""
+    return [step for step in STEPS if _usable(result_path(settings, step), settings, step)[0] is not None]
+
+
+def _no_pairs(settings: Settings) -> str:
+    return (f"Step 3 found no (neuron, head) pair with these settings (rule={settings.rule!r}, band={settings.band!r}): "
+            "steps 4-6 would have nothing to explain, score or ablate, so the run stops here (heads.json is saved). "
+            f"Try CTX_HEAD_BAND='>25', more documents (CTX_N_DOCS, now {settings.n_docs}) or more neurons per layer "
+            f"(CTX_PER_LAYER, now {settings.per_layer}).")
+
+
+def _rewritten(settings: Settings, steps: list[str]) -> list[str]:
+    """The result files of ``steps`` that no longer hold this run's results (another run wrote them meanwhile)."""
+    return [result_path(settings, step).name for step in steps if step not in kept_steps(settings)]
+
+
 def main(argv: list[str] | None = None) -> int:
+    """The script: each step of ``--steps`` loaded or computed; one line on stderr for an error, Ctrl-C, no pairs."""
     parser = argparse.ArgumentParser(description="Run the paper's steps 1-6 without Jupyter (results/<model>/*.json).")
     parser.add_argument("--model", default=None, help="model name or folder (default: $CTX_MODEL or auto)")
     parser.add_argument("--steps", nargs="*", default=list(STEPS), choices=STEPS, help="steps to load or compute")
     args = parser.parse_args(argv)
+    settings, step, done = None, None, []
     try:
         settings = setup(model=args.model)
         for step in args.steps:
-            CALLS[step](settings)
+            result = CALLS[step](settings)
+            done.append(step)
+            if step == "heads" and not result["pairs"] and set(args.steps) & {"explanations", "scores", "ablation"}:
+                print(f"error: {_no_pairs(settings)}", file=sys.stderr)
+                return NO_PAIRS
+        rewritten = _rewritten(settings, done)
+    except KeyboardInterrupt:
+        print(_interrupted(settings, step), file=sys.stderr)
+        return 130
     except (SettingsError, ValueError, RuntimeError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
+    if rewritten:
+        print(f"error: {', '.join(rewritten)} in {results_dir(settings.model)} no longer hold this run's results: another "
+              "run with other settings wrote them meanwhile. Run one at a time per results folder, or give each run its "
+              "own CTX_RESULTS, then rerun this one.", file=sys.stderr)
+        return 1
     print(f"Results in {results_dir(settings.model)}")
     return 0
+
+
+def _interrupted(settings: Settings | None, step: str | None) -> str:
+    """The one line Ctrl-C leaves: which step stopped and which result files are kept (complete, reused on a rerun)."""
+    if settings is None:
+        return "Interrupted before any step ran: nothing was written."
+    kept = kept_steps(settings)
+    files = ", ".join(f"{s}.json" for s in kept) or "no result file"
+    return (f"Interrupted during {step or 'the set-up'}: kept {files} in {results_dir(settings.model)} (complete; a rerun "
+            "loads them and computes the rest). Nothing half-written was left.")
 
 
 if __name__ == "__main__":

@@ -6,7 +6,10 @@ The paper's head explanation score (arXiv 2402.15055) is balanced accuracy over 
 
 A pair whose held-out prompts are all active (or all inactive) has only one defined rate. The October-2023
 run, whose data the kit reproduces, keeps such a pair with E = the defined rate (``missing="defined_rate"``);
-the February-2024 run drops it (``missing="drop"``, E is ``None``).
+the February-2024 run drops it (``missing="drop"``, E is ``None``). Kept, such an E measures one class only:
+an explanation that answers "Yes" to everything scores 1.0 on an all-active pair, where balanced accuracy
+caps it at 0.5 otherwise. So every scored pair says which it is (``one_class``: ``"all active"``, ``"all
+inactive"`` or None, :func:`one_class`), and the pipeline's summaries count such pairs (``n_one_class``).
 """
 
 from __future__ import annotations
@@ -64,6 +67,14 @@ def head_explanation_score(truth: Sequence[bool], predicted: Sequence[bool], mis
     if len(rates) == 1 and missing == "drop":
         return None
     return float(np.mean(rates))
+
+
+def one_class(truth: Sequence[bool]) -> str | None:
+    """``"all active"`` or ``"all inactive"`` when a pair's scored held-out prompts are of one class (its E is
+    then one rate, not balanced accuracy: see the module doc), else None."""
+    if not truth or len(set(truth)) == 2:
+        return None
+    return "all active" if truth[0] else "all inactive"
 
 
 def summarize_scores(scores: Sequence[float]) -> dict[str, float | int]:
@@ -134,7 +145,8 @@ def score_explanations(
     ``explained``: records from :func:`explain_pairs`; ``held_out["<layer>.<neuron>"]``: the neuron's held-out
     prompt texts; ``held_out_active["<layer>.<neuron>"][i]``: flat indices of the heads active on prompt ``i``
     (the ground truth, same rule as for training). The first ``max_prompts`` prompts are classified (the
-    paper: 20). Unparsed LLM answers are left out of E and counted in ``n_unparsed``, never hidden.
+    paper: 20). Unparsed LLM answers are left out of E and counted in ``n_unparsed``, never hidden. A pair whose
+    scored prompts are all one class gets ``one_class`` (:func:`one_class`) next to its E.
     """
     scored = []
     for record in tqdm(explained, desc="Classifying held-out prompts"):
@@ -152,6 +164,7 @@ def score_explanations(
             {
                 **{k: record[k] for k in ("layer", "neuron", "token", "head")},
                 "E": e,
+                "one_class": one_class([t for t, _ in kept]),  # E over one class only: flagged wherever E is shown
                 "n_prompts": len(prompts),
                 "n_unparsed": len(prompts) - len(kept),
                 "confusion": asdict(c) if c else None,

@@ -18,13 +18,17 @@ presets :data:`PRESETS` switch all of them at once (``CTX_PRESET=oct2023`` for t
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import hashlib
 import json
 import os
+import warnings
 from collections.abc import Mapping
 from dataclasses import dataclass, fields
+from pathlib import Path
 from typing import Any
 
+KIT_ROOT = Path(__file__).resolve().parent.parent  # the kit's checkout (or installed package's parent)
 RULES: tuple[str, ...] = ("top3", "2sigma")
 BANDS: tuple[str, ...] = ("25-75", ">25")
 EXPLAINERS: tuple[str, ...] = ("auto", "offline", "llm")
@@ -109,7 +113,8 @@ class Settings:
             value = getattr(self, f.name)
             mark = "" if value == DEFAULTS_BY_NAME[f.name] else "   (changed)"
             lines.append(f"  {f.name:<17} {value!r}{mark}")
-        return "Settings (CTX_<NAME> or the parameters cell changes them):\n" + "\n".join(lines)
+        return ("Settings (the parameters cell, or CTX_<NAME> in the environment, changes them; rule and band: "
+                "CTX_HEAD_RULE, CTX_HEAD_BAND):\n" + "\n".join(lines))
 
 
 DEFAULTS = Settings()
@@ -190,9 +195,98 @@ def _kind(name: str) -> type:
     return _TYPES.get(name, int)
 
 
-def from_env(environ: Mapping[str, str] | None = None) -> dict[str, Any]:
-    """The settings given in the environment (``CTX_PRESET`` first, then each ``CTX_<NAME>``), validated."""
+#: The kit's other variables (not settings of a result): what reads each.
+OTHER_VARIABLES: dict[str, str] = {
+    "CTX_PRESET": "a named set of settings (PRESETS)",
+    "CTX_RESULTS": "the results folder (ctx_utils.results)",
+    "CTX_LLM_CACHE": "the LLM answer cache (ctx_utils.llm)",
+    "CTX_PAPER_DATA": "the authors' released data (ctx_utils.paper_data)",
+    "CTX_TORCH_THREADS": "torch's CPU threads (ctx_utils/__init__.py)",
+    "CTX_VIZ_MODE": "how circuitsvis views draw (ctx_utils.viz)",
+    "CTX_PAIR": "the pair notebook 04 looks at closely",
+    "CTX_BROWSER": "the browser of tests/test_html_export.py",
+    "CTX_EXPORT_DIR": "an export tests/test_html_export.py checks",
+}
+#: Variables whose value is a path: read by :func:`env_path` (``~`` expanded, relative to where it was typed).
+PATH_VARIABLES: tuple[str, ...] = ("CTX_RESULTS", "CTX_LLM_CACHE", "CTX_PAPER_DATA")
+#: Variables that may name a local file or folder instead of a kit name (``CTX_MODEL=./my-model``).
+MAYBE_PATH_VARIABLES: tuple[str, ...] = ("CTX_MODEL", "CTX_CORPUS", "CTX_TEST_CORPUS")
+
+
+def known_variables() -> list[str]:
+    """Every ``CTX_*`` variable the kit reads: one per setting, then :data:`OTHER_VARIABLES`."""
+    return [env_name(f.name) for f in fields(Settings)] + list(OTHER_VARIABLES)
+
+
+def _meant(variable: str) -> str | None:
+    """The real variable a misspelt ``variable`` most likely means (``CTX_RULE`` → ``CTX_HEAD_RULE``), if any."""
+    by_field = {_var(name): real for name, real in ENV_NAMES.items()}  # CTX_<FIELD> of a field read under another name
+    if variable in by_field:
+        return by_field[variable]
+    close = difflib.get_close_matches(variable, known_variables(), n=1, cutoff=0.75)
+    return close[0] if close else None
+
+
+def check_variables(environ: Mapping[str, str] | None = None) -> None:
+    """Name every unknown ``CTX_*`` variable with the closest real one, instead of ignoring it in silence.
+
+    An unknown variable close to a setting that shapes results (``CTX_RULE``, ``CTX_NDOCS``), to ``CTX_PRESET``
+    or to ``CTX_RESULTS`` raises :class:`SettingsError`: the run would otherwise compute, and save, results
+    with a setting the user did not ask for. Any other unknown ``CTX_*`` variable gets a warning.
+    """
     environ = os.environ if environ is None else environ
+    shaping = {env_name(name) for names in STEP_FIELDS.values() for name in names} | {"CTX_PRESET", "CTX_RESULTS"}
+    known = set(known_variables())
+    for variable in sorted(v for v in environ if v.startswith("CTX_") and v not in known):
+        meant = _meant(variable)
+        if meant in shaping:
+            raise SettingsError(
+                f"{variable} is not a variable the kit reads: did you mean {meant}? As it is, the run would ignore it "
+                f"and compute results with the default. Rename it to {meant} (or unset {variable})."
+            )
+        hint = f"did you mean {meant}?" if meant else f"the variables are {', '.join(sorted(known))}."
+        warnings.warn(f"{variable} is not a variable the kit reads: it is ignored ({hint})", stacklevel=4)
+
+
+def _typed_from() -> Path:
+    """Where a relative path in a variable was typed: the current folder, except in a notebook kernel, which
+    runs in the kit's ``notebooks/`` folder while ``make run`` and ``jupyter lab`` are typed in the kit's root."""
+    here = Path.cwd()
+    return KIT_ROOT if here.resolve() == KIT_ROOT / "notebooks" else here
+
+
+def as_typed_path(value: str) -> Path:
+    """``value`` as an absolute path: ``~`` expanded (also when quoted, as ``'~/x'``), relative to :func:`_typed_from`."""
+    path = Path(value.strip()).expanduser()
+    return path if path.is_absolute() else (_typed_from() / path).resolve()
+
+
+def env_path(variable: str, environ: Mapping[str, str] | None = None) -> Path | None:
+    """The path in ``variable`` (one of :data:`PATH_VARIABLES`) via :func:`as_typed_path`; None when unset or empty."""
+    environ = os.environ if environ is None else environ
+    value = environ.get(variable, "").strip()
+    return as_typed_path(value) if value else None
+
+
+def absolute_path_variables(environ: dict[str, str] | None = None) -> None:
+    """Rewrite the path variables in ``environ`` (the process's by default) as absolute paths, once, before
+    notebook kernels start in another folder: every kernel then reads the same folders as the process. A
+    :data:`MAYBE_PATH_VARIABLES` value is rewritten only when it names an existing file or folder."""
+    environ = os.environ if environ is None else environ
+    for variable in PATH_VARIABLES + MAYBE_PATH_VARIABLES:
+        value = environ.get(variable, "").strip()
+        looks_like_path = "/" in value or value.startswith(("~", ".")) or bool(Path(value).suffix)  # not "organism"
+        if value and (variable in PATH_VARIABLES or (looks_like_path and as_typed_path(value).exists())):
+            environ[variable] = str(as_typed_path(value))
+
+
+def from_env(environ: Mapping[str, str] | None = None) -> dict[str, Any]:
+    """The settings given in the environment (``CTX_PRESET`` first, then each ``CTX_<NAME>``), validated.
+
+    Unknown ``CTX_*`` variables are named first (:func:`check_variables`).
+    """
+    environ = os.environ if environ is None else environ
+    check_variables(environ)
     values: dict[str, Any] = {}
     preset = environ.get("CTX_PRESET", "").strip()
     if preset:

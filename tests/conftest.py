@@ -82,3 +82,11 @@ def bpe_fixture(request):
     folder = request.getfixturevalue(f"{request.param}_fixture_dir")
     hf_model = AutoModelForCausalLM.from_pretrained(folder).eval()
     return request.param, folder, load_model(str(folder), device="cpu"), hf_model
+
+
+def pytest_configure(config):
+    """Kernels started in this session (nbmake's, under `make test`) use CurveZMQ-encrypted sockets, so none warns
+    "Kernel is running over TCP without encryption" on every notebook's line (issue 23, item 11)."""
+    from ctx_utils.tools.run_notebooks import encrypt_kernels
+
+    encrypt_kernels()

@@ -81,5 +81,4 @@ def test_other_settings_are_said_first_and_mixed_folders_warned(tmp_path, capsys
     assert "warning: in B, scores.json" not in out and "warning: in A" not in out  # B's files agree with each other
     mixed = write(tmp_path / "mixed", made_with(RESULTS, lambda name: top3 if name == "heads.json" else DEFAULTS))
     cr.main([a, mixed])
-    assert f"warning: in B, scores.json was made with other settings than the files before it (rule={DEFAULTS.rule!r} " \
-           "where heads.json has 'top3')" in capsys.readouterr().out
+    assert f"warning: in B, heads.json has rule='top3' but scores.json has rule={DEFAULTS.rule!r}" in capsys.readouterr().out

@@ -261,3 +261,47 @@ def test_the_cache_key_holds_the_model_and_the_server(tmp_path):
         assert len(server.requests) == 2, "a different model was served the first model's cached answer"
         answer = make_client(other, tmp_path).complete("same prompt", max_tokens=1)
         assert len(other.requests) == 1 and answer.text == "No", "another server was served the first server's answer"
+
+
+# ----------------------------------------------------------------------- issue 23, items 7 and 12: secrets, cache
+
+
+@pytest.mark.parametrize("short_key", ["x", "sk-short9"])
+def test_a_short_key_echoed_by_a_401_is_hidden(tmp_path, caplog, short_key):
+    """Item 12: a key under 12 characters quoted back by a server's 401 reached the notebook and run.json."""
+    with FakeOpenAIServer() as server, caplog.at_level(logging.DEBUG):
+        server.plan = [401]
+        with pytest.raises(LLMRequestFailed) as info:
+            make_client(server, tmp_path, api_key=short_key).complete("q", max_tokens=1)
+    message = str(info.value)
+    assert "Incorrect API key provided: <hidden key>" in message
+    texts = [message, "".join(traceback.format_exception(info.value)), *(r.getMessage() for r in caplog.records)]
+    assert not any(f"provided: {short_key}" in t for t in texts)
+
+
+def test_credentials_in_the_base_url_reach_no_output_and_no_cache(tmp_path, caplog):
+    """Item 12: a user:password@ inside OPENAI_BASE_URL was printed by notebook 04 and stored in every cache file."""
+    with FakeOpenAIServer(answer=lambda p: "Yes") as server, caplog.at_level(logging.DEBUG, logger="ctx_utils.llm"):
+        url = server.base_url.replace("://", "://learner:pa55word@")
+        client = LLMClient(api_key=KEY, base_url=url, cache_dir=tmp_path, model="fake-gpt", max_retries=1, backoff_s=0.01)
+        assert client.complete("q", max_tokens=1).text == "Yes"
+        server.plan = [500, 500]
+        with pytest.raises(LLMRequestFailed) as info:
+            client.complete("refused", max_tokens=1)
+    texts = [repr(client), str(info.value), *(r.getMessage() for r in caplog.records if r.name == "ctx_utils.llm"),
+             *(p.read_text() for p in tmp_path.glob("*.json"))]
+    assert "<hidden>@127.0.0.1" in repr(client) and len(texts) > 3
+    assert not any("pa55word" in t or "learner:" in t for t in texts)
+
+
+def test_a_cache_that_cannot_be_written_loses_no_answer(tmp_path, caplog):
+    """Item 7: an LLM cache on a full disk crashed the run and lost a paid answer."""
+    blocked = tmp_path / "cache"
+    blocked.write_text("a file where the cache folder should be")
+    with FakeOpenAIServer(answer=lambda p: "Yes") as server, caplog.at_level(logging.WARNING, logger="ctx_utils.llm"):
+        client = make_client(server, blocked)
+        assert client.complete("one", max_tokens=1).text == "Yes"
+        assert client.ask_yes_no("two") is True
+    assert client.unsaved_answers == 2 and client.requests_sent == 2
+    warned = [r.getMessage() for r in caplog.records if "Could not save" in r.getMessage()]
+    assert len(warned) == 1 and str(blocked) in warned[0] and "CTX_LLM_CACHE" in warned[0]

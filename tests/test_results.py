@@ -9,7 +9,7 @@ import os
 import pytest
 
 from ctx_utils import results
-from ctx_utils.results import SCHEMA_VERSION, ResultFileError, load_json, save_json
+from ctx_utils.results import SCHEMA_VERSION, ResultFileError, ResultsFolderError, load_json, save_json
 
 
 class CrashAfter:
@@ -39,7 +39,7 @@ def test_an_interrupted_write_leaves_the_old_file_whole(tmp_path, monkeypatch):
     before = path.read_bytes()
     for module, name in ((builtins, "open"), (io, "open"), (os, "fdopen")):
         monkeypatch.setattr(module, name, CrashAfter(getattr(module, name)))
-    with pytest.raises(OSError, match="simulated"):
+    with pytest.raises(ResultsFolderError, match="simulated"):
         save_json(path, {"pairs": list(range(1000))})
     monkeypatch.undo()
     assert path.read_bytes() == before, "a failed write must not touch the existing file (write a temporary file, rename)"
@@ -111,3 +111,61 @@ def test_the_result_files_the_kit_ships_are_of_the_current_schema():
     assert shipped, "the kit ships results/paper-data/*.json"
     for path in shipped:
         load_json(path)  # raises ResultFileError naming the file
+
+
+# ---------------------------------------------------------------------------------- issue 23, items 4, 7 and 9
+
+
+def test_a_relative_results_folder_is_the_same_from_the_kit_root_and_from_a_notebook_kernel(tmp_path, monkeypatch):
+    """Item 4: the script wrote ./x, notebook kernels (which run in notebooks/) notebooks/x."""
+    monkeypatch.setenv("CTX_RESULTS", "x")
+    monkeypatch.chdir(results.REPO_ROOT)
+    from_root = results.results_root()
+    monkeypatch.chdir(results.REPO_ROOT / "notebooks")
+    assert results.results_root() == from_root == results.REPO_ROOT / "x"
+    monkeypatch.chdir(tmp_path)
+    assert results.results_root() == tmp_path / "x"
+
+
+def test_a_quoted_tilde_is_the_home_folder(tmp_path, monkeypatch):
+    """Item 4: CTX_RESULTS='~/x' made a folder literally named ~."""
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    monkeypatch.setenv("CTX_RESULTS", "~/x")
+    monkeypatch.chdir(tmp_path)
+    assert results.results_dir("organism") == tmp_path / "home" / "x" / "organism"
+    assert not (tmp_path / "~").exists()
+
+
+def test_a_local_folder_named_organism_does_not_share_the_bundled_results(tmp_path, monkeypatch):
+    """Item 9: a local model folder named organism wrote over the bundled organism's results."""
+    monkeypatch.setenv("CTX_RESULTS", str(tmp_path / "results"))
+    bundled = results.results_dir("organism")
+    assert results.results_dir(str(results.REPO_ROOT / "data" / "organism")) == bundled
+    mine = results.results_dir(str(tmp_path / "organism"))
+    assert mine != bundled and mine.name.startswith("organism-local-")
+    assert results.results_dir(str(tmp_path / "organism")) == mine  # the same folder every time
+
+
+@pytest.mark.parametrize("problem", ["file", "read-only", "full"])
+def test_disk_errors_name_the_folder_and_ctx_results(tmp_path, monkeypatch, problem):
+    """Item 7: a raw OSError traceback that did not say CTX_RESULTS."""
+    root = tmp_path / "res"
+    monkeypatch.setenv("CTX_RESULTS", str(root))
+    if problem == "file":
+        root.write_text("not a folder")
+        expected = "a file stands where a folder should be"
+        with pytest.raises(ResultsFolderError) as err:
+            results.results_dir("organism")
+    else:
+        folder = results.results_dir("organism")
+        expected = {"read-only": "permission denied", "full": "the disk is full"}[problem]
+        error = {"read-only": PermissionError(13, "Permission denied"), "full": OSError(28, "No space left on device")}[problem]
+
+        def fail(*args, **kwargs):
+            raise error
+
+        monkeypatch.setattr(results.tempfile, "mkstemp", fail)
+        with pytest.raises(ResultsFolderError) as err:
+            save_json(folder / "heads.json", {"pairs": []})
+    message = str(err.value)
+    assert expected in message and f"CTX_RESULTS={root}" in message and str(root) in message

@@ -91,3 +91,38 @@ def test_wins_ties_losses_count_each_pair_once():
     assert wins_ties_losses([0.6, 0.5, 0.4, 0.7], [0.5, 0.5, 0.5, 0.7 + 1e-12]) == {"wins": 1, "ties": 2, "losses": 1}
     with pytest.raises(ValueError, match="same pairs"):
         wins_ties_losses([0.5], [])
+
+
+# ------------------------------------------------------------------ issue 23, item 13: one-class pairs are flagged
+
+
+class SaysYes:
+    """An LLM stand-in whose classifier answers "Yes" to every prompt (the answer prompt injection aims at)."""
+
+    def ask_yes_no(self, prompt, max_tokens=1):
+        return True
+
+
+def yes_to_everything(truth_by_pair):
+    from ctx_utils.score import score_explanations
+
+    explained = [{"layer": 1, "neuron": n, "token": " up", "head": 3, "text": "anything", "source": "llm:fake",
+                  "variant": "oct2023", "rule": None, "finish_reason": "stop"} for n in range(len(truth_by_pair))]
+    held = {f"1.{n}": [f"prompt {i}" for i in range(len(t))] for n, t in enumerate(truth_by_pair)}
+    active = {f"1.{n}": [[3] if a else [] for a in t] for n, t in enumerate(truth_by_pair)}
+    return score_explanations(explained, held, active, llm=SaysYes())
+
+
+def test_a_pair_whose_held_out_prompts_are_one_class_is_flagged():
+    """"Yes" to everything scores 0.5 on a mixed pair but 1.0 on an all-active one: the pair says so."""
+    mixed, all_active, all_inactive = yes_to_everything([[True, False, True], [True, True], [False, False]])
+    assert (mixed["E"], mixed["one_class"]) == (0.5, None)
+    assert (all_active["E"], all_active["one_class"]) == (1.0, "all active")  # the paper's convention, kept
+    assert (all_inactive["E"], all_inactive["one_class"]) == (0.0, "all inactive")
+
+
+def test_the_pipeline_summary_counts_one_class_pairs():
+    from ctx_utils.pipeline import _summary
+
+    summary = _summary(yes_to_everything([[True, False, True], [True, True], [False, False]]))
+    assert summary["n_pairs"] == 3 and summary["n_one_class"] == 2

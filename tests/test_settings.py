@@ -106,3 +106,34 @@ def test_readme_documents_every_setting():
     readme = (PACKAGE.parent / "README.md").read_text(encoding="utf-8")
     missing = [env_name(f.name) for f in fields(Settings) if f"`{env_name(f.name)}`" not in readme]
     assert not missing, f"README's settings table lacks {missing}"
+
+
+# ------------------------------------------------------------------------- issue 23, item 3: typo'd variables
+
+
+@pytest.mark.parametrize("variable, meant", [("CTX_RULE", "CTX_HEAD_RULE"), ("CTX_NDOCS", "CTX_N_DOCS"),
+                                             ("CTX_BAND", "CTX_HEAD_BAND"), ("CTX_RESULT", "CTX_RESULTS")])
+def test_a_misspelt_setting_that_shapes_results_is_an_error_naming_the_real_one(variable, meant):
+    with pytest.raises(SettingsError) as err:
+        load_settings({variable: "top3"})
+    assert f"{variable} is not a variable the kit reads: did you mean {meant}?" in str(err.value)
+
+
+def test_other_unknown_variables_are_warned_of():
+    with pytest.warns(UserWarning, match="CTX_LLM_TIMEOT is not a variable the kit reads: it is ignored "
+                                         r"\(did you mean CTX_LLM_TIMEOUT\?\)"):
+        load_settings({"CTX_LLM_TIMEOT": "5"})
+    with pytest.warns(UserWarning, match="CTX_WHATEVER is not a variable the kit reads: it is ignored "
+                                         r"\(the variables are CTX_ACTIVITY_DOCS"):
+        load_settings({"CTX_WHATEVER": "1"})
+
+
+def test_every_variable_the_kit_reads_is_known():
+    import re
+
+    from ctx_utils.settings import KIT_ROOT, known_variables
+
+    read = set()
+    for path in [*KIT_ROOT.glob("ctx_utils/**/*.py"), KIT_ROOT / "Makefile", *KIT_ROOT.glob("notebooks/*.ipynb")]:
+        read |= set(re.findall(r"CTX_[A-Z][A-Z_]*[A-Z]", path.read_text(encoding="utf-8")))
+    assert read - set(known_variables()) == {"CTX_RULE", "CTX_NDOCS"}  # the examples of typos in settings.py

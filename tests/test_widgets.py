@@ -91,8 +91,8 @@ def test_one_step_rerun_with_other_settings_is_named_and_refused():
     assert len(against_settings) == 1 and against_settings[0].startswith("heads.json")
     assert f"rule='top3', now {DEFAULTS.rule!r}" in against_settings[0]
     among_files = widgets.mixed_settings(mixed)  # no settings given: each later file against heads.json
-    assert [n.split(" ")[0] for n in among_files] == ["explanations.json", "scores.json", "ablation.json"]
-    assert f"rule={DEFAULTS.rule!r} where heads.json has 'top3'" in among_files[1]
+    assert [n.split(" but ")[1].split(" ")[0] for n in among_files] == ["explanations.json", "scores.json", "ablation.json"]
+    assert f"heads.json has rule='top3' but scores.json has rule={DEFAULTS.rule!r}" in among_files
     with pytest.raises(ValueError, match=r"mix settings.*scores\.json.*load_results\(settings\)"):
         widgets.check_results(mixed)
     with pytest.raises(ValueError, match="mix settings"):

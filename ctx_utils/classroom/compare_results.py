@@ -18,6 +18,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from ctx_utils import results as result_files
 from ctx_utils.results import load_json
 from ctx_utils.settings import Settings
 from ctx_utils.tokens import parse_neuron_key
@@ -50,27 +51,19 @@ def mixed_settings(results: dict[str, dict], settings: Settings | None = None) -
     """One sentence per result file made with other settings, naming the file and the settings that differ.
 
     With ``settings``, each file's fingerprint is compared with :meth:`Settings.fingerprint` of its step; without,
-    each file with the earlier files on the settings they share (the steps a later file builds on). Files that
-    record no settings (hand-made ones) are not judged.
+    the files are compared with each other on the settings they share (:func:`ctx_utils.results.mixed_settings`).
+    Files that record no settings (hand-made ones) are not judged.
     """
-    notes, seen = [], {}  # seen: setting -> (value, the first file that recorded it)
+    if settings is None:
+        return result_files.mixed_settings({name: results[name] for name in SPECS if name in results})
+    notes = []
     for name in SPECS:
         saved = results.get(name, {}).get("settings")
-        if saved is None:
-            continue
         step = name.removesuffix(".json")
-        if settings is not None:
-            if results[name].get("fingerprint") != settings.fingerprint(step):
-                now = settings.for_step(step)
-                diff = [f"{k}={saved.get(k)!r}, now {v!r}" for k, v in sorted(now.items()) if saved.get(k) != v]
-                notes.append(f"{name} was made with other settings ({'; '.join(diff) or 'an older kit'}).")
-            continue
-        clash = [f"{k}={v!r} where {seen[k][1]} has {seen[k][0]!r}" for k, v in sorted(saved.items())
-                 if k in seen and seen[k][0] != v]
-        if clash:
-            notes.append(f"{name} was made with other settings than the files before it ({'; '.join(clash)}).")
-        for k, v in saved.items():
-            seen.setdefault(k, (v, name))
+        if saved is not None and results[name].get("fingerprint") != settings.fingerprint(step):
+            now = settings.for_step(step)
+            diff = [f"{k}={saved.get(k)!r}, now {v!r}" for k, v in sorted(now.items()) if saved.get(k) != v]
+            notes.append(f"{name} was made with other settings ({'; '.join(diff) or 'an older kit'}).")
     return notes
 
 

@@ -6,7 +6,10 @@ Each notebook runs on a fresh kernel with ``CTX_MODEL`` set, so all of them use 
 write their results under ``results/<model>/``; this job adds, under ``results/<model>/notebooks/``, the
 executed copy of each notebook and an HTML rendering (figures included) that opens in any browser, plus
 ``run.json`` with each notebook's status and run time. A failing notebook is saved as far as it ran; the
-job goes on with the next one and exits non-zero at the end.
+job goes on with the next one and exits non-zero at the end. Ctrl-C stops the job with one line saying what
+was kept (exit status 130). Path variables (``CTX_RESULTS``…) are made absolute before any kernel starts, so
+kernels, which run in ``notebooks/``, read the folders the command was typed for. Kernels talk to this process
+over CurveZMQ-encrypted sockets (:func:`encrypt_kernels`), so no kernel warns of plain-text TCP.
 
 The HTML pages work offline and stay small (see :class:`OfflineHTMLExporter`): formulas are converted to
 MathML, which browsers draw natively (no MathJax from a CDN); plotly figures are stored once, as plotly's JSON,
@@ -21,12 +24,15 @@ import argparse
 import copy
 import html
 import os
+import re
 import sys
+import threading
 import time
 from pathlib import Path
 
 import jinja2
 import nbformat
+from jupyter_core.utils import run_sync
 import plotly.io as pio
 from latex2mathml.converter import convert as latex_to_mathml
 from nbclient import NotebookClient
@@ -36,7 +42,8 @@ from nbconvert.filters.markdown_mistune import IPythonRenderer, MarkdownWithMath
 
 from ctx_utils import viz
 from ctx_utils.models import ModelNotFoundError, choose_model
-from ctx_utils.results import REPO_ROOT, results_dir, save_json, write_text_atomic
+from ctx_utils.results import REPO_ROOT, ResultsFolderError, folder_error, results_dir, save_json, write_text_atomic
+from ctx_utils.settings import SettingsError, absolute_path_variables, load_settings
 
 NOTEBOOKS_DIR = REPO_ROOT / "notebooks"
 PLOTLY_MIME = "application/vnd.plotly.v1+json"
@@ -154,20 +161,76 @@ def step_notebooks(folder: Path = NOTEBOOKS_DIR) -> list[Path]:
     return sorted(folder.glob("[0-9][0-9]_*.ipynb"))
 
 
+def encrypt_kernels() -> None:
+    """Start every kernel of this process with CurveZMQ keys (jupyter_client's ``transport_encryption="auto"``,
+    for kernel specs that support it, as ipykernel's does): the sockets are encrypted, and no kernel warns that
+    it "is running over TCP without encryption" on every notebook's line. Set as the class default because
+    nbmake (``make test``) builds its kernel managers with no configuration; tests/conftest.py calls it too."""
+    import zmq
+    from jupyter_client.manager import KernelManager
+
+    if zmq.has("curve"):
+        KernelManager.transport_encryption.default_value = "auto"
+
+
+ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")  # the colour codes of IPython's tracebacks
+
+
+def error_line(err: CellExecutionError) -> str:
+    """The last line of a cell's error (``AssertionError: …``), without IPython's colour codes."""
+    text = ANSI.sub("", str(err)).strip()
+    return text.splitlines()[-1] if text else type(err).__name__
+
+
 def execute_notebook(path: Path, out_dir: Path, timeout: int = 1800) -> tuple[bool, float, str]:
-    """Run one notebook on a fresh kernel; save the executed copy and its HTML. Returns (ok, seconds, error)."""
+    """Run one notebook on a fresh kernel; save the executed copy and its HTML. Returns (ok, seconds, error).
+
+    Ctrl-C stops the kernel (:func:`_execute_interruptibly`) and propagates; nothing is saved for this notebook.
+    """
     nb = nbformat.read(path, as_version=4)
     client = NotebookClient(nb, timeout=timeout, kernel_name="python3", resources={"metadata": {"path": str(path.parent)}})
     start = time.perf_counter()
     error = ""
     try:
-        client.execute()
+        _execute_interruptibly(client)
     except CellExecutionError as err:
-        error = str(err).strip().splitlines()[-1] if str(err).strip() else type(err).__name__
+        error = error_line(err)
     seconds = time.perf_counter() - start
-    write_text_atomic(out_dir / path.name, nbformat.writes(nb))
-    write_text_atomic(out_dir / path.with_suffix(".html").name, notebook_html(nb))
+    for target, text in ((out_dir / path.name, nbformat.writes(nb)), (out_dir / path.with_suffix(".html").name, notebook_html(nb))):
+        try:
+            write_text_atomic(target, text)
+        except OSError as err:
+            raise folder_error(target, err) from None
     return not error, seconds, error
+
+
+def _execute_interruptibly(client: NotebookClient, grace_s: float = 30.0) -> None:
+    """``client.execute()``, run in a worker thread so that Ctrl-C reaches this thread as a KeyboardInterrupt.
+
+    Why: in the main thread nbclient handles SIGINT itself by killing the kernel mid-cell, and the run then
+    ends in ``DeadKernelError`` and a bare ``AssertionError`` (its clean-up finds no kernel manager). Here
+    Ctrl-C reaches this thread, the kernel is shut down at once (its cell's work is lost either way), and
+    the KeyboardInterrupt goes on to :func:`main`, which says what was kept.
+    """
+    failure: list[BaseException] = []
+
+    def work() -> None:
+        try:
+            client.execute()
+        except BaseException as err:  # noqa: BLE001 - handed to the calling thread as it is
+            failure.append(err)
+
+    worker = threading.Thread(target=work, name="notebook", daemon=True)
+    worker.start()
+    try:
+        worker.join()
+    except KeyboardInterrupt:
+        if client.km is not None and client.km.has_kernel:
+            run_sync(client.km.shutdown_kernel)(now=True)  # killed at once: the cell's work is lost anyway
+            worker.join(timeout=grace_s)
+        raise
+    if failure:
+        raise failure[0]
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -177,8 +240,10 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     try:
+        absolute_path_variables()  # before any kernel starts in notebooks/: every kernel reads the same folders
+        load_settings()  # a typo'd CTX_* variable or a bad value: said once, here, not in every notebook
         choice = choose_model(args.model)
-    except ModelNotFoundError as err:  # a typo in --model: the message says it all, a traceback would bury it
+    except (ModelNotFoundError, SettingsError) as err:  # the message says it all, a traceback would bury it
         print(f"error: {err}", file=sys.stderr)
         return 2
     print(f"Model: {choice.name}. {choice.reason}", flush=True)
@@ -186,20 +251,34 @@ def main(argv: list[str] | None = None) -> int:
     # Figures as plotly's JSON only (JupyterLab and VS Code draw it; the HTML pages draw it with the shared
     # plotly.js): no copy of plotly.js inside any notebook.
     os.environ["PLOTLY_RENDERER"] = PLOTLY_RENDERER
-    out_dir = results_dir(choice.name) / "notebooks"
-    write_page_scripts(out_dir)
-    notebooks = [p for p in step_notebooks() if args.only is None or p.name[:2] in args.only]
+    encrypt_kernels()
+    notebooks = [p for p in step_notebooks(NOTEBOOKS_DIR) if args.only is None or p.name[:2] in args.only]
     if not notebooks:
         print(f"No notebooks matched in {NOTEBOOKS_DIR}.", file=sys.stderr)
         return 2
-
-    runs = []
-    for path in notebooks:
-        print(f"→ {path.name} …", end=" ", flush=True)
-        ok, seconds, error = execute_notebook(path, out_dir)
-        print(f"{'ok' if ok else 'FAILED'} in {seconds:.1f} s" + (f": {error}" if error else ""), flush=True)
-        runs.append({"notebook": path.name, "ok": ok, "seconds": round(seconds, 1), "error": error})
-    save_json(out_dir / "run.json", {"model": choice.name, "notebooks": runs})
+    runs: list[dict] = []
+    path = None
+    try:
+        out_dir = results_dir(choice.name) / "notebooks"
+        write_page_scripts(out_dir)
+        for path in notebooks:
+            print(f"→ {path.name} …", end=" ", flush=True)
+            ok, seconds, error = execute_notebook(path, out_dir)
+            print(f"{'ok' if ok else 'FAILED'} in {seconds:.1f} s" + (f": {error}" if error else ""), flush=True)
+            runs.append({"notebook": path.name, "ok": ok, "seconds": round(seconds, 1), "error": error})
+        save_json(out_dir / "run.json", {"model": choice.name, "notebooks": runs})
+    except KeyboardInterrupt:
+        if path is None:
+            print("\nInterrupted before any notebook ran: no notebook was executed.", file=sys.stderr)
+            return 130
+        done = ", ".join(r["notebook"] for r in runs) or "no notebook"
+        saved = ", ".join(sorted(p.name for p in out_dir.parent.glob("*.json"))) or "no result file"
+        print(f"\nInterrupted during {path.name}: kept the executed pages of {done} in {out_dir}, and {saved} in "
+              f"{out_dir.parent} (complete files; a rerun loads them).", file=sys.stderr)
+        return 130
+    except ResultsFolderError as err:
+        print(f"\nerror: {err}", file=sys.stderr)
+        return 2
     failed = [r["notebook"] for r in runs if not r["ok"]]
     print(f"Executed notebooks and HTML in {out_dir}" + (f"; failed: {', '.join(failed)}" if failed else ""))
     return 1 if failed else 0
