@@ -204,6 +204,7 @@ OTHER_VARIABLES: dict[str, str] = {
     "CTX_TORCH_THREADS": "torch's CPU threads (ctx_utils/__init__.py)",
     "CTX_VIZ_MODE": "how circuitsvis views draw (ctx_utils.viz)",
     "CTX_PAIR": "the pair notebook 04 looks at closely",
+    "CTX_NOTEBOOK": "the open notebook's number, set by Colab's setup cell (ctx_utils.runtime)",
     "CTX_BROWSER": "the browser of tests/test_html_export.py",
     "CTX_EXPORT_DIR": "an export tests/test_html_export.py checks",
 }

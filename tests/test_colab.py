@@ -78,8 +78,9 @@ def colab_sim(monkeypatch, tmp_path):
     monkeypatch.setattr(colab, "CONSTRAINTS", tmp_path / "constraints.txt")
     monkeypatch.setattr(colab, "LOCK_FILE", tmp_path / "requirements-lock.txt")
     colab.LOCK_FILE.write_text(SAMPLE_LOCK)
-    for name in ("CTX_RESULTS", runtime.NOTEBOOK_VAR):
-        monkeypatch.delenv(name, raising=False)
+    for name in ("CTX_RESULTS", runtime.NOTEBOOK_VAR):  # set, then removed: monkeypatch restores what setup() writes
+        monkeypatch.setenv(name, "")
+        monkeypatch.delenv(name)
     return types.SimpleNamespace(mounted=mounted, cloned=cloned, commands=FakePopen.commands, tmp=tmp_path)
 
 
