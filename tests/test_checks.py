@@ -410,6 +410,7 @@ def test_yours_or_kit_says_which_ran(capsys):
 
     assert checks.yours_or_kit(double, kit_double, 3) == 7
     assert "✓ your double ran here (not the kit's" in capsys.readouterr().out
+    assert checks.yours_or_kit(double, kit_double, call=lambda fn: [fn(x) for x in (1, 2)]) == [3, 5]
 
 
 # ------------------------------------------------------------------------------- 01 the activation check

@@ -114,18 +114,20 @@ def _passed(message: str) -> None:
     print(f"✓ {message}")
 
 
-def yours_or_kit(yours: Callable, kit: Callable, *args: Any, **kwargs: Any) -> Any:
+def yours_or_kit(yours: Callable, kit: Callable, *args: Any, call: Callable[[Callable], Any] | None = None, **kwargs: Any) -> Any:
     """``yours(*args, **kwargs)``; while it still raises ``NotImplementedError``, the kit's ``kit(*args, **kwargs)``.
 
     As in ARENA, the cells after an exercise use the learner's function once it is written, with the kit's standing
-    in until then so that Run All goes on. One line says which of the two ran.
+    in until then so that Run All goes on. One line says which of the two ran. ``call`` (optional) runs a function
+    over many inputs instead, e.g. ``call=lambda E: [E(t, p) for t, p in cases]``.
     """
+    run = call or (lambda fn: fn(*args, **kwargs))
     kit_name = f"{kit.__module__.removeprefix('ctx_utils.')}.{kit.__name__}"
     try:
-        result = yours(*args, **kwargs)
+        result = run(yours)
     except NotImplementedError:
         print(f"… your {yours.__name__} is not written yet, so the kit's {kit_name} ran here.")
-        return kit(*args, **kwargs)
+        return run(kit)
     print(f"✓ your {yours.__name__} ran here (not the kit's {kit_name}).")
     return result
 
