@@ -169,6 +169,9 @@ def test_every_exercise_cell_has_text_difficulty_graduated_hints_and_no_emoji():
 # ------------------------------------------------------------------- every exercise notebook, unsolved and solved
 
 
+INSTRUCTORS = colab.NOTEBOOKS_DIR.parent / "INSTRUCTORS.md"
+
+
 def solved(exercise_nb: nbformat.NotebookNode, step_path) -> nbformat.NotebookNode:
     """The exercise notebook with each stub cell holding its step notebook's solution (as a learner who finished)."""
     solutions = {c.id: c.source for c in nbformat.read(step_path, as_version=4).cells if "solution" in c.metadata.get("tags", [])}
@@ -220,6 +223,11 @@ def test_each_exercise_notebook_runs_unsolved_and_solved(organism_results, monke
             assert "is not written yet: replace `raise NotImplementedError`" in out, f"{step} {cell.id}: {out[-500:]}"
         else:
             assert "✓ check_" in out and "passed" in out and "not written yet" not in out, f"{step} {cell.id}: {out[-500:]}"
+    if state == "solved":  # INSTRUCTORS.md quotes every check's line on the default organism: it must not drift
+        quoted = INSTRUCTORS.read_text(encoding="utf-8").split("<!-- check-lines -->")[1].split("<!-- /check-lines -->")[0]
+        lines = [line for cell in checks for line in _outputs(cell).splitlines() if line.startswith("✓ check_")]
+        missing = [line for line in lines if line not in quoted]
+        assert not missing, "INSTRUCTORS.md, 'What students should see', lacks (or quotes an older):\n" + "\n".join(missing)
     uses_yours = [c for c in nb.cells if c.cell_type == "code" and "yours_or_kit(" in c.source]
     said = {"unsolved": "is not written yet, so the kit's", "solved": "ran here (not the kit's"}[state]
     for cell in uses_yours:  # a later cell runs the learner's function, or the kit's in its place, and says which

@@ -464,8 +464,10 @@ def check_active_heads(fn: Callable[[Tensor, str], Tensor], attr: Tensor) -> Non
                 f"rule {rule!r}, prompt {p}, head {h}: attribution {float(row[h]):.4g} ({rule_says}): expected "
                 f"{say[bool(expected[p, h])]}, got {say[bool(got[p, h])]}." + _mistake(got, _active_mistakes(case, rule))
             )
+    per_prompt = {rule: float(heads.active_heads(attr.detach().float().cpu(), rule).sum(1).float().mean()) for rule in heads.RULES}
     _passed(f"check_active_heads passed: both rules match heads.active_heads on the hand-made prompts and on these "
-            f"{attr.shape[0]} prompts × {attr.shape[1]} heads.")
+            f"{attr.shape[0]} prompts × {attr.shape[1]} heads (active per prompt: "
+            + ", ".join(f"{rule} {n:.2f}" for rule, n in per_prompt.items()) + ").")
 
 
 def band_case() -> Tensor:
@@ -524,7 +526,9 @@ def check_band(fn: Callable[[Tensor, str], list[tuple[int, float]]], active: Ten
                 f"band {band!r}, {case.shape[0]} prompts × {case.shape[1]} heads: expected {shown(expected)}, got "
                 f"{shown(got)}. {hint}".rstrip()
             )
-    _passed("check_band passed: both bands match heads.select_pairs on the hand-made heads and on this neuron's.")
+    kept = {band: heads.select_pairs(active.detach().cpu().bool(), band=band) for band in heads.BANDS}
+    _passed("check_band passed: both bands match heads.select_pairs on the hand-made heads and on this neuron's (flat heads "
+            + "; ".join(f"{band}: " + (", ".join(f"{h} ({f:.0%})" for h, f in pairs) or "none") for band, pairs in kept.items()) + ").")
 
 
 # ----------------------------------------------------------------------------- 04 · the explainer's examples
@@ -947,7 +951,8 @@ def check_pair_ks(fn: Callable[[list[dict]], tuple[float, float]], effects: Sequ
     """Exercise 06 (the KS test): ``fn(effects)`` → ``(statistic, pvalue)`` of :func:`ablate.ks_test` on the per-pair
     mean drops where the head was active and where it was not, computed from ablation.json's per-prompt records.
     On :func:`ks_effects`, then on ``effects`` (the notebook's)."""
-    for case in (ks_effects(), list(effects)):
+    shown = "no KS test on them: a group is empty"
+    for real, case in ((False, ks_effects()), (True, list(effects))):
         try:
             kit = ablate.ks_test([e["mean_decrease_active"] for e in case], [e["mean_decrease_inactive"] for e in case])
         except ValueError:  # a group is empty on this model: the hand-made pairs were tested
@@ -960,9 +965,10 @@ def check_pair_ks(fn: Callable[[list[dict]], tuple[float, float]], effects: Sequ
         except (TypeError, ValueError):
             raise AssertionError(f"pair_ks should return (statistic, pvalue), got {got!r}.") from None
         if abs(statistic - expected[0]) < 1e-9 and abs(pvalue - expected[1]) < 1e-9 * max(1.0, expected[1]):
+            shown = f"KS {expected[0]:.3f}, p = {expected[1]:.2e}" if real else shown
             continue
         hint = next((h for h, (s, p) in _ks_mistakes(case).items() if abs(s - statistic) < 1e-9 and abs(p - pvalue) < 1e-9), "")
         raise AssertionError(f"{len(case)} pairs ({kit['n_active']} with active prompts, {kit['n_inactive']} with inactive "
                              f"ones): expected KS {expected[0]:.4f} (p = {expected[1]:.3g}), got {statistic:.4f} (p = "
                              f"{pvalue:.3g}). {hint}".rstrip())
-    _passed(f"check_pair_ks passed: the hand-made pairs and these {len(effects)} pairs match ablate.ks_test.")
+    _passed(f"check_pair_ks passed: the hand-made pairs and these {len(effects)} pairs match ablate.ks_test ({shown}).")
