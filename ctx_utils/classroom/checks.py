@@ -5,8 +5,10 @@ runs it on small fixed inputs and compares the result with the kit's own impleme
 mismatch raises ``AssertionError`` saying exactly what differs (shape, first differing entry, largest
 difference) and, when the answer matches a typical mistake, names the mistake. Success prints one line,
 "✓ … passed". An exercise not written yet (the stub still raises ``NotImplementedError``) prints what to do and
-returns, so "Run All" goes on through the rest of the notebook. The exercises live in the step notebooks (``notebooks/NN_*.ipynb``); ``python -m
-ctx_utils.classroom.exercises`` turns them into the learner's notebooks under ``notebooks/exercises/``.
+returns, so "Run All" goes on through the rest of the notebook; a later cell that uses the learner's function calls
+it through :func:`yours_or_kit`, which runs the kit's instead until it is written and says which ran. The exercises
+live in the step notebooks (``notebooks/NN_*.ipynb``); ``python -m ctx_utils.classroom.exercises`` turns them into the
+learner's notebooks under ``notebooks/exercises/``.
 """
 
 from __future__ import annotations
