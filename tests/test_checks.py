@@ -794,3 +794,10 @@ def test_every_new_check_lets_an_unwritten_exercise_through(check, args, capsys)
 
     check(stub, *args)
     assert "is not written yet: replace `raise NotImplementedError`" in capsys.readouterr().out
+
+
+def test_random_baseline_of_every_neuron_passes(tiny_model, capsys):
+    """per_layer = d_mlp draws every neuron: it is the first and the most congruent neurons, and still right."""
+    d_mlp = tiny_model.cfg.d_mlp
+    checks.check_random_baseline(baseline_right, tiny_model, [0, 1], d_mlp, seed=0)
+    assert f"✓ check_random_baseline passed: {d_mlp} distinct neurons" in capsys.readouterr().out

@@ -742,6 +742,9 @@ def check_random_baseline(fn: Callable[[int, list[int], int, int], list[tuple[in
         raise AssertionError("Two calls with the same seed drew different neurons: draw from a generator seeded with "
                              "`seed` (torch.Generator().manual_seed(seed)), so that the baseline can be rerun.")
     expected = [(n["layer"], n["neuron"]) for n in neurons.random_neurons(model, layers, per_layer, seed)]
+    if got == expected:
+        _passed(f"check_random_baseline passed: {per_layer} distinct neurons in each of layers {layers}, the same for the same seed.")
+        return
     picked = {layer: [n for l, n in got if l == layer] for layer in layers}
     if any(l not in picked for l, _ in got):
         raise AssertionError(f"A neuron of layer {next(l for l, _ in got if l not in picked)}: draw only from the layers given, {layers}.")
@@ -761,12 +764,11 @@ def check_random_baseline(fn: Callable[[int, list[int], int, int], list[tuple[in
     if len(layers) > 1 and len({tuple(sorted(c)) for c in picked.values()}) == 1:
         raise AssertionError("Every layer got the same neurons: seed one generator once for the whole draw (seeding "
                              "again for each layer repeats the same draw).")
-    if sorted(got) == sorted(expected) and got != expected:
+    if sorted(got) == sorted(expected):
         raise AssertionError("The kit's neurons, in another order: order them by layer, then neuron (sort each layer's draw).")
-    note = "" if got == expected else (" It is not the kit's draw (neurons.random_neurons: one generator seeded once, "
-                                       "torch.randperm per layer, the first per_layer, sorted), so the saved baseline uses the kit's.")
-    _passed(f"check_random_baseline passed: {per_layer} distinct neurons in each of layers {layers}, the same for the same seed."
-            + note)
+    _passed(f"check_random_baseline passed: {per_layer} distinct neurons in each of layers {layers}, the same for the same seed. "
+            "It is not the kit's draw (neurons.random_neurons: one generator seeded once, torch.randperm per layer, the first "
+            "per_layer, sorted), so the saved baseline uses the kit's.")
 
 
 # --------------------------------------------------------------------------------- 06 · ablation hook
