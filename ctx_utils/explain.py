@@ -38,15 +38,16 @@ EXPLAIN_MAX_TOKENS = 200  # the paper's explanation length cap
 CLASSIFY_MAX_TOKENS = 1  # one token: "Yes" or "No"
 OFFLINE = "offline"
 
-_CONTEXT = (
+#: The explainer prompt's fixed sentences, public so that notebook 04's exercise builds the prompt from them.
+CONTEXT = (
     "We are studying attention heads in a transformer architecture neural network. "
     "Each attention head looks for some particular thing in a short document.\n"
 )
-_INSTRUCTION = (
+INSTRUCTION = (
     "Look at the documents and explain what makes the attention head active, "
     "taking into consideration the inactive examples.\n"
 )
-_EXPLAIN_ENDING = {
+EXPLAIN_ENDING = {
     "oct2023": "Explanation: This attention head is active when the document",
     "feb2024": "In two to three sentences, suggest when the attention head is active.",
 }
@@ -84,12 +85,12 @@ def explanation_prompt(token: str, positive_examples: Sequence[str], negative_ex
         "but it is only active in some documents and not others. "
     )
     return (
-        _CONTEXT
+        CONTEXT
         + head
-        + _INSTRUCTION
+        + INSTRUCTION
         + _example_block("active", positive_examples)
         + _example_block("inactive", negative_examples)
-        + _EXPLAIN_ENDING[variant]
+        + EXPLAIN_ENDING[variant]
     )
 
 

@@ -86,6 +86,16 @@ def passes_token_rule(token: str, reject: Iterable[str] = ()) -> bool:
     return token.startswith(" ") and len(token) > 2 and token not in set(reject)
 
 
+def min_activity(max_acts: dict[int, Tensor], min_share: float = DEFAULTS.min_share) -> float:
+    """The activation check's threshold: ``min_share`` of the strongest neuron's maximum over every layer given.
+
+    ``max_acts`` is ``{layer: Float[Tensor, "d_mlp"]}`` (each neuron's largest activation on the corpus); a neuron
+    *fires* when its maximum is more than this. One scale for all the late layers: a GELU neuron is rarely exactly
+    silent, so "fires" is measured against the strongest neuron, not against zero.
+    """
+    return min_share * max(float(acts.max()) for acts in max_acts.values())
+
+
 def select_next_token_neurons(
     model: TransformerBridge,
     layers: list[int] | None = None,

@@ -186,7 +186,7 @@ def compute_neurons(settings: Settings, model: TransformerBridge, max_acts: dict
     """
     layers = neurons_step.default_layers(model)
     max_acts = activity(settings, model) if max_acts is None else max_acts
-    min_activity = settings.min_share * max(float(max_acts[layer].max()) for layer in layers)
+    min_activity = neurons_step.min_activity({layer: max_acts[layer] for layer in layers}, settings.min_share)
     reject = list(neurons_step.rejected_tokens(settings.model))
     selected = neurons_step.select_next_token_neurons(
         model, layers, settings.per_layer, reject, activity=max_acts, min_activity=min_activity

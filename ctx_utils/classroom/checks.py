@@ -5,21 +5,26 @@ runs it on small fixed inputs and compares the result with the kit's own impleme
 mismatch raises ``AssertionError`` saying exactly what differs (shape, first differing entry, largest
 difference) and, when the answer matches a typical mistake, names the mistake. Success prints one line,
 "✓ … passed". An exercise not written yet (the stub still raises ``NotImplementedError``) prints what to do and
-returns, so "Run All" goes on through the rest of the notebook. The exercises live in the step notebooks (``notebooks/NN_*.ipynb``); ``python -m
-ctx_utils.classroom.exercises`` turns them into the learner's notebooks under ``notebooks/exercises/``.
+returns, so "Run All" goes on through the rest of the notebook; a later cell that uses the learner's function calls
+it through :func:`yours_or_kit`, which runs the kit's instead until it is written and says which ran. The exercises
+live in the step notebooks (``notebooks/NN_*.ipynb``); ``python -m ctx_utils.classroom.exercises`` turns them into the
+learner's notebooks under ``notebooks/exercises/``.
 """
 
 from __future__ import annotations
 
+import copy
 import functools
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any, TypeVar
 
+import numpy as np
 import torch
 from jaxtyping import Float, Int
+from scipy import stats
 from torch import Tensor
 
-from ctx_utils import ablate, heads, neurons, prompts, score
+from ctx_utils import ablate, explain, heads, llm, neurons, prompts, score
 from ctx_utils.settings import DEFAULTS
 
 if TYPE_CHECKING:  # the model type, for readers and type checkers; not imported at run time
@@ -111,6 +116,24 @@ def _passed(message: str) -> None:
     print(f"✓ {message}")
 
 
+def yours_or_kit(yours: Callable, kit: Callable, *args: Any, call: Callable[[Callable], Any] | None = None, **kwargs: Any) -> Any:
+    """``yours(*args, **kwargs)``; while it still raises ``NotImplementedError``, the kit's ``kit(*args, **kwargs)``.
+
+    As in ARENA, the cells after an exercise use the learner's function once it is written, with the kit's standing
+    in until then so that Run All goes on. One line says which of the two ran. ``call`` (optional) runs a function
+    over many inputs instead, e.g. ``call=lambda E: [E(t, p) for t, p in cases]``.
+    """
+    run = call or (lambda fn: fn(*args, **kwargs))
+    kit_name = f"{kit.__module__.removeprefix('ctx_utils.')}.{kit.__name__}"
+    try:
+        result = run(yours)
+    except NotImplementedError:
+        print(f"… your {yours.__name__} is not written yet, so the kit's {kit_name} ran here.")
+        return run(kit)
+    print(f"✓ your {yours.__name__} ran here (not the kit's {kit_name}).")
+    return result
+
+
 # ------------------------------------------------------------------------------------ 01 · congruence
 
 
@@ -162,6 +185,65 @@ def check_congruence(
             "vocabulary (`.max(dim=-1).indices` or `.argmax(dim=-1)`)."
         )
     _passed(f"check_congruence passed: {d_mlp} neurons of layer {layer} match neurons.congruence.")
+
+
+# ------------------------------------------------------------------------------- 01 · the activation check
+
+#: Hand-made largest activations ``{layer: [d_mlp]}``, checked with min_share 0.1.
+FIRING_CASES: list[dict[int, list[float]]] = [
+    {1: [0.0, 0.5, 2.0, 0.2], 2: [10.0, 1.0, 0.9, 3.0]},  # threshold 1.0: layer 2's neuron 1 sits exactly on it
+    {0: [-0.5, 4.0, 0.3], 1: [0.39, 0.41, 0.0]},  # threshold 0.4: the strongest neuron is in the other layer
+]
+
+
+def _firing_mistakes(max_acts: dict[int, Tensor], share: float) -> dict[str, dict[int, Tensor]]:
+    """What typical wrong rules answer, keyed by the hint to show."""
+    threshold = neurons.min_activity(max_acts, share)
+    return {
+        "That is `>=`: a neuron exactly at the threshold does not fire; the rule is *more than* min_share × the "
+        "strongest maximum.": {l: a >= threshold for l, a in max_acts.items()},
+        "That scales each layer by its own strongest neuron: the kit uses one scale for all the late layers, the "
+        "strongest neuron of them all.": {l: a > share * float(a.max()) for l, a in max_acts.items()},
+        "That compares with min_share alone: the threshold is min_share × the strongest neuron's maximum.":
+            {l: a > share for l, a in max_acts.items()},
+    }
+
+
+@exercise_check
+def check_firing(fn: Callable[[dict[int, Tensor], float], dict[int, Tensor]], max_acts: dict[int, Tensor],
+                 min_share: float = DEFAULTS.min_share) -> None:
+    """Exercise 01 (the activation check): ``fn(max_acts, min_share)`` → ``{layer: Bool[Tensor, "d_mlp"]}``.
+
+    A neuron fires when its largest activation is more than :func:`neurons.min_activity` (``min_share`` of the
+    strongest neuron's maximum over every layer given). The hand-made cases first, then ``max_acts``.
+    """
+    cases = [({l: torch.tensor(v) for l, v in case.items()}, 0.1) for case in FIRING_CASES]
+    cases.append(({l: a.detach().float().cpu() for l, a in max_acts.items()}, min_share))
+    for acts, share in cases:
+        threshold = neurons.min_activity(acts, share)
+        expected = {l: a > threshold for l, a in acts.items()}
+        got = _call("fires", fn, {l: a.clone() for l, a in acts.items()}, share)
+        if not isinstance(got, dict) or sorted(got) != sorted(expected):
+            raise AssertionError(f"fires should return a dict with one boolean tensor per layer, keys {sorted(expected)}; "
+                                 f"got {sorted(got) if isinstance(got, dict) else type(got).__name__}.")
+        got = {l: _tensor(got[l], f"fires(...)[{l}]") for l in expected}
+        for l in expected:
+            _shape(expected[l], got[l], f"fires(...)[{l}]", "One value per neuron of the layer.")
+        wrong = [l for l in expected if not torch.equal(got[l].bool(), expected[l])]
+        if wrong:
+            l = wrong[0]
+            n = int((got[l].bool() != expected[l]).nonzero()[0])
+            hint = next((h for h, w in _firing_mistakes(acts, share).items()
+                         if all(torch.equal(got[k].bool(), w[k]) for k in w)), "")
+            say = {True: "fires", False: "silent"}
+            raise AssertionError(
+                f"layer {l}, neuron {n}: largest activation {float(acts[l][n]):.4g}, threshold {threshold:.4g} "
+                f"({share} × the strongest maximum {threshold / share:.4g}): expected {say[bool(expected[l][n])]}, got "
+                f"{say[bool(got[l][n])]}. {hint}".rstrip()
+            )
+    total, firing = sum(a.numel() for a in expected.values()), sum(int(a.sum()) for a in expected.values())
+    _passed(f"check_firing passed: {len(FIRING_CASES)} hand-made cases, and on this notebook's activity {firing} of "
+            f"{total} late-layer neurons fire (threshold {threshold:.3g}).")
 
 
 # --------------------------------------------------------------------------------- 02 · truncation rule
@@ -320,6 +402,137 @@ def check_head_attribution(
     _passed(f"check_head_attribution passed: {batch} prompts × {got.shape[1]} heads match heads.head_attributions.")
 
 
+# -------------------------------------------------------------- 03 · the active-head rules and the 25-75 % band
+
+#: Hand-made attributions, one row per prompt, ten candidate heads.
+ACTIVE_CASE: list[list[float]] = [
+    [0.1, 2.0, -0.3, 0.4, 0.05, -0.2, 0.3, 0.0, 0.15, 0.2],  # one head stands out
+    [1.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0],  # one head wrote anything: top-3 marks it alone
+    [-5.0, -5.1, -5.2, -5.3, -5.4, -5.5, -5.6, -5.7, -5.8, 1e-12],  # every head pushes down; the round-off head is above mean + 2σ, yet wrote nothing
+    [-3.0, 2.5, 0.1, -0.1, 0.2, 0.0, 0.3, -0.2, 0.1, 0.05],  # a head pushing down hard is not active
+    [2.4, 0.0, -1.0, 0.5, 0.1, -0.5, -0.4, 1.2, -1.4, 0.9],  # 2.4 is above mean + 2σ with ddof 0, not with ddof 1
+]
+
+
+def _active_mistakes(attr: Tensor, rule: str) -> dict[str, Tensor]:
+    """What typical wrong rules answer on ``attr`` ``[n_prompts, n_heads]``, keyed by the hint to show."""
+    wrote = attr.abs() > heads.ZERO_SHARE * attr.abs().amax(dim=1, keepdim=True)
+    nothing = ("without the rule for heads that wrote nothing: a head whose |attribution| is at most ZERO_SHARE (1e-6) "
+               "of the prompt's largest is never active (mask it with `& wrote`).")
+
+    def top(values: Tensor, dim: int) -> Tensor:
+        k = min(3, values.shape[dim])
+        return torch.zeros_like(values, dtype=torch.bool).scatter_(dim, values.topk(k, dim=dim).indices, True)
+
+    if rule == "top3":
+        return {
+            f"It matches top-3 {nothing}": top(attr, 1),
+            "It matches the three largest |attribution|: a head pushing the neuron *down* is not active; rank the "
+            "signed values.": top(attr.abs(), 1) & wrote,
+            "It matches top-3 over the prompts (dim=0): rank each prompt's heads, dim=1.": top(attr, 0) & wrote,
+        }
+    mean, std = attr.mean(dim=1, keepdim=True), attr.std(dim=1, keepdim=True)
+    return {
+        "It matches the biased std (ddof 0: `unbiased=False`, `correction=0` or np.std): the rule uses torch's default, "
+        "the unbiased std (divide by n − 1).": (attr > mean + 2 * attr.std(dim=1, unbiased=False, keepdim=True)) & wrote,
+        f"It matches mean + 2σ {nothing}": attr > mean + 2 * std,
+        "It matches mean + 2σ over the prompts (dim=0): the mean and std are over each prompt's candidate heads, "
+        "dim=1.": (attr > attr.mean(dim=0) + 2 * attr.std(dim=0)) & wrote,
+        "It matches |attribution| > mean + 2σ: a head pushing the neuron *down* is not active; compare the signed "
+        "values.": (attr.abs() > mean + 2 * std) & wrote,
+    }
+
+
+@exercise_check
+def check_active_heads(fn: Callable[[Tensor, str], Tensor], attr: Tensor) -> None:
+    """Exercise 03 (the active-head rules): ``fn(attr, rule)`` → ``Bool[Tensor, "n_prompts n_heads"]``.
+
+    Compared with :func:`heads.active_heads` under both rules, on the hand-made :data:`ACTIVE_CASE` and on ``attr``
+    (the notebook's attributions).
+    """
+    for rule in heads.RULES:
+        for case in (torch.tensor(ACTIVE_CASE), attr.detach().float().cpu()):
+            expected = heads.active_heads(case, rule)
+            got = _tensor(_call("active_heads", fn, case.clone(), rule), f"active_heads(attr, {rule!r})")
+            _shape(expected, got, f"active_heads(attr, {rule!r})", "One value per prompt and head, like attr.")
+            if torch.equal(got.bool(), expected):
+                continue
+            p, h = (int(i) for i in (got.bool() != expected).nonzero()[0])
+            row = case[p]
+            rule_says = (f"mean + 2σ = {float(row.mean() + 2 * row.std()):.4g}" if rule == "2sigma" else
+                         f"the three largest are heads {sorted(row.topk(min(3, len(row))).indices.tolist())}")
+            say = {True: "active", False: "inactive"}
+            raise AssertionError(
+                f"rule {rule!r}, prompt {p}, head {h}: attribution {float(row[h]):.4g} ({rule_says}): expected "
+                f"{say[bool(expected[p, h])]}, got {say[bool(got[p, h])]}." + _mistake(got, _active_mistakes(case, rule))
+            )
+    per_prompt = {rule: float(heads.active_heads(attr.detach().float().cpu(), rule).sum(1).float().mean()) for rule in heads.RULES}
+    _passed(f"check_active_heads passed: both rules match heads.active_heads on the hand-made prompts and on these "
+            f"{attr.shape[0]} prompts × {attr.shape[1]} heads (active per prompt: "
+            + ", ".join(f"{rule} {n:.2f}" for rule, n in per_prompt.items()) + ").")
+
+
+def band_case() -> Tensor:
+    """20 prompts × 6 heads, active on 5, 15, 4, 16, 20 and 10 prompts: 25 %, 75 %, 20 %, 80 %, 100 % and 50 %."""
+    return torch.stack([torch.arange(20) < count for count in (5, 15, 4, 16, 20, 10)], dim=1)
+
+
+def _band_mistakes(active: Tensor, band: str) -> dict[str, list[tuple[int, float]]]:
+    """What typical wrong bands answer, keyed by the hint to show."""
+    counts = active.sum(dim=0).tolist()
+    fractions = [c / active.shape[0] for c in counts]
+
+    def keep(rule: Callable[[float], bool], values: Sequence[float] = fractions) -> list[tuple[int, float]]:
+        return [(h, v) for h, (f, v) in enumerate(zip(fractions, values)) if rule(f)]
+
+    right = heads.select_pairs(active, band=band)
+    mistakes = {
+        "Those are percentages: return the fraction of prompts, in [0, 1].": [(h, 100 * f) for h, f in right],
+        "Those are counts of prompts: divide by the number of prompts, active.shape[0].": [(h, counts[h]) for h, _ in right],
+    }
+    if band == "25-75":
+        mistakes["That leaves out the edges: the paper's band is inclusive, 0.25 ≤ fraction ≤ 0.75 (5 of 20 prompts is "
+                 "in)."] = keep(lambda f: 0.25 < f < 0.75)
+    else:
+        mistakes["That keeps a head active on exactly 25 %: the released data's band is *more than* 25 %."] = keep(lambda f: f >= 0.25)
+        mistakes["That is the 25-75 band: '>25' has no upper bound (a head active on every prompt is kept)."] = keep(
+            lambda f: 0.25 <= f <= 0.75)
+    return mistakes
+
+
+def _same_heads(got: list[tuple[int, float]], expected: list[tuple[int, float]]) -> bool:
+    return [h for h, _ in got] == [h for h, _ in expected] and all(abs(g - e) < 1e-9 for (_, g), (_, e) in zip(got, expected))
+
+
+@exercise_check
+def check_band(fn: Callable[[Tensor, str], list[tuple[int, float]]], active: Tensor) -> None:
+    """Exercise 03 (the band): ``fn(active, band)`` → ``[(head, fraction of prompts where active), …]`` by head.
+
+    Compared with :func:`heads.select_pairs` under both bands, on :func:`band_case` and on ``active`` (the notebook's).
+    """
+    for band in heads.BANDS:
+        for case in (band_case(), active.detach().cpu().bool()):
+            expected = heads.select_pairs(case, band=band)
+            got = _call("heads_in_band", fn, case.clone(), band)
+            try:
+                got = [(int(h), float(f)) for h, f in got]
+            except (TypeError, ValueError):
+                raise AssertionError(f"heads_in_band should return a list of (head, fraction) pairs, got {got!r}.") from None
+            if _same_heads(got, expected):
+                continue
+            hint = next((h for h, wrong in _band_mistakes(case, band).items() if _same_heads(got, wrong)), "")
+            if not hint and any(not 0 <= h < case.shape[1] for h, _ in got):
+                hint = f"A head index past the {case.shape[1]} heads: count each head's active prompts over dim=0."
+            shown = lambda pairs: "[" + ", ".join(f"({h}, {f:.3g})" for h, f in pairs) + "]"  # noqa: E731
+            raise AssertionError(
+                f"band {band!r}, {case.shape[0]} prompts × {case.shape[1]} heads: expected {shown(expected)}, got "
+                f"{shown(got)}. {hint}".rstrip()
+            )
+    kept = {band: heads.select_pairs(active.detach().cpu().bool(), band=band) for band in heads.BANDS}
+    _passed("check_band passed: both bands match heads.select_pairs on the hand-made heads and on this neuron's (flat heads "
+            + "; ".join(f"{band}: " + (", ".join(f"{h} ({f:.0%})" for h, f in pairs) or "none") for band, pairs in kept.items()) + ").")
+
+
 # ----------------------------------------------------------------------------- 04 · the explainer's examples
 
 
@@ -365,6 +578,53 @@ def check_explainer_examples(fn: Callable[[dict, dict], tuple[list[str], list[st
                     f"['{pair['layer']}.{pair['neuron']}'] at the pair's indices, in order, and append the token."
                 )
     _passed("check_explainer_examples passed: your examples are the ones the paper's explainer prompt shows.")
+
+
+#: (token, active examples, inactive examples, variant): examples are prompts with the token appended.
+PROMPT_CASES: list[tuple[str, list[str], list[str], str]] = [
+    (" only", ["The data is for research purposes only", "Use it for teaching purposes only"], ["He left as early only"], "oct2023"),
+    (" ahead", ["Please go ahead", "You may go ahead"], [], "feb2024"),  # no inactive example: one bare '*' line
+]
+
+
+def _prompt_mistakes(token: str, active: list[str], inactive: list[str], variant: str) -> dict[str, str]:
+    other = next(v for v in explain.EXPLAIN_ENDING if v != variant)
+    right = explain.explanation_prompt(token, active, inactive, variant)
+    return {
+        "Active and inactive are swapped: the active examples come first.": explain.explanation_prompt(token, inactive, active, variant),
+        "Each example starts with '* ' (a space): the paper writes '*' right before the example.": right.replace("\n*", "\n* "),
+        "An empty list of examples still gets one bare '*' line, as in the authors' prompts: join after a leading '*' "
+        "(\"*\" + \"\\n*\".join(examples)).": right.replace('"""\n*\n"""', '"""\n"""'),
+        "The token is not in double quotes: '...the next token is \" only\"', its leading space inside the quotes.":
+            right.replace(f'"{token}"', token),
+        "The token lost its leading space: put it in the quotes as it is (' only').": explain.explanation_prompt(token.strip(), active, inactive, variant),
+        f"That ends as the {other} variant does: EXPLAIN_ENDING[variant].": explain.explanation_prompt(token, active, inactive, other),
+    }
+
+
+def _first_text_difference(expected: str, got: str) -> str:
+    i = next((i for i, (a, b) in enumerate(zip(expected, got)) if a != b), min(len(expected), len(got)))
+    return (f"they differ from character {i} (line {expected[:i].count(chr(10)) + 1}): expected …{expected[max(0, i - 25):i + 35]!r}…, "
+            f"got …{got[max(0, i - 25):i + 35]!r}…")
+
+
+@exercise_check
+def check_explainer_prompt(fn: Callable[[str, list[str], list[str], str], str], token: str | None = None,
+                           active: Sequence[str] = (), inactive: Sequence[str] = (), variant: str = DEFAULTS.prompt_variant) -> None:
+    """Exercise 04 (the explainer's prompt): ``fn(token, active, inactive, variant)`` → the prompt, byte for byte
+    :func:`explain.explanation_prompt`. The hand-made :data:`PROMPT_CASES`, then the notebook's pair when ``token`` is given."""
+    cases = PROMPT_CASES + ([(token, list(active), list(inactive), variant)] if token is not None else [])
+    for case in cases:
+        expected = explain.explanation_prompt(*case)
+        got = _call("explainer_prompt", fn, case[0], list(case[1]), list(case[2]), case[3])
+        if not isinstance(got, str):
+            raise AssertionError(f"explainer_prompt should return the prompt as one string, got {type(got).__name__}.")
+        if got == expected:
+            continue
+        hint = next((h for h, wrong in _prompt_mistakes(*case).items() if got == wrong), "")
+        raise AssertionError(f"token {case[0]!r}, {len(case[1])} active and {len(case[2])} inactive examples, {case[3]}: "
+                             f"your prompt is not the paper's; {_first_text_difference(expected, got)}. {hint}".rstrip())
+    _passed(f"check_explainer_prompt passed: {len(cases)} prompts equal explain.explanation_prompt byte for byte.")
 
 
 # ------------------------------------------------------------------------------------ 05 · the score E
@@ -416,6 +676,99 @@ def check_explanation_score(fn: Callable[[list[bool], list[bool]], float]) -> No
             hint = next((h for h, v in _score_mistakes(truth, predicted).items() if abs(v - got) < 1e-9), "")
             raise AssertionError(f"{counts}: expected E = {expected:.4f}, got {got:.4f}. {hint}".rstrip())
     _passed(f"check_explanation_score passed: {len(SCORE_CASES)} cases match score.head_explanation_score.")
+
+
+# ------------------------------------------------------------------- 05 · judging: reading the classifier's answer
+
+#: What a classifier may answer, the last ones neither Yes nor No.
+ANSWER_CASES: list[str] = ["Yes", "No", " yes\n", "NO", "No.", "Yesterday", "no way", "Answer: yes", "Maybe", "", "Yes, it is"]
+
+
+def _answer_mistakes() -> dict[str, Callable[[str], bool | None]]:
+    """Typical wrong readers, keyed by the hint to show."""
+    return {
+        "That finds 'yes' or 'no' *inside* the answer: 'Yesterday' or 'no way' is no answer; compare the whole "
+        "stripped answer.": lambda t: True if "yes" in t.lower() else False if "no" in t.lower() else None,
+        "That reads the first letter or word: 'Yesterday', 'No.' or 'Yes, it is' is no clean answer; compare the whole "
+        "stripped answer.": lambda t: True if t.strip().lower().startswith("y") else False if t.strip().lower().startswith("n") else None,
+        "That counts an answer that is neither Yes nor No as No: return None, so it is counted and left out of E "
+        "(as No it would count as a prediction the classifier never made).": lambda t: llm.parse_yes_no(t) is True,
+        "That is case-sensitive: 'NO' is an answer too (compare `.lower()` or `.casefold()`).": lambda t: {"Yes": True, "No": False}.get(t.strip()),
+        "That does not strip: the answer can come with a space or a newline (' yes\\n').": lambda t: {"yes": True, "no": False}.get(t.lower()),
+    }
+
+
+def _verdict(value: Any) -> Any:
+    """A learner's answer as True / False / None (numpy booleans included); anything else unchanged, to report."""
+    return bool(value) if isinstance(value, np.bool_) else value
+
+
+@exercise_check
+def check_parse_answer(fn: Callable[[str], bool | None]) -> None:
+    """Exercise 05 (judging an explanation): ``fn(answer)`` → True (Yes), False (No) or None, as :func:`llm.parse_yes_no`."""
+    expected = [llm.parse_yes_no(text) for text in ANSWER_CASES]
+    got = [_verdict(_call("parse_answer", fn, text)) for text in ANSWER_CASES]
+    same = lambda a, b: all(x is y for x, y in zip(a, b))  # noqa: E731  (None, False and 0 are different answers)
+    if not same(got, expected):
+        i = next(i for i, (g, e) in enumerate(zip(got, expected)) if g is not e)
+        hint = next((h for h, wrong in _answer_mistakes().items() if same(got, [wrong(t) for t in ANSWER_CASES])), "")
+        raise AssertionError(f"answer {ANSWER_CASES[i]!r}: expected {expected[i]!r}, got {got[i]!r}. {hint}".rstrip())
+    _passed(f"check_parse_answer passed: {len(ANSWER_CASES)} answers read as llm.parse_yes_no reads them.")
+
+
+# ------------------------------------------------------------------------------ 05 · the random baseline
+
+
+@exercise_check
+def check_random_baseline(fn: Callable[[int, list[int], int, int], list[tuple[int, int]]], model: TransformerBridge,
+                          layers: Sequence[int], per_layer: int, seed: int = 0) -> None:
+    """Exercise 05 (the random baseline): ``fn(d_mlp, layers, per_layer, seed)`` → ``[(layer, neuron), …]``.
+
+    A valid baseline draws ``per_layer`` distinct neurons per layer, uniformly, without looking at the weights, and
+    the same ones for the same seed; the kit's draw is :func:`neurons.random_neurons` (one seeded generator,
+    ``randperm`` per layer, sorted). A valid draw that is not the kit's passes with a note.
+    """
+    d_mlp, layers = model.cfg.d_mlp, list(layers)
+
+    def draw() -> list[tuple[int, int]]:
+        got = _call("random_baseline", fn, d_mlp, list(layers), per_layer, seed)
+        try:
+            return [(int(layer), int(neuron)) for layer, neuron in got]
+        except (TypeError, ValueError):
+            raise AssertionError(f"random_baseline should return a list of (layer, neuron) pairs, got {got!r}.") from None
+
+    got = draw()
+    if draw() != got:
+        raise AssertionError("Two calls with the same seed drew different neurons: draw from a generator seeded with "
+                             "`seed` (torch.Generator().manual_seed(seed)), so that the baseline can be rerun.")
+    expected = [(n["layer"], n["neuron"]) for n in neurons.random_neurons(model, layers, per_layer, seed)]
+    if got == expected:
+        _passed(f"check_random_baseline passed: {per_layer} distinct neurons in each of layers {layers}, the same for the same seed.")
+        return
+    picked = {layer: [n for l, n in got if l == layer] for layer in layers}
+    if any(l not in picked for l, _ in got):
+        raise AssertionError(f"A neuron of layer {next(l for l, _ in got if l not in picked)}: draw only from the layers given, {layers}.")
+    for layer, chosen in picked.items():
+        if len(chosen) != per_layer:
+            raise AssertionError(f"layer {layer}: {len(chosen)} neurons, expected per_layer = {per_layer}.")
+        if len(set(chosen)) < len(chosen):
+            raise AssertionError(f"layer {layer} has a neuron twice: draw without replacement "
+                                 "(torch.randperm(d_mlp, generator=generator)[:per_layer]), not with torch.randint.")
+        if not all(0 <= n < d_mlp for n in chosen):
+            raise AssertionError(f"layer {layer}: neuron {max(chosen)} does not exist (d_mlp = {d_mlp}).")
+        if sorted(chosen) == sorted(neurons.congruence(model, layer)[0].topk(per_layer).indices.tolist()):
+            raise AssertionError(f"layer {layer}: these are the layer's most congruent neurons. The baseline draws "
+                                 "neurons at random, without looking at their weights or tokens.")
+        if sorted(chosen) == list(range(per_layer)):
+            raise AssertionError(f"layer {layer}: the first {per_layer} neurons are not a random draw.")
+    if len(layers) > 1 and len({tuple(sorted(c)) for c in picked.values()}) == 1:
+        raise AssertionError("Every layer got the same neurons: seed one generator once for the whole draw (seeding "
+                             "again for each layer repeats the same draw).")
+    if sorted(got) == sorted(expected):
+        raise AssertionError("The kit's neurons, in another order: order them by layer, then neuron (sort each layer's draw).")
+    _passed(f"check_random_baseline passed: {per_layer} distinct neurons in each of layers {layers}, the same for the same seed. "
+            "It is not the kit's draw (neurons.random_neurons: one generator seeded once, torch.randperm per layer, the first "
+            "per_layer, sorted), so the saved baseline uses the kit's.")
 
 
 # --------------------------------------------------------------------------------- 06 · ablation hook
@@ -548,3 +901,78 @@ def check_ablation_hook(fn: Callable[[int, int], tuple[str, Callable]], model: T
         )
     note = "" if name.endswith("hook_v") else f" (you used {name}: same effect here; the paper zeroes hook_v)"
     _passed(f"check_ablation_hook passed: {len(texts)} prompts match ablate.next_token_probs{note}.")
+
+
+# -------------------------------------------------------------------- 06 · the KS test on per-pair means
+
+
+def ks_effects() -> list[dict]:
+    """Seven hand-made pairs' per-prompt records (probabilities normal and ablated, head active), as ablation.json's."""
+    records = [
+        ([0.9, 0.8, 0.7, 0.6, 0.5], [0.2, 0.78, 0.68, 0.5, 0.45], [True, True, True, False, False]),  # mean ≠ median
+        ([0.5, 0.6, 0.4], [0.45, 0.5, 0.41], [True, False, False]),
+        ([0.7, 0.9], [0.1, 0.85], [True, True]),  # no inactive prompt: no inactive mean
+        ([0.3, 0.2, 0.4], [0.31, 0.19, 0.38], [False, False, False]),  # no active prompt: no active mean
+        ([0.8, 0.6, 0.5, 0.5, 0.4], [0.3, 0.55, 0.5, 0.45, 0.1], [True, False, False, False, False]),
+        ([0.6, 0.6, 0.6], [0.58, 0.62, 0.35], [True, False, True]),
+        ([0.5, 0.7, 0.2, 0.4], [0.3, 0.69, 0.25, 0.1], [False, True, True, False]),
+    ]
+    return [ablate._summarise(normal, ablated, active, None, None) for normal, ablated, active in records]
+
+
+def _ks_mistakes(effects: list[dict]) -> dict[str, tuple[float, float]]:
+    """What typical wrong tests answer, keyed by the hint to show."""
+    def per_pair(reduce: Callable, empty: float | None = None) -> tuple[list, list]:
+        out: tuple[list, list] = ([], [])
+        for e in effects:
+            drops = np.asarray(e["prob_normal"]) - np.asarray(e["prob_ablated"])
+            mask = np.asarray(e["head_active"], dtype=bool)
+            for group, where in zip(out, (mask, ~mask)):
+                group.append(float(reduce(drops[where])) if where.any() else empty)
+        return out
+
+    def ks(a: list, b: list) -> tuple[float, float]:
+        a, b = [x for x in a if x is not None], [x for x in b if x is not None]
+        result = stats.ks_2samp(a, b) if a and b else None
+        return (float(result.statistic), float(result.pvalue)) if result else (float("nan"), float("nan"))
+
+    drops = [(n - a, on) for e in effects for n, a, on in zip(e["prob_normal"], e["prob_ablated"], e["head_active"])]
+    means = per_pair(np.mean)
+    t = stats.ttest_ind([x for x in means[0] if x is not None], [x for x in means[1] if x is not None])
+    return {
+        "That pools the prompts: the paper's test compares one mean drop *per pair* (active prompts, inactive prompts), "
+        "so a pair with many prompts does not outweigh the others.": ks([d for d, on in drops if on], [d for d, on in drops if not on]),
+        "That counts a pair with no prompt in a group as a mean drop of 0: leave it out of that group (it has no mean).":
+            ks(*per_pair(np.mean, empty=0.0)),
+        "That uses each pair's median drop: the paper averages (the mean).": ks(*per_pair(np.median)),
+        "That is a t-test (scipy.stats.ttest_ind): the paper's test is the two-sample Kolmogorov–Smirnov test, "
+        "scipy.stats.ks_2samp.": (float(t.statistic), float(t.pvalue)),
+    }
+
+
+@exercise_check
+def check_pair_ks(fn: Callable[[list[dict]], tuple[float, float]], effects: Sequence[dict]) -> None:
+    """Exercise 06 (the KS test): ``fn(effects)`` → ``(statistic, pvalue)`` of :func:`ablate.ks_test` on the per-pair
+    mean drops where the head was active and where it was not, computed from ablation.json's per-prompt records.
+    On :func:`ks_effects`, then on ``effects`` (the notebook's)."""
+    shown = "no KS test on them: a group is empty"
+    for real, case in ((False, ks_effects()), (True, list(effects))):
+        try:
+            kit = ablate.ks_test([e["mean_decrease_active"] for e in case], [e["mean_decrease_inactive"] for e in case])
+        except ValueError:  # a group is empty on this model: the hand-made pairs were tested
+            continue
+        expected = (kit["statistic"], kit["pvalue"])
+        got = _call("pair_ks", fn, copy.deepcopy(case))
+        got = (got.statistic, got.pvalue) if hasattr(got, "pvalue") else got
+        try:
+            statistic, pvalue = (float(v) for v in got)
+        except (TypeError, ValueError):
+            raise AssertionError(f"pair_ks should return (statistic, pvalue), got {got!r}.") from None
+        if abs(statistic - expected[0]) < 1e-9 and abs(pvalue - expected[1]) < 1e-9 * max(1.0, expected[1]):
+            shown = f"KS {expected[0]:.3f}, p = {expected[1]:.2e}" if real else shown
+            continue
+        hint = next((h for h, (s, p) in _ks_mistakes(case).items() if abs(s - statistic) < 1e-9 and abs(p - pvalue) < 1e-9), "")
+        raise AssertionError(f"{len(case)} pairs ({kit['n_active']} with active prompts, {kit['n_inactive']} with inactive "
+                             f"ones): expected KS {expected[0]:.4f} (p = {expected[1]:.3g}), got {statistic:.4f} (p = "
+                             f"{pvalue:.3g}). {hint}".rstrip())
+    _passed(f"check_pair_ks passed: the hand-made pairs and these {len(effects)} pairs match ablate.ks_test ({shown}).")

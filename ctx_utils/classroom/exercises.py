@@ -3,16 +3,17 @@
 The single source is each step notebook ``notebooks/NN_*.ipynb`` (the solution notebook, run in CI). An
 exercise there is three cells:
 
-1. a markdown cell tagged ``exercise``: the title, difficulty, importance, minutes, the task and a hint;
+1. a markdown cell tagged ``exercise``: the title, a line ``Difficulty 2/5 · Importance 4/5 · ~10 min`` (plain text:
+   it renders without emoji fonts), the task, and two or three graduated hints, each a
+   ``<details><summary>Hint 1 · a nudge</summary>…</details>`` block (``Hint 2 · the approach``, …);
 2. a code cell tagged ``solution``: the function, the learner's part between the lines
    ``# >>> your code starts here`` and ``# <<< your code ends here``;
 3. a code cell tagged ``check``: e.g. ``checks.check_congruence(congruence, model)`` (see :mod:`ctx_utils.classroom.checks`).
 
 ``python -m ctx_utils.classroom.exercises`` writes ``notebooks/exercises/NN_*.ipynb``: the same notebook, with the code
 between the markers replaced by ``raise NotImplementedError("Your code here")`` and the solution, folded in a
-``<details>`` block, right after the exercise cell; where :data:`GRADUATED_HINTS` has the step notebook's
-hints, its one hint block becomes a nudge and then the approach (the folded solution is the last step); the
-Colab badge and setup cells are written as
+``<details>`` block, right after the exercise cell (the last step after the hints); the Colab badge and setup
+cells are written as
 ``python -m ctx_utils.tools.colab --sync`` would write them. ``--check`` writes nothing and exits 1 if any committed
 exercise notebook differs from what would be generated (a test runs it). Output is byte-identical on rerun.
 """
@@ -35,29 +36,12 @@ START = "# >>> your code starts here"
 END = "# <<< your code ends here"
 STUB = 'raise NotImplementedError("Your code here")'
 SUBFOLDER = "exercises"
-HINT_BLOCK = re.compile(r"<details><summary>Hint</summary>.*?</details>", re.S)
-
-#: Graduated hints, by step notebook: (a nudge, the approach). Each replaces the one ``<details>`` hint block of
-#: that notebook's exercise cell in the exercise version; the folded solution after the cell is the third step.
-#: The step notebooks' own hint blocks give the approach and solution in one go (the solution is on show there).
-GRADUATED_HINTS: dict[str, tuple[str, str]] = {
-    "01_next_token_neurons.ipynb": (
-        "Congruence asks how much the neuron's output direction raises each token's logit. Which product of the "
-        "two matrices gives one number for every (neuron, token) pair?",
-        "`W_out @ W_U` has one row per neuron and one column per token. For each row you need the largest value "
-        "*and* the column it sits in: one torch reduction returns both, if you reduce over the right dimension "
-        "(the vocabulary, not the neurons). Do not normalise: the plain dot product is the change in the logit.",
-    ),
-    "03_head_attribution.ipynb": (
-        "A head adds `z @ W_O` to the residual stream, and the neuron reads the residual stream through its input "
-        "weights. So each head's direct push on the neuron is a dot product: with which vector, and at which "
-        "position of each prompt?",
-        "Three steps. (1) Take each prompt's *own* last position: index the batch and the position axes together, "
-        "one index per prompt (`z[:, last]` would pair every prompt with every prompt's position). (2) Map the "
-        "neuron's input direction `W_in[layer][:, neuron]` back through each head's `W_O`: one `d_head` vector per "
-        "head. (3) Multiply, sum over `d_head`, and flatten layers × heads into one column per head.",
-    ),
-}
+#: The line every exercise cell states its difficulty, importance and minutes in.
+META = re.compile(r"^Difficulty [1-5]/5 · Importance [1-5]/5 · ~\d+ min$", re.M)
+#: One graduated hint: ``<details><summary>Hint 1 · a nudge</summary>``.
+HINT = re.compile(r"<details><summary>Hint (\d) · [^<]+</summary>")
+#: Emoji and pictographs, which render as empty boxes where no emoji font is installed.
+EMOJI = re.compile("[\U0001F000-\U0001FAFF\u2600-\u27BF\u2B00-\u2BFF\uFE0F]")
 
 
 class ExerciseError(ValueError):
@@ -103,19 +87,18 @@ def solution_markdown(source: str) -> str:
     return f"<details><summary>Solution</summary>\n\n```python\n{source}\n```\n\n</details>"
 
 
-def graduated_hint_markdown(source: str, hints: tuple[str, str], where: str) -> str:
-    """``source`` (an exercise cell) with its one ``<details>`` hint block replaced by a nudge and the approach."""
-    if len(HINT_BLOCK.findall(source)) != 1:
+def check_exercise_cell(source: str, where: str) -> None:
+    """An exercise cell states difficulty, importance and minutes in text, has two or three hints, and no emoji."""
+    if not META.search(source):
+        raise ExerciseError(f"{where}: an exercise cell needs a line 'Difficulty 2/5 · Importance 4/5 · ~10 min' (plain text).")
+    numbers = [int(n) for n in HINT.findall(source)]
+    if numbers not in ([1, 2], [1, 2, 3]):
         raise ExerciseError(
-            f"{where}: graduated hints replace exactly one '<details><summary>Hint</summary>…</details>' block; "
-            "this exercise cell has another number: fix the cell or its entry in GRADUATED_HINTS."
+            f"{where}: an exercise cell needs two or three graduated hints, '<details><summary>Hint 1 · a nudge</summary>', "
+            f"'Hint 2 · the approach' (and 'Hint 3 · …'), in order; it has {numbers or 'none'}. The folded solution is the last step."
         )
-    nudge, approach = hints
-    blocks = (
-        f"<details><summary>Hint 1 · a nudge</summary>\n\n{nudge}\n</details>\n\n"
-        f"<details><summary>Hint 2 · the approach</summary>\n\n{approach}\n</details>"
-    )
-    return HINT_BLOCK.sub(lambda _: blocks, source)
+    if emoji := EMOJI.findall(source):
+        raise ExerciseError(f"{where}: emoji {''.join(emoji)!r} render as empty boxes without an emoji font: write it in text.")
 
 
 def exercise_path(step_path: Path) -> Path:
@@ -128,6 +111,7 @@ def _check_shape(cells: list, name: str) -> None:
     for i, cell in enumerate(cells):
         if "exercise" not in _tags(cell):
             continue
+        check_exercise_cell(cell.source, f"{name}, cell {i}")
         following = [_tags(c) for c in cells[i + 1 : i + 3]]
         if cell.cell_type != "markdown" or len(following) < 2 or "solution" not in following[0] or "check" not in following[1]:
             raise ExerciseError(
@@ -136,11 +120,8 @@ def _check_shape(cells: list, name: str) -> None:
             )
 
 
-def make_exercise_notebook(
-    step_path: Path, hints: dict[str, tuple[str, str]] = GRADUATED_HINTS
-) -> nbformat.NotebookNode | None:
-    """The exercise version of one step notebook, or None when it has no exercise; ``hints`` as
-    :data:`GRADUATED_HINTS`."""
+def make_exercise_notebook(step_path: Path) -> nbformat.NotebookNode | None:
+    """The exercise version of one step notebook, or None when it has no exercise."""
     nb = nbformat.read(step_path, as_version=4)
     if not any("exercise" in _tags(c) for c in nb.cells):
         return None
@@ -161,8 +142,6 @@ def make_exercise_notebook(
             )
         for tag in set(tags) & set(standard):
             cell.source = standard[tag]
-        if "exercise" in tags and step_path.name in hints:
-            cell.source = graduated_hint_markdown(cell.source, hints[step_path.name], f"{step_path.name}, cell {i}")
         if "solution" in tags:  # the previous cell is the exercise's markdown (checked above)
             cells.append(nbformat.v4.new_markdown_cell(
                 solution_markdown(source_cell.source), id=f"{source_cell.id}-sol"[:64], metadata={"tags": ["solution-reveal"]}
