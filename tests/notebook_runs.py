@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import copy
 import json
 import os
 import subprocess
 import sys
 from pathlib import Path
+
+import nbformat
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -31,3 +34,18 @@ def run(args: list[str], results: Path, extra: dict[str, str] | None = None) -> 
 def result_files(folder: Path) -> dict[str, bytes]:
     """Every result file of a model's results folder, by name."""
     return {p.name: p.read_bytes() for p in sorted(folder.glob("*.json"))}
+
+
+def outputs(cell) -> str:
+    """A code cell's printed text and plain-text results, as one string."""
+    return "".join(o.get("text", "") + "".join(o.get("data", {}).get("text/plain", "")) for o in cell.get("outputs", []))
+
+
+def solved(exercise_nb: nbformat.NotebookNode, step_path: Path) -> nbformat.NotebookNode:
+    """The exercise notebook with each stub cell holding its step notebook's solution (as a learner who finished)."""
+    solutions = {c.id: c.source for c in nbformat.read(step_path, as_version=4).cells if "solution" in c.metadata.get("tags", [])}
+    nb = copy.deepcopy(exercise_nb)
+    for cell in nb.cells:
+        if "your-code" in cell.metadata.get("tags", []):
+            cell.source = solutions[cell.id]
+    return nb
