@@ -41,7 +41,7 @@ def run() -> dict:
     attributions = heads.attribute_neurons(model, found, prompt_sets)
     pairs = steps.compute_heads(settings, model, found, prompt_sets, attributions)["pairs"]
     explained = steps.compute_explanations(settings, pairs, prompt_sets)["pairs"]
-    held = steps.compute_held_out(settings, model, steps.pair_neurons(found, pairs))
+    held = steps.compute_held_out(settings, model, steps.pair_neurons(found, pairs), prompt_sets)
     scores = steps.compute_scores(settings, model, explained, held)
     ablation = steps.compute_ablation(settings, model, pairs, held)
     top3 = heads.pairs_from_attributions(model, found, attributions, rule="top3", band=settings.band)
