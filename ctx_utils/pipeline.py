@@ -78,9 +78,10 @@ def _local_path(value: str) -> str:
 
 
 def setup(**overrides: Any) -> Settings:
-    """A notebook's first call: settings from the environment and the parameters cell, resolved and printed."""
+    """A notebook's first call: settings from the environment and the parameters cell, resolved and printed in one
+    line (the model, the notebook's own settings ``overrides`` and any changed one)."""
     settings = resolve(load_settings(**overrides))
-    print(settings.describe())
+    print(settings.describe(tuple(overrides)))
     return settings
 
 

@@ -106,3 +106,11 @@ def test_readme_documents_every_setting():
     readme = (PACKAGE.parent / "README.md").read_text(encoding="utf-8")
     missing = [env_name(f.name) for f in fields(Settings) if f"`{env_name(f.name)}`" not in readme]
     assert not missing, f"README's settings table lacks {missing}"
+
+
+def test_a_notebook_prints_one_line_of_its_own_and_the_changed_settings_without_a_machine_path():
+    settings = DEFAULTS.replace(model="/home/someone/models/my-model", keep=7)
+    line = settings.describe(("rule",))
+    assert "\n" not in line and line.startswith("Settings: model 'my-model', rule '2sigma', keep 7")
+    assert "/home" not in line and "batch_size" not in line, "only the notebook's own and the changed settings"
+    assert "batch_size" in DEFAULTS.describe(), "the full table stays on request"
