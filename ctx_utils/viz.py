@@ -87,6 +87,7 @@ def text_table(frame: Any, decimals: int = 2) -> Any:
     never run), numbers to ``decimals`` places, text left-aligned and wrapped in full instead of cut."""
     from pandas.api.types import is_numeric_dtype
 
+    frame = frame if frame.index.is_unique else frame.reset_index()  # a Styler needs unique row labels
     text_columns = [c for c in frame.columns if not is_numeric_dtype(frame[c])]
     return (frame.style.format(escape="html", precision=decimals, na_rep="—")
             .set_properties(subset=text_columns, **{"text-align": "left", "white-space": "normal", "max-width": "48em"}))

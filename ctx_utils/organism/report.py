@@ -318,9 +318,23 @@ def check_ablation(settings, model, effects: list[dict], pairs: list[dict]) -> C
                                                                                  k["token"], [head])}
         rows.append({"context": k["context"], "carrier": head_label(model, k["head"]),
                      "top-1 normally": acc["none"], "top-1 ablated": acc[ablate.head_name(*head)]})
-    table = pd.DataFrame(rows).set_index("context").round(2)
+    table = pd.DataFrame(rows).round(2)  # a redundant pair: two carriers of one context, one row each
     everything, confirmed = (answer_key.recovery(chosen, truth) for chosen in
                              (effects, [e for e in effects if answer_key.ablation_confirms(e)]))
     return Check(table, f"Each carrier alone, ablated on its context's held-out prompts. Of step 3's pairs on planted neurons, "
                         f"{everything['hits']} of {everything['pairs']} are carriers; keeping only those that ablation "
                         f"confirms, {confirmed['hits']} of {confirmed['pairs']}.")
+
+
+def contexts_table(truth: dict) -> pd.DataFrame:
+    """00: one row per planted context and distractor: its token, markers, carrier heads and one example prompt."""
+    carriers, _ = answer_key.key_pairs(truth)
+    rows = []
+    for planted in truth["planted"]:
+        for kind, group in (("context", planted["contexts"]), ("distractor", planted["distractors"])):
+            for ctx in group:
+                rows.append({"token": repr(planted["token"]), "kind": kind, "name": ctx["name"],
+                             "markers": ", ".join(map(repr, answer_key.markers(ctx))),
+                             "carried by": ", ".join(f"L0.H{k['head']}" for k in carriers if k["context"] == ctx["name"]) or "—",
+                             "example": "…" + ctx["examples"][0][-90:]})
+    return pd.DataFrame(rows)
