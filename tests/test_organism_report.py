@@ -11,10 +11,10 @@ import numpy as np
 
 from ctx_utils.organism import report
 
-TRUTH = {"planted": [{"token": " up", "contexts": [{"name": "up/local", "marker": " never give", "head_index": 1}],
-                      "distractors": []}]}  # the clean form of a key: planted token 0 is neuron L1.N0
+TRUTH = {"planted": [{"token": t, "contexts": [{"name": f"{t.strip()}/local", "marker": " never", "head_index": i}],
+                      "distractors": []} for i, t in enumerate([" up", " only", " away"])]}  # clean form: token i is L1.Ni
 RNG = np.random.default_rng(1)
-PLANTED = [{"layer": 1, "neuron": 0, "head": h, "E": 0.95 + 0.01 * (h % 3)} for h in range(6)]
+PLANTED = [{"layer": 1, "neuron": n, "head": h, "E": 0.95 + 0.01 * h} for n in range(3) for h in range(2)]
 OTHER = [{"layer": 1, "neuron": n, "head": h, "E": float(e)}
          for n in range(5, 10) for h, e in enumerate(RNG.uniform(0.4, 0.8, 2))]
 RANDOM = [{"layer": 1, "neuron": 50 + i, "head": 0, "E": float(e)} for i, e in enumerate(RNG.uniform(0.4, 0.8, 10))]
@@ -24,11 +24,12 @@ def test_the_split_separates_what_the_organism_builds_in_from_the_rest():
     check = report.split_scores(PLANTED + OTHER, RANDOM, TRUTH)
     table = check.table
     assert list(table.index) == ["all next-token neurons", report.PLANTED, report.OTHER, report.RANDOM]
-    assert table.loc[report.PLANTED, "n"] == 6 and table.loc[report.PLANTED, "neurons"] == 1
+    assert table.loc[report.PLANTED, "n"] == 6 and table.loc[report.PLANTED, "neurons"] == 3
     assert table.loc[report.OTHER, "n"] == 10 and table.loc[report.OTHER, "neurons"] == 5
     assert "planted neurons: above the random neurons" in check.sentence
     assert "other next-token neurons: no difference shown" in check.sentence, "a null result is said, not hidden"
     assert "[" in table.loc[report.OTHER, "gap over random [95% CI]"], "every gap carries its CI"
+    assert "CIs resample neurons" in check.sentence, "pairs of one neuron are not independent: the CI says what it resamples"
     assert report.split_scores(PLANTED + OTHER, RANDOM, TRUTH).table.equals(table), "a fixed seed: the same CIs"
 
 
@@ -38,10 +39,12 @@ def test_without_a_key_the_split_is_next_token_against_random_and_silent_on_orga
     assert "organism" not in check.sentence
 
 
-def test_the_bootstrap_ci_is_scipys_percentile_interval_around_the_mean():
+def test_the_ci_resamples_neurons_not_pairs():
     values = [e["E"] for e in OTHER]
-    low, high = report.bootstrap_ci([values], np.mean)
+    low, high = report.mean_ci(OTHER)
     assert low < np.mean(values) < high and high - low < 0.3
+    many = [{"layer": 1, "neuron": 0, "head": h, "E": e} for h, e in enumerate(np.linspace(0.2, 0.9, 40))]
+    assert np.isnan(report.mean_ci(many)[0]), "40 pairs of ONE neuron are one unit: no interval, not a narrow one"
     assert np.isnan(report.bootstrap_ci([[0.5]], np.mean)[0]), "one value has no interval"
 
 

@@ -103,9 +103,9 @@ def test_readme_documents_every_setting():
 
     from ctx_utils.settings import env_name
 
-    readme = (PACKAGE.parent / "README.md").read_text(encoding="utf-8")
+    readme = (PACKAGE.parent / "docs" / "settings.md").read_text(encoding="utf-8")
     missing = [env_name(f.name) for f in fields(Settings) if f"`{env_name(f.name)}`" not in readme]
-    assert not missing, f"README's settings table lacks {missing}"
+    assert not missing, f"docs/settings.md's settings table lacks {missing}"
 
 
 def test_a_notebook_prints_one_line_of_its_own_and_the_changed_settings_without_a_machine_path():

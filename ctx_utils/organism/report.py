@@ -77,49 +77,58 @@ def _with_ci(value: float, ci: tuple[float, float], signed: bool = False) -> str
     return number if np.isnan(ci[0]) else f"{number} [{ci[0]:+.3f}, {ci[1]:+.3f}]" if signed else f"{number} [{ci[0]:.2f}, {ci[1]:.2f}]"
 
 
-def _gap(a: Sequence[float], b: Sequence[float]) -> float:
-    return float(np.mean(a) - np.mean(b))
+def _by_neuron(pairs: list[dict]) -> list[np.ndarray]:
+    """The E of ``pairs``, one array per neuron: the unit a CI resamples (a neuron's pairs share its prompts)."""
+    groups: dict[tuple[int, int], list[float]] = {}
+    for p in pairs:
+        groups.setdefault((p["layer"], p["neuron"]), []).append(p["E"])
+    return [np.asarray(v, dtype=float) for _, v in sorted(groups.items())]
+
+
+def _pooled(clusters: list[np.ndarray], picked: np.ndarray) -> float:
+    """Mean E over the pairs of the neurons ``picked`` (indices into ``clusters``, repeats allowed)."""
+    return float(np.concatenate([clusters[int(i)] for i in picked]).mean())
+
+
+def mean_ci(pairs: list[dict]) -> tuple[float, float]:
+    """95 % CI of the mean E of ``pairs``, resampling neurons with all their pairs."""
+    c = _by_neuron(pairs)
+    return bootstrap_ci([np.arange(len(c))], lambda i: _pooled(c, i))
+
+
+def gap_ci(pairs: list[dict], baseline: list[dict]) -> tuple[float, float]:
+    """95 % CI of mean E(``pairs``) − mean E(``baseline``), resampling the neurons of each side independently."""
+    a, b = _by_neuron(pairs), _by_neuron(baseline)
+    return bootstrap_ci([np.arange(len(a)), np.arange(len(b))], lambda i, j: _pooled(a, i) - _pooled(b, j))
 
 
 def split_scores(scored: list[dict], random_pairs: list[dict], truth: dict | None) -> Check:
     """Mean E with its CI, and its gap over the random neurons' mean E with the gap's CI, per kind of pair.
 
-    ``scored``: scores.json's pairs; ``random_pairs``: its ``random_baseline.pairs``. The CIs resample pairs (pairs
-    of one neuron share held-out prompts, so they are wider in truth than printed; the sentence says it).
+    ``scored``: scores.json's pairs; ``random_pairs``: its ``random_baseline.pairs``. The CIs resample neurons, each
+    with all its pairs: pairs of one neuron share its held-out prompts and are not independent.
     """
     real = [s for s in scored if s["E"] is not None]
-    rand = [p["E"] for p in random_pairs if p["E"] is not None]
+    rand = [p for p in random_pairs if p["E"] is not None]
     groups = {"all next-token neurons": real}
     if truth is not None:
         groups |= {name: [s for s in real if group_of(truth, s["layer"], s["neuron"]) == name] for name in (PLANTED, OTHER)}
-    rows = []
-    for name, pairs in groups.items():
+    rows, verdicts = [], []
+    for name, pairs in [*groups.items(), (RANDOM, rand)]:
         e = [s["E"] for s in pairs]
-        row = {"pairs": name, "n": len(e), "neurons": len({(s["layer"], s["neuron"]) for s in pairs})}
-        row["mean E [95% CI]"] = _with_ci(np.mean(e), bootstrap_ci([e], np.mean)) if e else "—"
-        row["gap over random [95% CI]"] = _with_ci(_gap(e, rand), bootstrap_ci([e, rand], _gap), signed=True) if e and rand else "—"
+        row = {"pairs": name, "n": len(e), "neurons": len({(s["layer"], s["neuron"]) for s in pairs}),
+               "mean E [95% CI]": _with_ci(np.mean(e), mean_ci(pairs)) if e else "—", "gap over random [95% CI]": "—"}
+        if e and rand and name != RANDOM:
+            low, high = gap_ci(pairs, rand)
+            row["gap over random [95% CI]"] = _with_ci(np.mean(e) - np.mean([p["E"] for p in rand]), (low, high), signed=True)
+            verdicts.append(f"{name}: " + ("no difference shown (the CI includes 0)" if np.isnan(low) or low <= 0 <= high
+                                           else "above the random neurons" if low > 0 else "below the random neurons"))
         rows.append(row)
-    rows.append({"pairs": RANDOM, "n": len(rand), "neurons": len({(p["layer"], p["neuron"]) for p in random_pairs}),
-                 "mean E [95% CI]": _with_ci(np.mean(rand), bootstrap_ci([rand], np.mean)) if rand else "—",
-                 "gap over random [95% CI]": "—"})
-    return Check(pd.DataFrame(rows).set_index("pairs"), _scores_sentence(groups, rand, truth))
-
-
-def _scores_sentence(groups: dict[str, list[dict]], rand: list[float], truth: dict | None) -> str:
-    if not rand:
-        return "No random neuron's pair was scored, so there is no gap to measure."
-    parts = []
-    for name, pairs in groups.items():
-        e = [s["E"] for s in pairs]
-        if not e:
-            continue
-        low, high = bootstrap_ci([e, rand], _gap)
-        verdict = ("no difference shown (the CI includes 0)" if np.isnan(low) or low <= 0 <= high
-                   else "above the random neurons" if low > 0 else "below the random neurons")
-        parts.append(f"{name}: {verdict}")
     built_in = (" On an organism the planted neurons' pairs are built in: it was trained to look their contexts up; "
                 "what the method shows by itself is the row of the other next-token neurons.") if truth is not None else ""
-    return "; ".join(parts) + ". CIs resample pairs; pairs of one neuron share its held-out prompts." + built_in
+    sentence = ("; ".join(verdicts) + ". CIs resample neurons, each with all its pairs." + built_in if verdicts
+                else "No random neuron's pair was scored, so there is no gap to measure.")
+    return Check(pd.DataFrame(rows).set_index("pairs"), sentence)
 
 
 def _neuron_means(effects: list[dict], field: str) -> dict[tuple[int, int], float]:
@@ -177,6 +186,10 @@ def split_ablation(effects: list[dict], truth: dict | None) -> Check:
 
 
 # ------------------------------------------------------------------------------- checks per notebook
+
+
+def _round(x: float | None) -> float | None:
+    return None if x is None else round(x, 2)
 
 
 def _truth(settings) -> dict | None:
@@ -253,7 +266,7 @@ def check_heads(settings, model, neuron_list: list[dict], attributions: dict, pa
         found = pairs if rule == settings.rule else pairs_from_attributions(model, neuron_list, attributions, rule, settings.band)
         r = answer_key.recovery(found, truth)
         rows[f"{rule}{' (this run)' if rule == settings.rule else ''}"] = {
-            "key pairs found": f"{r['hits']} of {r['key_pairs']}", "precision": r["precision"], "recall": r["recall"],
+            "key pairs found": f"{r['hits']} of {r['key_pairs']}", "precision": _round(r["precision"]), "recall": _round(r["recall"]),
             "contexts found": f"{len(r['contexts_found'])} of {len(r['contexts'])}",
             "pairs on other neurons": r["other_pairs"]}
     mine = answer_key.recovery(pairs, truth)
@@ -321,7 +334,9 @@ def check_ablation(settings, model, effects: list[dict], pairs: list[dict]) -> C
     table = pd.DataFrame(rows).round(2)  # a redundant pair: two carriers of one context, one row each
     everything, confirmed = (answer_key.recovery(chosen, truth) for chosen in
                              (effects, [e for e in effects if answer_key.ablation_confirms(e)]))
-    return Check(table, f"Each carrier alone, ablated on its context's held-out prompts. Of step 3's pairs on planted neurons, "
+    alone = table[table["top-1 ablated"] > 0.5]["carrier"].tolist()
+    redundant = f" {', '.join(alone)} change nothing alone: a redundant pair, each twin carries the context by itself." if alone else ""
+    return Check(table, f"Each carrier alone, ablated on its context's held-out prompts.{redundant} Of step 3's pairs on planted neurons, "
                         f"{everything['hits']} of {everything['pairs']} are carriers; keeping only those that ablation "
                         f"confirms, {confirmed['hits']} of {confirmed['pairs']}.")
 
