@@ -1,0 +1,57 @@
+"""The README is one screen a learner reads first; the figures docs/ and the notebooks' prose quote agree with the
+shipped results; the step notebooks' code cells stay short."""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+import nbformat
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+STEP_NOTEBOOKS = sorted((ROOT / "notebooks").glob("0[0-6]_*.ipynb"))
+
+
+def test_the_readme_is_one_screen_that_says_where_to_start():
+    text = (ROOT / "README.md").read_text(encoding="utf-8")
+    assert len(text.splitlines()) <= 60, "reference material belongs in docs/*.md, linked from the README"
+    for needed in ("notebook 00", "make lab", "Colab", "make run", "make test", "make check"):
+        assert needed in text, f"the README should say {needed!r}"
+
+
+def test_every_docs_page_the_readme_links_that_this_kit_writes_exists():
+    text = (ROOT / "README.md").read_text(encoding="utf-8")
+    linked = set(re.findall(r"\]\((docs/[\w-]+\.md)\)", text))
+    mine = {"docs/running.md", "docs/steps.md", "docs/organism.md", "docs/explainers.md", "docs/paper-data.md",
+            "docs/settings.md", "docs/classroom.md", "docs/troubleshooting.md"}
+    assert mine <= linked, f"not linked from the README: {sorted(mine - linked)}"
+    assert all((ROOT / page).exists() for page in mine)
+
+
+def test_the_released_data_table_in_the_docs_is_the_shipped_summary():
+    summary = json.loads((ROOT / "results" / "paper-data" / "summary.json").read_text())["models"]
+    doc = (ROOT / "docs" / "paper-data.md").read_text(encoding="utf-8")
+    for model in ("gpt2-small", "gpt2-medium", "gpt2-large"):
+        s = summary[model]
+        row = next(line for line in doc.splitlines() if line.startswith(f"| {model} |"))
+        cells = [c.strip() for c in row.strip("|").split("|")][1:]
+        assert cells == [str(s["n_pairs"]), f"{s['mean_E']:.4f}", f"{s['std_E']:.4f}", f"{s['skew']:.3f}",
+                         f"{s['skewtest_p']:.3f}", f"{s['ks_statistic']:.5f}", f"{s['ks_p']:.4e}"], f"{model}: {row}"
+
+
+@pytest.mark.parametrize("path", STEP_NOTEBOOKS, ids=lambda p: p.name)
+def test_step_notebook_code_cells_are_short(path):
+    long = [(cell.id, len(cell.source.splitlines())) for cell in nbformat.read(path, 4).cells
+            if cell.cell_type == "code" and "setup" not in cell.metadata.get("tags", [])
+            and len(cell.source.splitlines()) > 25]
+    assert not long, f"{path.name}: code cells over 25 lines {long}: move the logic into ctx_utils under a name that says what it does"
+
+
+@pytest.mark.parametrize("path", STEP_NOTEBOOKS, ids=lambda p: p.name)
+def test_a_step_notebook_prints_no_fingerprint_or_results_path(path):
+    for cell in nbformat.read(path, 4).cells:
+        if cell.cell_type == "code":
+            assert "fingerprint" not in cell.source and "results_dir(" not in cell.source, \
+                f"{path.name} cell {cell.id}: a fingerprint or a machine's results path is no reading for a learner"
