@@ -55,3 +55,16 @@ def test_a_step_notebook_prints_no_fingerprint_or_results_path(path):
         if cell.cell_type == "code":
             assert "fingerprint" not in cell.source and "results_dir(" not in cell.source, \
                 f"{path.name} cell {cell.id}: a fingerprint or a machine's results path is no reading for a learner"
+
+
+def test_the_offline_explainer_table_in_the_docs_is_the_shipped_result():
+    models = json.loads((ROOT / "results" / "paper-data" / "offline_explainer.json").read_text())["models"]
+    doc = (ROOT / "docs" / "explainers.md").read_text(encoding="utf-8")
+    for model, m in models.items():
+        row = next(line for line in doc.splitlines() if line.startswith(f"| {model} "))
+        cells = [c.strip() for c in row.strip("|").split("|")][1:]
+        e, d, w = m["mean_E"], m["paired_difference"], m["wins_ties_losses"]
+        assert cells == [str(m["n_pairs"]), f"{e['explanation']:.3f}", f"{e['gpt4']:.3f}",
+                         f"{d['mean_difference']:+.3f} [{d['ci_low']:+.3f}, {d['ci_high']:+.3f}]",
+                         f"{w['wins']}/{w['ties']}/{w['losses']}", f"{e['always_active']:.3f}", f"{e['single_word']:.3f}",
+                         f"{e['word_classifier']:.3f}"], f"{model}: {row}"
