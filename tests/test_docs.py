@@ -11,6 +11,7 @@ import nbformat
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
+SUPERSCRIPT = str.maketrans("0123456789", "⁰¹²³⁴⁵⁶⁷⁸⁹")
 STEP_NOTEBOOKS = sorted((ROOT / "notebooks").glob("0[0-6]_*.ipynb"))
 
 
@@ -68,3 +69,12 @@ def test_the_offline_explainer_table_in_the_docs_is_the_shipped_result():
                          f"{d['mean_difference']:+.3f} [{d['ci_low']:+.3f}, {d['ci_high']:+.3f}]",
                          f"{w['wins']}/{w['ties']}/{w['losses']}", f"{e['always_active']:.3f}", f"{e['single_word']:.3f}",
                          f"{e['word_classifier']:.3f}"], f"{model}: {row}"
+
+
+def test_notebook_06_quotes_the_released_ablation_statistics_of_the_shipped_summary():
+    s = json.loads((ROOT / "results" / "paper-data" / "summary.json").read_text())["models"]["gpt2-small"]
+    prose = "\n".join(c.source for c in nbformat.read(ROOT / "notebooks" / "06_ablation.ipynb", 4).cells if c.cell_type == "markdown")
+    mantissa, exponent = f"{s['ks_p']:.1e}".split("e")
+    quoted = (f"GPT-2 small's {s['n_active']} pairs give an active mean of {s['active_mean']:.3f}\nagainst "
+              f"{s['inactive_mean']:.4f} inactive, KS {s['ks_statistic']:.3f}, p = {mantissa} × 10⁻{str(int(exponent[1:])).translate(SUPERSCRIPT)}")
+    assert quoted in prose, f"notebook 06 should quote the released data as: {quoted}"
