@@ -61,3 +61,25 @@ def test_the_ks_test_counts_neurons_not_pairs():
     assert split.table.loc[report.OTHER, "n"] == 4 and "other next-token neurons: no difference shown" in split.sentence
     assert float(split.table.loc["all next-token neurons", "p per pair"]) < float(
         split.table.loc["all next-token neurons", "p per neuron"]), "pairs treated as independent look more certain"
+
+
+def test_an_explanation_naming_none_of_a_contexts_marker_words_does_not_recover_it(monkeypatch):
+    monkeypatch.setattr(report, "_truth", lambda settings: TRUTH)
+    scored = [{"layer": 1, "neuron": 0, "head": 0, "E": 1.0}]
+    vague = report.check_scores(None, scored, [{"layer": 1, "neuron": 0, "head": 0, "token": " up", "text": "contains 'the'"}])
+    assert vague.table.loc["up/local", "explanations naming it"] == 0 and "0 of 3 planted contexts" in vague.sentence, \
+        "E = 1.00 for an explanation that names no marker word is no recovery"
+    named = report.check_scores(None, scored, [{"layer": 1, "neuron": 0, "head": 0, "token": " up", "text": "after 'never'"}])
+    assert named.table.loc["up/local", "best E"] == 1.0 and "1 of 3 planted contexts" in named.sentence
+
+
+def test_the_checks_say_nothing_on_a_model_without_an_answer_key(monkeypatch):
+    monkeypatch.setattr(report, "_truth", lambda settings: None)
+    assert report.check_scores(None, [], []) is None and report.check_neurons(None, []) is None
+
+
+def test_a_check_shows_text_from_data_or_an_llm_as_text():
+    import pandas as pd
+
+    page = report.Check(pd.DataFrame({"explanation": ["<script>alert(1)</script>"]}), "names <b>never</b>")._repr_html_()
+    assert "<script>alert" not in page and "<b>never" not in page and "&lt;b&gt;never&lt;/b&gt;" in page
