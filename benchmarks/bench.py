@@ -352,7 +352,7 @@ def course_profile(args) -> dict:
         pairs = heads.pairs_from_attributions(model, chosen, attr, "top3", ">25")
         with_pairs = [n for n in chosen if any((p["layer"], p["neuron"]) == (n["layer"], n["neuron"]) for p in pairs)]
         held = measured(steps, "5 held-out scan + truncation + attribution", lambda: score.held_out_set(
-            model, with_pairs, test_docs, k=args.top_k, keep=args.keep, rule="top3", batch_size=bs))
+            model, with_pairs, test_docs, found, k=args.top_k, keep=args.keep, rule="top3", batch_size=bs))
         held = {"prompts": {key: entries[: args.max_held_out] for key, entries in held["prompts"].items()},
                 "active": {key: rows[: args.max_held_out] for key, rows in held["active"].items()}}
         random_set = measured(steps, "5 random neurons (congruence again)",

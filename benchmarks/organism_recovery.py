@@ -78,7 +78,7 @@ def e_scores(folder: Path, model, found: list[dict], prompt_sets: dict, pairs: l
     settings = pipeline.resolve(load_settings(environ={}, model=str(folder), explainer="offline", rule=rule,
                                               band=BAND, n_docs=SCORE_DOCS, max_test_docs=SCORE_DOCS), quiet=True)
     explained = pipeline.compute_explanations(settings, mine, prompt_sets)["pairs"]
-    held = pipeline.compute_held_out(settings, model, pipeline.pair_neurons(found, mine))
+    held = pipeline.compute_held_out(settings, model, pipeline.pair_neurons(found, mine), prompt_sets)
     return [s["E"] for s in pipeline.score_held_out(settings, explained, held)]
 
 

@@ -395,3 +395,13 @@ def context_recovery(pairs: list[dict], prompts: dict[str, list[dict]], planted:
                 }
             )
     return report
+
+
+def look_back(model: TransformerBridge, text: str, layer: int, head_index: int) -> float:
+    """How far back, in tokens, head ``layer.head_index`` looks from the last token of ``text`` (BOS prepended): the
+    attention-weighted distance, 0 for the token itself. A local context look-up reads a word or two back; a topic
+    look-up, a sentence or more."""
+    hook = f"blocks.{layer}.attn.hook_pattern"
+    _, cache = model.run_with_cache(model.to_tokens(text, prepend_bos=True), names_filter=hook)
+    weights = cache[hook][0, head_index, -1]  # [pos]: where the last token attends
+    return float(weights @ torch.arange(len(weights) - 1, -1, -1, dtype=weights.dtype))

@@ -81,14 +81,15 @@ def _local_path(value: str) -> str:
 
 
 def setup(**overrides: Any) -> Settings:
-    """A notebook's first call: settings from the environment and the parameters cell, resolved and printed.
+    """A notebook's first call: settings from the environment and the parameters cell, resolved and printed in one
+    line (the model, the notebook's own settings ``overrides`` and any changed one).
 
     On Colab, with no MODEL or preset given, the size fits the runtime, and its plan is printed (:mod:`ctx_utils.runtime`).
     """
     fit = runtime.fit(overrides)
     settings = resolve(load_settings(fit.environ, **overrides))
     fit.report(settings, saved=lambda step: _usable(result_path(settings, step), settings, step)[0] is not None)
-    print(settings.describe())
+    print(settings.describe(tuple(overrides)))
     return settings
 
 
@@ -135,12 +136,18 @@ def _usable(path: Path, settings: Settings, step: str) -> tuple[dict | None, str
         data = load_json(path)
     except ResultFileError as err:
         return None, f"{path} cannot be used ({err})"
+    missing = [key for key in REQUIRED_FIELDS.get(step, ()) if key not in data]
+    if missing:
+        return None, f"{path.name} was made by an older kit (no {', '.join(missing)})"
     if data.get("fingerprint") != settings.fingerprint(step):
         saved = data.get("settings") or {}
         changed = sorted(k for k, v in settings.for_step(step).items() if saved.get(k, object()) != v)
         return None, f"{path.name} was made with other settings ({', '.join(changed) or 'unknown'})"
-    return data, f"same settings (fingerprint {data['fingerprint']})"
+    return data, "same settings"
 
+
+#: Fields a step's file must hold to be used: a file made before the field existed is recomputed, not trusted.
+REQUIRED_FIELDS: dict[str, tuple[str, ...]] = {"held_out": ("removed",)}
 
 _depth = 0  # how deep in nested load-or-compute calls we are: only the outer call's "loaded" line is printed
 
@@ -153,7 +160,7 @@ def _load_or_compute(settings: Settings, step: str, compute: Callable[[], dict],
     indent = "  " * _depth
     if data is not None:
         if not quiet and _depth == 0:
-            print(f"{step}: loaded {path} ({reason}).")
+            print(f"{step}: loaded {path.name} ({reason}).")
         return data
     if not quiet:
         print(f"{indent}{step}: computing ({reason}) …", flush=True)
@@ -166,7 +173,7 @@ def _load_or_compute(settings: Settings, step: str, compute: Callable[[], dict],
             "fingerprint": settings.fingerprint(step), **payload}
     save_json(path, data)
     if not quiet:
-        print(f"{indent}{step}: computed and saved {path}.")
+        print(f"{indent}{step}: computed and saved {path.name}.")
     return json.loads(json.dumps(data))  # exactly what a later load returns (tuples become lists, etc.)
 
 
@@ -225,15 +232,17 @@ def compute_heads(settings: Settings, model: TransformerBridge, neuron_list: lis
     return {"pairs": pairs, "neurons": heads_step.heads_summary(model, attributions, settings.rule)}
 
 
-def compute_held_out(settings: Settings, model: TransformerBridge, neuron_list: list[dict]) -> dict:
+def compute_held_out(settings: Settings, model: TransformerBridge, neuron_list: list[dict],
+                     training: dict[str, list[dict]]) -> dict:
     """Steps 2-3 again on the held-out documents, for the neurons with pairs (:func:`ctx_utils.score.held_out_set`).
 
-    No neuron with a pair (step 3 found none) gives an empty set, not an error: later steps then report that.
+    ``training``: the neurons' prompts of step 2 (prompts.json); a held-out prompt equal to one of its neuron's
+    is removed and counted. No neuron with a pair (step 3 found none) gives an empty set, not an error.
     """
     docs = documents(settings, held_out=True)
     if not neuron_list:
-        return {"n_docs": len(docs), "prompts": {}, "active": {}}
-    held = score_step.held_out_set(model, neuron_list, docs, k=settings.top_k, max_tokens=settings.max_tokens,
+        return {"n_docs": len(docs), "prompts": {}, "active": {}, "removed": {}}
+    held = score_step.held_out_set(model, neuron_list, docs, training, k=settings.top_k, max_tokens=settings.max_tokens,
                                    keep=settings.keep, ratio=settings.ratio, rule=settings.rule,
                                    include_same_layer=settings.same_layer, batch_size=settings.batch_size)
     return {"n_docs": len(docs), **held}
@@ -296,10 +305,11 @@ def random_baseline(settings: Settings, model: TransformerBridge, explained: lis
     scored = []
     if random_pairs:
         random_explained = compute_explanations(settings, random_pairs, random_prompts, llm)["pairs"]
-        held = compute_held_out(settings, model, pair_neurons(random_set, random_pairs))
+        held = compute_held_out(settings, model, pair_neurons(random_set, random_pairs), random_prompts)
         scored = score_held_out(settings, random_explained, held, llm)
     return {"neurons": [{k: n[k] for k in ("layer", "neuron", "token")} for n in random_set],
-            "n_pairs": len(random_pairs), "pairs": [{k: s[k] for k in ("layer", "neuron", "head", "E", "one_class")} for s in scored],
+            "n_pairs": len(random_pairs), "held_out_removed": sum(held["removed"].values()) if random_pairs else 0,
+            "pairs": [{k: s[k] for k in ("layer", "neuron", "head", "E", "one_class")} for s in scored],
             "summary": _summary(scored)}
 
 
@@ -373,7 +383,7 @@ def held_out(settings: Settings, quiet: bool = False) -> dict:
     """held_out.json: held-out prompts and active heads for the neurons with pairs (steps 5 and 6 read it)."""
     def compute() -> dict:
         wanted = pair_neurons(neurons(settings, quiet=quiet)["neurons"], heads(settings, quiet=quiet)["pairs"])
-        return compute_held_out(settings, model(settings), wanted)
+        return compute_held_out(settings, model(settings), wanted, prompts(settings, quiet=quiet)["prompts"])
     return _load_or_compute(settings, "held_out", compute, quiet)
 
 

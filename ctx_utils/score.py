@@ -110,6 +110,7 @@ def held_out_set(
     model: TransformerBridge,
     neurons: Sequence[dict[str, Any]],
     docs: list[str],
+    training: dict[str, list[dict]],
     k: int = DEFAULTS.top_k,
     max_tokens: int = DEFAULTS.max_tokens,
     keep: int = DEFAULTS.keep,
@@ -121,15 +122,31 @@ def held_out_set(
     """Steps 2-3 again, on held-out documents: each neuron's held-out prompts and the heads active on each.
 
     The same truncation, filter and active-head ``rule`` as on the training documents, so the ground truth
-    means what the positives of step 3 meant. Returns ``{"prompts": {key: [prompts.json entries]}, "active":
-    {key: [[flat heads active on prompt i], ...]}}`` keyed ``"<layer>.<neuron>"`` (held_out.json); a neuron
-    with no held-out prompt gets empty lists. Steps 5 (E) and 6 (ablation) read the same set.
+    means what the positives of step 3 meant. A held-out prompt whose text equals one of the neuron's
+    ``training`` prompts (prompts.json: what the explainer saw) is removed: a short context truncates to the
+    same words in both splits, and scoring an explanation on a prompt it was written from is no test.
+    Returns ``{"prompts": {key: [prompts.json entries]}, "active": {key: [[flat heads active on prompt i],
+    ...]}, "removed": {key: count}}`` keyed ``"<layer>.<neuron>"`` (held_out.json); a neuron with no held-out
+    prompt gets empty lists. Steps 5 (E) and 6 (ablation) read the same set.
     """
-    found = find_activating_prompts(model, docs, list(neurons), k=k, max_tokens=max_tokens, keep=keep, ratio=ratio,
-                                    batch_size=batch_size, progress=False)
+    candidates = find_activating_prompts(model, docs, list(neurons), k=k, max_tokens=max_tokens, keep=keep, ratio=ratio,
+                                         batch_size=batch_size, progress=False)
+    found, removed = drop_training_duplicates(candidates, training)
     attributions = attribute_neurons(model, list(neurons), found, include_same_layer, batch_size)
     active = {key: [row.nonzero().flatten().tolist() for row in active_heads(attr, rule)] for key, attr in attributions.items()}
-    return {"prompts": found, "active": {key: active.get(key, []) for key in found}}
+    return {"prompts": found, "active": {key: active.get(key, []) for key in found}, "removed": removed}
+
+
+def drop_training_duplicates(held: dict[str, list[dict]], training: dict[str, list[dict]]
+                             ) -> tuple[dict[str, list[dict]], dict[str, int]]:
+    """``held`` without the prompts whose text is one of the same neuron's ``training`` prompts, and how many
+    each neuron lost (prompts of another neuron may repeat: they were never shown with this neuron's head)."""
+    kept, removed = {}, {}
+    for key, entries in held.items():
+        seen = {e["text"] for e in training.get(key, [])}
+        kept[key] = [e for e in entries if e["text"] not in seen]
+        removed[key] = len(entries) - len(kept[key])
+    return kept, removed
 
 
 def score_explanations(

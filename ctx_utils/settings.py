@@ -106,8 +106,14 @@ class Settings:
         """A copy with ``changes`` (validated like the rest)."""
         return dataclasses.replace(self, **changes)
 
-    def describe(self) -> str:
-        """The settings as the notebooks print them: one line each, non-defaults marked."""
+    def describe(self, names: tuple[str, ...] | None = None) -> str:
+        """One line of the settings ``names`` and every changed one; with no ``names``, the full table (one line each,
+        non-defaults marked)."""
+        if names is not None:
+            shown = dict.fromkeys(("model", *names, *(f.name for f in fields(self) if getattr(self, f.name) != DEFAULTS_BY_NAME[f.name])))
+            values = {name: getattr(self, name) for name in shown}
+            values = {k: os.path.basename(v) if isinstance(v, str) and os.path.isabs(v) else v for k, v in values.items()}
+            return "Settings: " + ", ".join(f"{k} {v!r}" for k, v in values.items()) + " (all: settings.describe())"
         lines = []
         for f in fields(self):
             value = getattr(self, f.name)

@@ -82,6 +82,17 @@ def score_histogram(scores: Sequence[float | None], title: str = "Distribution o
     return fig
 
 
+def text_table(frame: Any, decimals: int = 2) -> Any:
+    """``frame`` (a pandas DataFrame) styled to be read: every cell HTML-escaped (text from data or an LLM is shown,
+    never run), numbers to ``decimals`` places, text left-aligned and wrapped in full instead of cut."""
+    from pandas.api.types import is_numeric_dtype
+
+    frame = frame if frame.index.is_unique else frame.reset_index()  # a Styler needs unique row labels
+    text_columns = [c for c in frame.columns if not is_numeric_dtype(frame[c])]
+    return (frame.style.format(escape="html", precision=decimals, na_rep="—")
+            .set_properties(subset=text_columns, **{"text-align": "left", "white-space": "normal", "max-width": "48em"}))
+
+
 def head_attributions(
     attr: Tensor | np.ndarray, n_heads: int, title: str, labels: Sequence[str] | None = None, per_prompt: bool = True
 ) -> go.Figure:

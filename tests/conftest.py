@@ -85,7 +85,7 @@ def bpe_fixture(request):
 
 
 def pytest_configure(config):
-    """Kernels started in this session (nbmake's, under `make test`) use CurveZMQ-encrypted sockets, so none warns
+    """Kernels started in this session (the slow tests', under `make test`) use CurveZMQ-encrypted sockets, so none warns
     "Kernel is running over TCP without encryption" on every notebook's line (issue 23, item 11)."""
     from ctx_utils.tools.run_notebooks import encrypt_kernels
 

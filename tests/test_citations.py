@@ -16,9 +16,9 @@ UNSHIPPED = re.compile(r"paper-method|paper_method\.md|GUIDE(?:'s|\.md| §)|pape
 
 
 def shipped_texts() -> list[Path]:
-    """Every file a learner reads: notebooks (step and exercise copies), the kit's modules, README and INSTRUCTORS."""
+    """Every file a learner reads: notebooks (step and exercise copies), the kit's modules, README, INSTRUCTORS and docs/."""
     files = sorted((ROOT / "notebooks").rglob("*.ipynb")) + sorted((ROOT / "ctx_utils").rglob("*.py"))
-    files += [ROOT / "README.md", ROOT / "INSTRUCTORS.md"]
+    files += [ROOT / "README.md", ROOT / "INSTRUCTORS.md", *sorted((ROOT / "docs").glob("*.md"))]
     return [f for f in files if ".ipynb_checkpoints" not in f.parts]
 
 

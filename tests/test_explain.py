@@ -195,7 +195,7 @@ def test_held_out_set_gives_ground_truth_aligned_with_prompts(tiny_model):
     words = "the cat sat on mat for research purposes only as early such".split()
     docs = [" ".join(words[(i * 7 + j) % len(words)] for j in range(12)) for i in range(24)]
     neurons = [{"layer": 1, "neuron": n, "token": " only"} for n in range(4)]
-    held = held_out_set(tiny_model, neurons, docs, rule="top3", keep=5)
+    held = held_out_set(tiny_model, neurons, docs, {}, rule="top3", keep=5)
     prompts, active = held["prompts"], held["active"]
     assert sorted(prompts) == sorted(active) == ["1.0", "1.1", "1.2", "1.3"]
     assert any(prompts.values()), "no neuron got a held-out prompt"
@@ -230,3 +230,19 @@ def test_an_empty_llm_explanation_is_reported_with_its_pair_and_not_cached(tmp_p
         explained = explain_pairs(PAIRS + [second_pair], PROMPTS, llm=llm())  # the rerun asks the empty one again
         assert len(server.requests) == 3
     assert [r["text"] for r in explained] == ["contains 'purposes'.", "contains 'purposes'."]
+
+
+def test_a_held_out_prompt_that_repeats_a_training_prompt_of_its_neuron_is_removed_and_counted(tiny_model):
+    words = "the cat sat on mat for research purposes only as early such".split()
+    docs = [" ".join(words[(i * 7 + j) % len(words)] for j in range(12)) for i in range(24)]
+    neurons = [{"layer": 1, "neuron": n, "token": " only"} for n in range(2)]
+    everything = held_out_set(tiny_model, neurons, docs, {}, rule="top3", keep=5)
+    assert everything["removed"] == {"1.0": 0, "1.1": 0}
+    training = {"1.0": everything["prompts"]["1.0"][:2], "1.1": []}  # two of neuron 1.0's held-out prompts, as if trained on
+    held = held_out_set(tiny_model, neurons, docs, training, rule="top3", keep=5)
+    seen = {e["text"] for e in training["1.0"]}
+    assert held["removed"]["1.0"] == sum(e["text"] in seen for e in everything["prompts"]["1.0"]) >= 2
+    assert not seen & {e["text"] for e in held["prompts"]["1.0"]}, "a training prompt of the neuron was kept"
+    assert len(held["active"]["1.0"]) == len(held["prompts"]["1.0"]), "ground truth no longer aligned with the prompts"
+    assert held["prompts"]["1.1"] == everything["prompts"]["1.1"] and held["removed"]["1.1"] == 0, \
+        "another neuron's prompts are not its training prompts"

@@ -12,7 +12,7 @@ organism the answer key says it must hold (on GPT-2 the notebooks report these f
 * E is spread (not all ≈ 1), and the next-token neurons' mean E beats the random-neuron baseline by ≥ 0.1;
 * the ablation's KS test runs over ≥ 20 pairs and separates active from inactive prompts (p < 0.01).
 
-Numbers printed by ``-s`` are the figures the README quotes.
+The table of ``docs/organism.md`` quotes this run's figures; the last test checks each of them.
 """
 
 from __future__ import annotations
@@ -41,11 +41,11 @@ def run() -> dict:
     attributions = heads.attribute_neurons(model, found, prompt_sets)
     pairs = steps.compute_heads(settings, model, found, prompt_sets, attributions)["pairs"]
     explained = steps.compute_explanations(settings, pairs, prompt_sets)["pairs"]
-    held = steps.compute_held_out(settings, model, steps.pair_neurons(found, pairs))
+    held = steps.compute_held_out(settings, model, steps.pair_neurons(found, pairs), prompt_sets)
     scores = steps.compute_scores(settings, model, explained, held)
     ablation = steps.compute_ablation(settings, model, pairs, held)
     top3 = heads.pairs_from_attributions(model, found, attributions, rule="top3", band=settings.band)
-    return {"settings": settings, "pairs": pairs, "top3": top3, "scores": scores, "ablation": ablation,
+    return {"settings": settings, "pairs": pairs, "top3": top3, "scores": scores, "ablation": ablation, "held": held,
             "truth": load_answer_key("organism")}
 
 
@@ -87,3 +87,34 @@ def test_ablation_ks_over_enough_pairs(run):
     ks = run["ablation"]["ks"]
     print(f"\nKS over {ks['n_active']} pairs: statistic {ks['statistic']:.3f}, p = {ks['pvalue']:.2g}")
     assert ks["n_active"] >= 20 and ks["pvalue"] < 0.01
+
+
+def test_the_documented_figures_are_this_runs(run):
+    from pathlib import Path
+
+    from ctx_utils.organism import report
+
+    doc = (Path(__file__).resolve().parents[1] / "docs" / "organism.md").read_text(encoding="utf-8")
+    truth, scored = run["truth"], [p for p in run["scores"]["pairs"] if p["E"] is not None]
+    rand = [p for p in run["scores"]["random_baseline"]["pairs"] if p["E"] is not None]
+    sigma, top3 = recovery(run["pairs"], truth), recovery(run["top3"], truth)
+    kind = {name: [p for p in scored if report.group_of(truth, p["layer"], p["neuron"]) == name] for name in (report.PLANTED, report.OTHER)}
+    mean = lambda pairs: statistics.mean(p["E"] for p in pairs)  # noqa: E731
+    removed = sum(run["held"]["removed"].values())
+    other_low, other_high = report.gap_ci(kind[report.OTHER], rand)
+    ks = {name: report.ks_per_neuron([e for e in run["ablation"]["pairs"] if report.group_of(truth, e["layer"], e["neuron"]) == name])
+          for name in (report.PLANTED, report.OTHER)}
+    expected = [
+        f"{sigma['pairs']} pairs, precision {sigma['precision']:.2f}, recall {sigma['recall']:.2f}, {len(sigma['contexts_found'])} of 16 contexts",
+        f"{top3['pairs']} pairs, precision {top3['precision']:.2f}, recall {top3['recall']:.2f}",
+        f"| {len(run['pairs'])} ({sigma['other_pairs']} on neurons that are not planted",
+        f"{removed} of {removed + sum(map(len, run['held']['prompts'].values()))} repeated a training prompt of their neuron "
+        f"and are removed (random neurons: {run['scores']['random_baseline']['held_out_removed']})",
+        f"mean {mean(scored):.3f} over {len(scored)} pairs: planted neurons {mean(kind[report.PLANTED]):.3f} "
+        f"({len(kind[report.PLANTED])} pairs), other next-token neurons {mean(kind[report.OTHER]):.3f} ({len(kind[report.OTHER])})",
+        f"{len(rand)} pairs, mean E {mean(rand):.3f}: other next-token neurons {mean(kind[report.OTHER]) - mean(rand):+.3f}, "
+        f"95 % CI {'includes 0' if other_low <= 0 <= other_high else 'excludes 0'}",
+        f"planted neurons p = {ks[report.PLANTED]['pvalue']:.2g} (built in), other next-token neurons p = {ks[report.OTHER]['pvalue']:.2g}",
+    ]
+    missing = [line for line in expected if line not in doc]
+    assert not missing, "docs/organism.md quotes other figures than this run's; the run gives:\n" + "\n".join(missing)

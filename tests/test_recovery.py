@@ -120,7 +120,8 @@ def test_offline_explanations_name_each_context_and_score_high(pipeline):
         recovered[name] = next(c["pair"] for c in row["candidates"] if c["pair"]["head"] in head)
     settings = pipeline["settings"]
     explained = steps.compute_explanations(settings, list(recovered.values()), pipeline["prompts"])["pairs"]
-    held = steps.compute_held_out(settings, pipeline["model"], steps.pair_neurons(pipeline["neurons"], list(recovered.values())))
+    held = steps.compute_held_out(settings, pipeline["model"], steps.pair_neurons(pipeline["neurons"], list(recovered.values())),
+                                pipeline["prompts"])
     scored = steps.score_held_out(settings, explained, held)
     markers = {c["name"]: c["marker"] for entry in PLANTED for c in entry["contexts"]}
     for (name, pair), record, score in zip(recovered.items(), explained, scored):

@@ -103,9 +103,9 @@ def test_readme_documents_every_setting():
 
     from ctx_utils.settings import env_name
 
-    readme = (PACKAGE.parent / "README.md").read_text(encoding="utf-8")
+    readme = (PACKAGE.parent / "docs" / "settings.md").read_text(encoding="utf-8")
     missing = [env_name(f.name) for f in fields(Settings) if f"`{env_name(f.name)}`" not in readme]
-    assert not missing, f"README's settings table lacks {missing}"
+    assert not missing, f"docs/settings.md's settings table lacks {missing}"
 
 
 # ------------------------------------------------------------------------- issue 23, item 3: typo'd variables
@@ -137,3 +137,11 @@ def test_every_variable_the_kit_reads_is_known():
     for path in [*KIT_ROOT.glob("ctx_utils/**/*.py"), KIT_ROOT / "Makefile", *KIT_ROOT.glob("notebooks/*.ipynb")]:
         read |= set(re.findall(r"CTX_[A-Z][A-Z_]*[A-Z]", path.read_text(encoding="utf-8")))
     assert read - set(known_variables()) == {"CTX_RULE", "CTX_NDOCS"}  # the examples of typos in settings.py
+
+
+def test_a_notebook_prints_one_line_of_its_own_and_the_changed_settings_without_a_machine_path():
+    settings = DEFAULTS.replace(model="/home/someone/models/my-model", keep=7)
+    line = settings.describe(("rule",))
+    assert "\n" not in line and line.startswith("Settings: model 'my-model', rule '2sigma', keep 7")
+    assert "/home" not in line and "batch_size" not in line, "only the notebook's own and the changed settings"
+    assert "batch_size" in DEFAULTS.describe(), "the full table stays on request"

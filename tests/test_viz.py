@@ -5,6 +5,7 @@ from __future__ import annotations
 import socket
 import sys
 import urllib.request
+from pathlib import Path
 
 import numpy as np
 import plotly.graph_objects as go
@@ -233,3 +234,22 @@ def test_head_attributions_are_a_layers_by_heads_map_with_whole_ticks():
     assert fig.data[0].zmin == -fig.data[0].zmax == -17
     with pytest.raises(ValueError, match="head_layers × 5"):
         viz.head_attributions(attr, n_heads=5, title="t")
+
+
+def test_text_table_shows_html_in_data_or_llm_text_as_text():
+    import pandas as pd
+
+    frame = pd.DataFrame({"E": [0.5], "explanation": ["<script>alert(1)</script> when <b>research</b> precedes"]})
+    page = viz.text_table(frame).to_html()
+    assert "<script>alert" not in page and "<b>research" not in page, "text from data ran as HTML"
+    assert "&lt;script&gt;alert(1)&lt;/script&gt;" in page and "&lt;b&gt;research&lt;/b&gt;" in page
+    assert "white-space: normal" in page, "explanations wrap in full instead of being cut"
+
+
+def test_no_notebook_styles_a_table_around_the_escaping_helper():
+    import nbformat
+
+    for path in sorted((Path(__file__).parents[1] / "notebooks").glob("0*.ipynb")):
+        for cell in nbformat.read(path, 4).cells:
+            assert cell.cell_type != "code" or ".style" not in cell.source, \
+                f"{path.name}: a pandas Styler renders cells as raw HTML; use viz.text_table (it escapes)"
