@@ -31,7 +31,8 @@ sample, documents of real text averaging 256 tokens):
    prompt shortens, and so does the kit beyond its shortest cuts: where it does not, the two may pick
    different cuts, so the figure compares time.
 
-Writes ``results/bench.json`` (figures + machine info). About 3–5 minutes on 2 CPU cores; ``--quick`` runs
+Times are CPU seconds of this process (one torch thread: the work itself, whatever else runs on the machine);
+tokens/s are real tokens per CPU second. Writes ``results/bench.json`` (figures + machine info). About 3–5 minutes on 2 CPU cores; ``--quick`` runs
 smaller corpora.
 
 ``--course`` instead profiles the whole course's computation at GPT-2-small size, step by step, as the
@@ -72,12 +73,14 @@ from ctx_utils.results import results_root, save_json  # noqa: E402
 from ctx_utils.settings import DEFAULTS, PRESETS  # noqa: E402
 
 def timed(fn, repeat: int = 1) -> tuple[float, object]:
-    """Best wall time of ``repeat`` runs (less noise from the other processes on a shared machine)."""
+    """Best CPU time of ``repeat`` runs, in seconds. With one torch thread (``CTX_TORCH_THREADS=1``) it is the work
+    itself: on a machine shared with other jobs they stretch the wall time, not the CPU seconds, so methods timed
+    one after the other compare side by side."""
     best, out = float("inf"), None
     for _ in range(repeat):
-        start = time.perf_counter()
+        start = time.process_time()
         out = fn()
-        best = min(best, time.perf_counter() - start)
+        best = min(best, time.process_time() - start)
     return best, out
 
 
