@@ -81,6 +81,8 @@ def main() -> None:
     parser.add_argument("--kit", action="append", type=Path, help="a copy of the kit to run (default: this one); repeat to compare")
     parser.add_argument("--only", nargs="*", help="notebook numbers, e.g. 02 05 (default: all)")
     parser.add_argument("--out", type=Path, default=None, help="where to write the figures (JSON)")
+    parser.add_argument("--results", type=Path, default=None, help="start from this results folder (one kit only), "
+                        "e.g. to time notebook 02 again on notebook 01's saved results; default: an empty one")
     args = parser.parse_args()
     kits = [k.resolve() for k in (args.kit or [ROOT])]
     folder, train, test = prepare()
@@ -89,13 +91,16 @@ def main() -> None:
            "CTX_PRESET": "cpu", "CTX_TORCH_THREADS": "1", "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1",
            "HF_HUB_OFFLINE": "1"}
     runs: dict[str, dict[str, dict]] = {str(kit): {} for kit in kits}
+    if args.results and len(kits) > 1:
+        parser.error("--results takes one kit")
     with tempfile.TemporaryDirectory() as scratch:
         for n, kit in enumerate(kits):  # each kit from its own empty results folder
             (Path(scratch) / str(n)).mkdir()
+        folders = [args.results.resolve()] if args.results else [Path(scratch) / str(n) for n in range(len(kits))]
         print(f"{'notebook':<10} {'kit':<40} {'wall s':>8} {'CPU s':>8} {'peak GiB':>9}", flush=True)
         for number in numbers:
             for n, kit in enumerate(kits):
-                run = run_notebook(kit, number, {**env, "CTX_RESULTS": str(Path(scratch) / str(n))})
+                run = run_notebook(kit, number, {**env, "CTX_RESULTS": str(folders[n])})
                 runs[str(kit)][number] = run
                 print(f"{number:<10} {str(kit)[-40:]:<40} {run['seconds']:8.1f} {run['cpu_seconds']:8.1f} "
                       f"{run['peak_rss_gib']:9.2f}" + ("" if run["ok"] else "   FAILED"), flush=True)
