@@ -30,6 +30,15 @@ def test_the_course_table_is_the_benchmarks():
     assert f"Peak: met ({peak:.2f} GiB)" in doc and peak <= 3.5 * 10**9 / 2**30
 
 
+def test_the_step_table_is_the_benchmarks():
+    course = json.loads((ROOT / "benchmarks" / "course-steps-gpt2-small-cpu.json").read_text())["course"]
+    doc = (ROOT / "docs" / "performance.md").read_text()
+    for name, step in course["steps"].items():
+        row = f"| {name} | {step['cpu_seconds']:.1f} | {step['seconds']:.1f} | {step['peak_rss_gib']:.2f} |"
+        assert row in doc, row
+    assert f"| **total** | **{course['total_cpu_seconds']:.0f}** |" in doc
+
+
 def test_the_truncation_speedups_quoted_are_bench_json():
     models = json.loads((ROOT / "results" / "bench.json").read_text())["models"]
     speedups = [f"×{models[m]['truncation']['speedup']:.1f}" for m in ("organism", "gpt2-small-shape-random")]
