@@ -31,12 +31,13 @@ sample, documents of real text averaging 256 tokens):
    prompt shortens, and so does the kit beyond its shortest cuts: where it does not, the two may pick
    different cuts, so the figure compares time.
 
-Writes ``results/bench.json`` (figures + machine info). About 3–5 minutes on 2 CPU cores; ``--quick`` runs
+Times are CPU seconds of this process (one torch thread: the work itself, whatever else runs on the machine);
+tokens/s are real tokens per CPU second. Writes ``results/bench.json`` (figures + machine info). About 3–5 minutes on 2 CPU cores; ``--quick`` runs
 smaller corpora.
 
 ``--course`` instead profiles the whole course's computation at GPT-2-small size, step by step, as the
-pipeline runs it once (steps 1–3, the held-out steps, the random-neuron baseline, the ablation): wall time and
-peak resident memory per step, on a random GPT-2-small-shaped folder (12 layers, d_model 768, vocab 50,257)
+pipeline runs it once (steps 1–3, the held-out steps, the random-neuron baseline, whose candidates ride in the
+scans and truncations of steps 2 and 5, the ablation): wall and CPU time and peak resident memory per step, on a random GPT-2-small-shaped folder (12 layers, d_model 768, vocab 50,257)
 whose byte-level BPE tokenizer is trained on the kit's real-text sample (``data/pile-prompts``), and documents
 of real text built from that sample to a chosen length. The sizes are flags named as the settings;
 ``--course --preset cpu`` takes them from the CPU preset (``CTX_PRESET=cpu``).
@@ -72,12 +73,14 @@ from ctx_utils.results import results_root, save_json  # noqa: E402
 from ctx_utils.settings import DEFAULTS, PRESETS  # noqa: E402
 
 def timed(fn, repeat: int = 1) -> tuple[float, object]:
-    """Best wall time of ``repeat`` runs (less noise from the other processes on a shared machine)."""
+    """Best CPU time of ``repeat`` runs, in seconds. With one torch thread (``CTX_TORCH_THREADS=1``) it is the work
+    itself: on a machine shared with other jobs they stretch the wall time, not the CPU seconds, so methods timed
+    one after the other compare side by side."""
     best, out = float("inf"), None
     for _ in range(repeat):
-        start = time.perf_counter()
+        start = time.process_time()
         out = fn()
-        best = min(best, time.perf_counter() - start)
+        best = min(best, time.process_time() - start)
     return best, out
 
 
@@ -344,23 +347,29 @@ def course_profile(args) -> dict:
         chosen = measured(steps, "1 congruence, 3 x 3072 x 50257", lambda: neurons.select_next_token_neurons(
             model, layers, args.per_layer, activity=activity, min_activity=min_activity))
         measured(steps, "1 vocab moments, all neurons (nb 01)", lambda: [neurons.vocab_moments(model, l) for l in layers])
-        top = measured(steps, "2 scan (n_docs)", lambda: prompts.scan_top_documents(
-            model, docs, chosen, k=args.top_k, batch_size=bs, progress=False))
-        found = measured(steps, "2 truncation", lambda: prompts.find_activating_prompts(
-            model, docs, chosen, k=args.top_k, keep=args.keep, top=top, batch_size=bs, progress=False))
+        # The random baseline's candidates ride in the real neurons' passes (steps 2 and 5), as the pipeline runs them.
+        random_set = measured(steps, "5 random neurons (congruence again)",
+                              lambda: neurons.random_neurons(model, layers, args.random_per_layer))
+        both = [*chosen, *random_set]
+        top = measured(steps, "2 scan (n_docs), + random", lambda: prompts.scan_top_documents(
+            model, docs, both, k=args.top_k, batch_size=bs, progress=False))
+        found = measured(steps, "2 truncation, + random", lambda: prompts.find_activating_prompts(
+            model, docs, both, k=args.top_k, keep=args.keep, top=top, batch_size=bs, progress=False))
+        keys = {prompts.neuron_key(n["layer"], n["neuron"]) for n in chosen}
+        found, random_found = ({k: v for k, v in found.items() if (k in keys) == real} for real in (True, False))
         attr = measured(steps, "3 attribution", lambda: heads.attribute_neurons(model, chosen, found, batch_size=bs))
         pairs = heads.pairs_from_attributions(model, chosen, attr, "top3", ">25")
         with_pairs = [n for n in chosen if any((p["layer"], p["neuron"]) == (n["layer"], n["neuron"]) for p in pairs)]
-        held = measured(steps, "5 held-out scan + truncation + attribution", lambda: score.held_out_set(
-            model, with_pairs, test_docs, found, k=args.top_k, keep=args.keep, rule="top3", batch_size=bs))
+        held_found = measured(steps, "5 held-out scan + truncation, + random", lambda: prompts.find_activating_prompts(
+            model, test_docs, [*with_pairs, *random_set], k=args.top_k, keep=args.keep, batch_size=bs, progress=False))
+        held = measured(steps, "5 held-out attribution", lambda: score.held_out_set(
+            model, with_pairs, test_docs, found, rule="top3", batch_size=bs,
+            found={prompts.neuron_key(n["layer"], n["neuron"]): held_found[prompts.neuron_key(n["layer"], n["neuron"])]
+                   for n in with_pairs}))
         held = {"prompts": {key: entries[: args.max_held_out] for key, entries in held["prompts"].items()},
                 "active": {key: rows[: args.max_held_out] for key, rows in held["active"].items()}}
-        random_set = measured(steps, "5 random neurons (congruence again)",
-                              lambda: neurons.random_neurons(model, layers, args.random_per_layer))
-        measured(steps, "5 random: scan + truncation (n_docs)", lambda: prompts.find_activating_prompts(
-            model, docs, random_set, k=args.top_k, keep=args.keep, batch_size=bs, progress=False))
-        measured(steps, "5 random: held-out scan + truncation", lambda: prompts.find_activating_prompts(
-            model, test_docs, random_set, k=args.top_k, keep=args.keep, batch_size=bs, progress=False))
+        measured(steps, "5 random: attribution", lambda: heads.attribute_neurons(
+            model, random_set, random_found, batch_size=bs))
         measured(steps, f"6 ablation ({len(pairs)} pairs)", lambda: ablate.ablation_effects(
             model, pairs, held["prompts"], ablate.activity_matrix(model, held), batch_size=bs))
     total, cpu = (sum(step[k] for step in steps.values()) for k in ("seconds", "cpu_seconds"))

@@ -412,7 +412,8 @@ def sdpa_twin(model: TransformerBridge) -> tuple[torch.nn.Module, list[torch.nn.
     ``[act(layer) for layer]``: the module whose output is ``blocks.{layer}.mlp.hook_post`` (GPT-2's
     ``h[l].mlp.act``, GPT-NeoX's ``layers[l].mlp.act``). The twin's weights are the checkpoint's, not
     folded or centred: that changes no activation after a LayerNorm, only float rounding (≈ 1e-6 on
-    GPT-2 and Pythia in float32, tests/test_sdpa.py). Before first use the twin is checked against the
+    GPT-2 and Pythia in float32, tests/test_sdpa.py), nor does GPT-2's GELU computed by PyTorch's fused
+    kernel (:data:`FUSED_ACTIVATIONS`). Before first use the twin is checked against the
     bridge on a short sequence; it is not used — None, and the caller runs the bridge — for a bridge
     :func:`load_model` did not make, an MLP without an ``act`` module (gated MLPs), and, with a warning,
     for a folder that is gone since the load or activations that disagree. Edits made to the bridge's weights in memory are not seen by the twin.
@@ -426,10 +427,11 @@ def _build_twin(model: TransformerBridge) -> tuple[torch.nn.Module, list[torch.n
     source = _SOURCES.get(model)
     if source is None:
         return None
-    from transformers import AutoModel
+    from transformers import AutoConfig, AutoModel
 
     try:
-        twin = AutoModel.from_pretrained(source, attn_implementation="sdpa", dtype=model.cfg.dtype)
+        config = _fused_activation(AutoConfig.from_pretrained(source))
+        twin = AutoModel.from_pretrained(source, config=config, attn_implementation="sdpa", dtype=model.cfg.dtype)
     except (OSError, ValueError) as error:  # the folder was moved, emptied or deleted since load_model
         warnings.warn(
             f"Could not load the SDPA copy of the model from {source} ({error}): reading MLP activations through "
@@ -446,6 +448,24 @@ def _build_twin(model: TransformerBridge) -> tuple[torch.nn.Module, list[torch.n
     if not _twin_agrees(model, twin, acts):
         return None
     return twin, acts
+
+
+#: MLP activations written out element by element in Python → the fused PyTorch kernel of the same function.
+#: GPT-2's ``gelu_new`` is the tanh approximation of GELU in five tensor operations, each a pass over the
+#: ``batch × pos × d_mlp`` activations (about a fifth of a CPU scan); ``gelu_pytorch_tanh`` is
+#: ``F.gelu(x, approximate="tanh")``, the same formula in one pass. Only rounding differs, and the twin is
+#: checked against the bridge (which keeps the model's own activation) before first use.
+FUSED_ACTIVATIONS = {"gelu_new": "gelu_pytorch_tanh"}
+
+
+def _fused_activation(config):
+    """``config`` with its MLP activation (``activation_function`` for GPT-2, ``hidden_act`` for most others)
+    replaced by the fused kernel of the same function, where :data:`FUSED_ACTIVATIONS` knows one."""
+    for attribute in ("activation_function", "hidden_act"):
+        name = getattr(config, attribute, None)
+        if name in FUSED_ACTIVATIONS:
+            setattr(config, attribute, FUSED_ACTIVATIONS[name])
+    return config
 
 
 @torch.no_grad()

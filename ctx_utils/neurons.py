@@ -13,10 +13,12 @@ unembedding), as the paper's TransformerLens flags do.
 
 from __future__ import annotations
 
+import weakref
 from collections.abc import Iterable
 from typing import TYPE_CHECKING
 
 import torch
+from jaxtyping import Float
 from torch import Tensor
 
 from ctx_utils.indices import check_layer, check_neuron
@@ -63,16 +65,31 @@ def token_string(model: TransformerBridge, token: int) -> str:
     return model.tokenizer.decode([int(token)])
 
 
+#: Each model's congruence per layer, with the weights it was computed from (:func:`congruence`).
+_CONGRUENCE: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
 @torch.no_grad()
 def congruence(model: TransformerBridge, layer: int) -> tuple[Tensor, Tensor]:
     """Each neuron's congruence and token: max and argmax over the vocabulary of ``W_out[layer] @ W_U``.
 
     Returns ``(scores, tokens)``, both of shape ``[d_mlp]``. The ``[d_mlp, d_vocab]`` product is computed in
-    chunks of neurons so GPT-2's 3072 × 50257 matrix never sits in memory at once.
+    chunks of neurons so GPT-2's 3072 × 50257 matrix never sits in memory at once. It is computed once per
+    model and layer (GPT-2 small: about 5 CPU seconds a layer; step 1, its exercise and the random baseline all
+    read it) and again only when the weights are replaced or edited in place (their storage or version changes).
     """
     layer = check_layer(model, layer)
     w_out = model.blocks[layer].mlp.W_out  # [d_mlp, d_model]; model.W_out would stack every layer's copy
     w_u = model.W_U  # [d_model, d_vocab]
+    weights = tuple((w.data_ptr(), w._version, tuple(w.shape)) for w in (w_out, w_u))
+    saved = _CONGRUENCE.setdefault(model, {}).get(layer)
+    if saved is None or saved[0] != weights:
+        saved = weights, _congruence(w_out, w_u)
+        _CONGRUENCE[model][layer] = saved
+    return saved[1][0].clone(), saved[1][1].clone()
+
+
+def _congruence(w_out: Float[Tensor, "d_mlp d_model"], w_u: Float[Tensor, "d_model d_vocab"]) -> tuple[Tensor, Tensor]:
     scores, tokens = [], []
     for start in range(0, w_out.shape[0], CHUNK):
         best = (w_out[start : start + CHUNK] @ w_u).max(dim=-1)  # [chunk]

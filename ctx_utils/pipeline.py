@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
+import torch
 
 from ctx_utils import ablate as ablate_step
 from ctx_utils import explain as explain_step
@@ -202,22 +203,79 @@ def compute_neurons(settings: Settings, model: TransformerBridge, max_acts: dict
             "neurons": [{k: n[k] for k in ("layer", "neuron", "token", "token_id", "congruence", "rank")} for n in selected]}
 
 
+# The random-neuron baseline of step 5 runs steps 2-3 on random neurons. Its candidates (the settings'
+# ``random_per_layer`` per layer, :func:`random_candidates`) ride in the forward passes of the real neurons'
+# scans and truncations (steps 2 and 5's held-out set): one pass over the corpus reads both, and each neuron's
+# top documents and cuts do not depend on which other neurons share the pass. Their prompts are saved beside
+# the real ones (``prompts.json`` and ``held_out.json``, key ``"random"``) and the baseline reads them there.
+
+
+class TopDocuments(dict):
+    """:func:`scan`'s result: ``{"<layer>.<neuron>": top documents}`` of the neurons asked for, and in
+    ``random`` those of the random-baseline candidates read in the same passes (or None)."""
+
+    random: dict[str, list[dict]] | None = None
+
+
+def random_candidates(settings: Settings, model: TransformerBridge) -> list[dict]:
+    """The neurons the random baseline draws from: ``random_per_layer`` random neurons of each default layer."""
+    return neurons_step.random_neurons(model, neurons_step.default_layers(model), settings.random_per_layer,
+                                       seed=settings.random_seed)
+
+
 def scan(settings: Settings, model: TransformerBridge, neuron_list: list[dict], docs: list[str] | None = None
-         ) -> dict[str, list[dict]]:
-    """Step 2a: each neuron's top documents (notebook 02 shows it; :func:`compute_prompts` reuses it)."""
+         ) -> TopDocuments:
+    """Step 2a: each neuron's top documents (notebook 02 shows it; :func:`compute_prompts` reuses it), the
+    random candidates' (:attr:`TopDocuments.random`) read in the same forward passes."""
     docs = documents(settings) if docs is None else docs
-    return prompts_step.scan_top_documents(model, docs, neuron_list, k=settings.top_k, batch_size=settings.batch_size)
+    riders = random_candidates(settings, model)
+    both = prompts_step.scan_top_documents(model, docs, [*neuron_list, *riders], k=settings.top_k,
+                                           batch_size=settings.batch_size)
+    top = TopDocuments((key, both[key]) for key in _keys(neuron_list))
+    top.random = {key: both[key] for key in _keys(riders)}
+    return top
+
+
+def _keys(neuron_list: list[dict]) -> list[str]:
+    return [prompts_step.neuron_key(n["layer"], n["neuron"]) for n in neuron_list]
+
+
+def _find_prompts(settings: Settings, model: TransformerBridge, docs: list[str], neuron_list: list[dict],
+                  top: dict | None = None, progress: bool = False) -> dict[str, list[dict]]:
+    """Steps 2b-c on ``docs`` with the settings' sizes (``top``: a finished scan, else scanned here)."""
+    return prompts_step.find_activating_prompts(model, docs, neuron_list, k=settings.top_k, max_tokens=settings.max_tokens,
+                                                keep=settings.keep, ratio=settings.ratio, top=top,
+                                                batch_size=settings.batch_size, progress=progress)
+
+
+def _with_random(settings: Settings, model: TransformerBridge, docs: list[str], neuron_list: list[dict],
+                 top: dict | None = None) -> tuple[dict[str, list[dict]], dict]:
+    """Prompts of ``neuron_list`` and of the random candidates, truncated together: ``(prompts, random)`` where
+    ``random`` is what ``prompts.json`` and ``held_out.json`` save under ``"random"``. ``top``: a :func:`scan`
+    result (its random rows are used when present)."""
+    riders = random_candidates(settings, model)
+    both_top = None
+    if top is not None:
+        riders_top = getattr(top, "random", None)
+        if riders_top is None:  # a scan without the riders: scan them alone
+            riders_top = prompts_step.scan_top_documents(model, docs, riders, k=settings.top_k,
+                                                         batch_size=settings.batch_size, progress=False)
+        both_top = {**top, **riders_top}
+    found = _find_prompts(settings, model, docs, [*neuron_list, *riders], both_top, progress=top is not None)
+    random = {"random_per_layer": settings.random_per_layer, "random_seed": settings.random_seed,
+              "neurons": [{k: n[k] for k in ("layer", "neuron", "token")} for n in riders],
+              "prompts": {key: found[key] for key in _keys(riders)}}
+    return {key: found[key] for key in _keys(neuron_list)}, random
 
 
 def compute_prompts(settings: Settings, model: TransformerBridge, neuron_list: list[dict], top: dict | None = None) -> dict:
-    """Step 2: scan, truncate (> ``ratio`` of the document maximum), drop ≥ ``max_tokens``, keep ``keep``."""
+    """Step 2: scan, truncate (> ``ratio`` of the document maximum), drop ≥ ``max_tokens``, keep ``keep``; the
+    random-baseline candidates' prompts in the same passes (``"random"``)."""
     docs = documents(settings)
     top = scan(settings, model, neuron_list, docs) if top is None else top
-    found = prompts_step.find_activating_prompts(model, docs, neuron_list, k=settings.top_k, max_tokens=settings.max_tokens,
-                                                 keep=settings.keep, ratio=settings.ratio, top=top,
-                                                 batch_size=settings.batch_size)
+    found, random = _with_random(settings, model, docs, neuron_list, top)
     return {"n_docs": len(docs), "tokenisation": "BOS + tokens of the prompt text (newlines replaced by spaces)",
-            "prompts": found}
+            "prompts": found, "random": random}
 
 
 def compute_heads(settings: Settings, model: TransformerBridge, neuron_list: list[dict], prompt_sets: dict,
@@ -240,12 +298,18 @@ def compute_held_out(settings: Settings, model: TransformerBridge, neuron_list: 
     is removed and counted. No neuron with a pair (step 3 found none) gives an empty set, not an error.
     """
     docs = documents(settings, held_out=True)
+    found, random = _with_random(settings, model, docs, neuron_list)
+    return {"n_docs": len(docs), **_held_out_heads(settings, model, neuron_list, docs, found, training), "random": random}
+
+
+def _held_out_heads(settings: Settings, model: TransformerBridge, neuron_list: list[dict], docs: list[str],
+                    found: dict[str, list[dict]], training: dict[str, list[dict]]) -> dict:
+    """:func:`ctx_utils.score.held_out_set` from held-out prompts already found: training repeats removed, then the
+    heads active on each."""
     if not neuron_list:
-        return {"n_docs": len(docs), "prompts": {}, "active": {}, "removed": {}}
-    held = score_step.held_out_set(model, neuron_list, docs, training, k=settings.top_k, max_tokens=settings.max_tokens,
-                                   keep=settings.keep, ratio=settings.ratio, rule=settings.rule,
-                                   include_same_layer=settings.same_layer, batch_size=settings.batch_size)
-    return {"n_docs": len(docs), **held}
+        return {"prompts": {}, "active": {}, "removed": {}}
+    return score_step.held_out_set(model, neuron_list, docs, training, rule=settings.rule,
+                                   include_same_layer=settings.same_layer, batch_size=settings.batch_size, found=found)
 
 
 def connect(settings: Settings):
@@ -282,35 +346,67 @@ def score_held_out(settings: Settings, explained: list[dict], held: dict, llm=No
                                          max_prompts=settings.max_held_out)
 
 
-def compute_scores(settings: Settings, model: TransformerBridge, explained: list[dict], held: dict, llm=None) -> dict:
-    """Step 5: E per pair on held-out prompts, its summary, and the random-neuron baseline."""
+def compute_scores(settings: Settings, model: TransformerBridge, explained: list[dict], held: dict, llm=None,
+                   saved_random: tuple[dict, dict] | None = None) -> dict:
+    """Step 5: E per pair on held-out prompts, its summary, and the random-neuron baseline
+    (``saved_random``: see :func:`random_baseline`)."""
     scored = score_held_out(settings, explained, held, llm)
     return {"pairs": scored, "summary": _summary(scored),
             "n_unparsed": sum(s["n_unparsed"] for s in scored),
-            "random_baseline": random_baseline(settings, model, explained, llm)}
+            "random_baseline": random_baseline(settings, model, explained, llm, saved_random)}
 
 
-def random_baseline(settings: Settings, model: TransformerBridge, explained: list[dict], llm=None) -> dict:
+def random_baseline(settings: Settings, model: TransformerBridge, explained: list[dict], llm=None,
+                    saved: tuple[dict, dict] | None = None) -> dict:
     """The paper's baseline: steps 2-5 on random neurons of the same layers (how good is E by chance?).
 
-    As many random neurons per layer as the layer has explained neurons, at most ``random_per_layer``.
+    As many random neurons per layer as the layer has explained neurons, at most ``random_per_layer``: drawn
+    (seeded) from the candidates of :func:`random_candidates`, whose training and held-out prompts steps 2 and
+    5 found in their own forward passes. ``saved``: those two ``"random"`` records (``prompts.json``,
+    ``held_out.json``); where missing or made for other candidates, the prompts are found here.
     """
     explained_neurons = {(r["layer"], r["neuron"]) for r in explained}
     layers = sorted({layer for layer, _ in explained_neurons}) or neurons_step.default_layers(model)
     real = max(sum(1 for layer, _ in explained_neurons if layer == l) for l in layers)
     per_layer = min(settings.random_per_layer, max(real, 1))
-    random_set = neurons_step.random_neurons(model, layers, per_layer, seed=settings.random_seed)
-    random_prompts = compute_prompts(settings, model, random_set)["prompts"]
+    train, held_out_random = saved if saved and all(_same_candidates(settings, r) for r in saved) else (None, None)
+    candidates = random_candidates(settings, model) if train is None else train["neurons"]
+    random_set = _draw(candidates, layers, per_layer, settings.random_seed)
+    random_prompts = (_find_prompts(settings, model, documents(settings), random_set) if train is None
+                      else {key: train["prompts"][key] for key in _keys(random_set)})
     random_pairs = compute_heads(settings, model, random_set, random_prompts)["pairs"]
     scored = []
     if random_pairs:
         random_explained = compute_explanations(settings, random_pairs, random_prompts, llm)["pairs"]
-        held = compute_held_out(settings, model, pair_neurons(random_set, random_pairs), random_prompts)
+        with_pairs = pair_neurons(random_set, random_pairs)
+        docs = documents(settings, held_out=True)
+        found = (_find_prompts(settings, model, docs, with_pairs) if held_out_random is None
+                 else {key: held_out_random["prompts"][key] for key in _keys(with_pairs)})
+        held = _held_out_heads(settings, model, with_pairs, docs, found, random_prompts)
         scored = score_held_out(settings, random_explained, held, llm)
     return {"neurons": [{k: n[k] for k in ("layer", "neuron", "token")} for n in random_set],
             "n_pairs": len(random_pairs), "held_out_removed": sum(held["removed"].values()) if random_pairs else 0,
             "pairs": [{k: s[k] for k in ("layer", "neuron", "head", "E", "one_class")} for s in scored],
             "summary": _summary(scored)}
+
+
+def _same_candidates(settings: Settings, random: dict | None) -> bool:
+    """Whether a saved ``"random"`` record was made for the candidates these settings draw."""
+    return bool(random) and (random.get("random_per_layer"), random.get("random_seed")) == (
+        settings.random_per_layer, settings.random_seed)
+
+
+def _draw(candidates: list[dict], layers: list[int], per_layer: int, seed: int) -> list[dict]:
+    """``per_layer`` of the candidates of each of ``layers``, drawn uniformly (seeded), in the candidates' order.
+
+    A uniform draw from a uniform draw is uniform: the baseline's neurons are random neurons of those layers."""
+    generator = torch.Generator().manual_seed(seed)
+    chosen = []
+    for layer in layers:
+        mine = [n for n in candidates if n["layer"] == layer]
+        keep = set(torch.randperm(len(mine), generator=generator)[:per_layer].tolist())
+        chosen.extend(n for i, n in enumerate(mine) if i in keep)
+    return chosen
 
 
 def compute_ablation(settings: Settings, model: TransformerBridge, pairs: list[dict], held: dict) -> dict:
@@ -400,7 +496,9 @@ def scores(settings: Settings, llm=None, quiet: bool = False) -> dict:
     def compute() -> dict:
         client = llm if llm is not None else connect(settings)
         explained = explanations(settings, client, quiet)["pairs"]
-        return compute_scores(settings, model(settings), explained, held_out(settings, quiet=quiet), client)
+        held = held_out(settings, quiet=quiet)
+        saved = (prompts(settings, quiet=quiet).get("random"), held.get("random"))
+        return compute_scores(settings, model(settings), explained, held, client, saved)
     return _load_or_compute(settings, "scores", compute, quiet)
 
 

@@ -4,7 +4,7 @@ On Colab a learner clicks a badge and gets whatever runtime Colab hands out, usu
 no preset given, :func:`fit` picks the size that fits it:
 
 * a CPU runtime: the CPU preset (``CTX_PRESET=cpu``), measured to run the whole course at GPT-2-small size in
-  about 10 minutes on one CPU core (README); the organism, faster still, is one setting away (``MODEL = "organism"``);
+  about 12 minutes on one CPU core (docs/performance.md); the organism, faster still, is one setting away (``MODEL = "organism"``);
 * a GPU runtime with at least :data:`MIN_GPU_GIB` of memory (a T4 has 15 GB): the default size (600 documents,
   20 neurons per layer).
 
@@ -30,7 +30,7 @@ from typing import Any
 
 from ctx_utils.settings import DEFAULTS, PRESETS, Settings
 
-#: The least GPU memory for the default size. Measured on a CPU at GPT-2-small size (README, "GPT-2 small on a
+#: The least GPU memory for the default size. Measured on a CPU at GPT-2-small size (docs/performance.md, "GPT-2 small on a
 #: laptop CPU"): the loaded model ≈ 2 GiB resident, a scan of 4 documents of 1,023 tokens 0.25 GiB more, so the
 #: default batches of 16 need about 3 GiB; 6 GiB leaves room for CUDA's own memory and longer batches.
 MIN_GPU_GIB = 6.0
@@ -49,11 +49,11 @@ class Measured:
 #: Measured times, by (model, size): a size is a preset name, ``default`` when no size setting is changed.
 MEASURED: dict[tuple[str, str], Measured] = {
     ("gpt2-small", "cpu"): Measured(
-        "README's CPU-preset benchmark (benchmarks/bench.py --course --preset cpu: GPT-2-small size, random weights, "
-        "one core of a 2-core machine, wall seconds)",
-        {"load": 4, "neurons": 31 + 16, "prompts": 79 + 84, "heads": 5, "held_out": 128, "explanations": 0,
-         "scores": 17 + 129 + 85, "ablation": 33},
-        extra={"01": 27},  # the vocabulary moments of every neuron, notebook 01's comparison with prediction neurons
+        "the CPU-preset benchmark (benchmarks/bench.py --course --preset cpu: GPT-2-small size, random weights, "
+        "CPU seconds of one core; benchmarks/course-steps-gpt2-small-cpu.json, docs/performance.md)",
+        {"load": 4.05, "neurons": 27.58 + 16.81, "prompts": 61.18 + 102.11, "heads": 5.49, "held_out": 131.22 + 4.45,
+         "explanations": 0, "scores": 0.0 + 6.04, "ablation": 33.26},
+        extra={"01": 27.85},  # the vocabulary moments of every neuron, notebook 01's comparison with prediction neurons
     ),
     ("organism", "default"): Measured(
         "benchmarks/step_times.py --model organism (one core of a 2-core machine, wall seconds; "

@@ -118,6 +118,7 @@ def held_out_set(
     rule: str = DEFAULTS.rule,
     include_same_layer: bool = DEFAULTS.same_layer,
     batch_size: int = DEFAULTS.batch_size,
+    found: dict[str, list[dict]] | None = None,
 ) -> dict[str, dict[str, list]]:
     """Steps 2-3 again, on held-out documents: each neuron's held-out prompts and the heads active on each.
 
@@ -127,11 +128,13 @@ def held_out_set(
     same words in both splits, and scoring an explanation on a prompt it was written from is no test.
     Returns ``{"prompts": {key: [prompts.json entries]}, "active": {key: [[flat heads active on prompt i],
     ...]}, "removed": {key: count}}`` keyed ``"<layer>.<neuron>"`` (held_out.json); a neuron with no held-out
-    prompt gets empty lists. Steps 5 (E) and 6 (ablation) read the same set.
+    prompt gets empty lists. Steps 5 (E) and 6 (ablation) read the same set. ``found``: the neurons' held-out
+    prompts already found on ``docs`` with these sizes (then only the repeats are removed and the heads attributed).
     """
-    candidates = find_activating_prompts(model, docs, list(neurons), k=k, max_tokens=max_tokens, keep=keep, ratio=ratio,
-                                         batch_size=batch_size, progress=False)
-    found, removed = drop_training_duplicates(candidates, training)
+    if found is None:
+        found = find_activating_prompts(model, docs, list(neurons), k=k, max_tokens=max_tokens, keep=keep,
+                                        ratio=ratio, batch_size=batch_size, progress=False)
+    found, removed = drop_training_duplicates(found, training)
     attributions = attribute_neurons(model, list(neurons), found, include_same_layer, batch_size)
     active = {key: [row.nonzero().flatten().tolist() for row in active_heads(attr, rule)] for key, attr in attributions.items()}
     return {"prompts": found, "active": {key: active.get(key, []) for key in found}, "removed": removed}

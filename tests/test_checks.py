@@ -3,6 +3,7 @@
 import pytest
 import torch
 
+from ctx_utils import prompts
 from ctx_utils.classroom import checks
 from ctx_utils.tokens import neuron_key
 
@@ -122,6 +123,29 @@ def test_truncation_checks_the_real_document(tiny_model):
 
     with pytest.raises(AssertionError, match=r"On the real document, neuron L1\.N\d+ .*shortest suffix that passes is the last \d+ tokens .*your rule says None"):
         checks.check_truncation(right_then_none, tiny_model, "the cat sat on the mat")
+
+
+def test_truncation_measures_only_suffixes_a_prompt_can_be(tiny_model, monkeypatch):
+    """On a long document the check measures the suffixes shorter than ``max_tokens`` (one forward each), not
+    every suffix back to BOS: the rule sees exactly those, shortest first, each re-tokenised with BOS."""
+    text = " ".join(["the cat sat on the mat for research purposes only as early"] * 4)
+    measured, seen = [], []
+    real = prompts.last_token_activations
+
+    def counting(model, seqs, layer, neuron, batch_size=64):
+        measured.append([len(s) for s in seqs])
+        return real(model, seqs, layer, neuron, batch_size)
+
+    def rule(suffix_acts, target, ratio=0.8):
+        seen.append(len(suffix_acts))
+        return shortest_right(suffix_acts, target, ratio)
+
+    monkeypatch.setattr(checks.prompts, "last_token_activations", counting)
+    position = len(prompts.tokenize(tiny_model, [text])[0]) - 1
+    assert position > 12
+    checks.check_truncation(rule, tiny_model, text, position=position, max_tokens=8)  # the neuron firing most there
+    assert seen[-1] == 7  # suffixes of 1 … 7 tokens: prompts of < 8 tokens
+    assert max(max(lengths) for lengths in measured) <= 8 + 1  # BOS + at most 7 document tokens (re-tokenised)
 
 
 # ---------------------------------------------------------------------------------- 03 head attribution

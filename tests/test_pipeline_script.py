@@ -21,7 +21,7 @@ def settings(tmp_path, monkeypatch):
 
 def stand_in(step, payload=None, then=None):
     def call(settings):
-        result = pipeline._load_or_compute(settings, step, lambda: dict(payload or {"pairs": [1]}), quiet=True)
+        result = pipeline._load_or_compute(settings, step, lambda: dict(payload or {"pairs": [1], "removed": {}}), quiet=True)
         if then:
             then(settings)
         return result

@@ -104,7 +104,7 @@ def test_held_out_truth_uses_the_training_rule(monkeypatch, organism_model, rule
     monkeypatch.setattr(score, "active_heads", spy)
     settings = pipeline.resolve(load_settings({}, model="organism", rule=rule, max_test_docs=40), quiet=True)
     neuron_list = [{"layer": 1, "neuron": n} for n in _planted_neurons(organism_model)][:1]
-    held = pipeline.compute_held_out(settings, organism_model, neuron_list)
+    held = pipeline.compute_held_out(settings, organism_model, neuron_list, {})
     assert seen and set(seen) == {rule}, f"held-out truth used {set(seen)} for a {rule} run"
     assert any(held["active"].values())
 

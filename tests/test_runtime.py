@@ -40,9 +40,9 @@ def colab(monkeypatch, tmp_path):
 
 
 def plan_lines(capsys) -> list[str]:
-    """What setup printed before its settings table (the table starts with "Settings")."""
+    """What setup printed before its settings line (it starts with "Settings")."""
     out = capsys.readouterr().out
-    return out[: out.index("Settings (")].splitlines()
+    return out[: out.index("Settings")].splitlines()
 
 
 def measured(key, steps) -> float:
@@ -61,8 +61,8 @@ def test_a_cpu_runtime_gets_the_cpu_preset_and_the_measured_time(colab, capsys):
     before = runtime.duration(measured(key, ["neurons", "prompts", "heads", "explanations"]))
     assert lines[2].startswith(f"Time here: {here} for notebook 05, after {before} for the earlier steps no saved "
                                "result covers (neurons, prompts, heads, explanations)")
-    assert (here, before) == ("about 6 min", "about 4 min")
-    assert "Measured: README's CPU-preset benchmark" in lines[2]
+    assert (here, before) == ("about 2 min", "about 4 min")
+    assert "Measured: the CPU-preset benchmark" in lines[2]
     assert "lost when the runtime ends: USE_DRIVE = True" in lines[3]
     assert lines[4].startswith('Another size: MODEL = "organism" in the parameters cell') and "CTX_PRESET=" in lines[4]
 
@@ -75,7 +75,7 @@ def test_a_t4_gets_the_default_size_and_says_its_time_is_not_measured(colab, cap
     assert lines[1].startswith("Runtime: Colab with a GPU (Tesla T4, 15 GiB). Size: the default size (600 documents, "
                                "20 neurons per layer) on gpt2-small, because it fits this GPU's memory")
     assert lines[2].startswith("Time here: not measured for gpt2-small at this size")
-    assert lines[3].startswith("  For scale, the CPU preset: about 6 min for notebook 05"), "a measured figure, named"
+    assert lines[3].startswith("  For scale, the CPU preset: about 2 min for notebook 05"), "a measured figure, named"
 
 
 def test_a_gpu_too_small_for_the_default_size_gets_the_cpu_preset(colab, capsys):
@@ -131,7 +131,7 @@ def test_steps_saved_by_earlier_notebooks_or_sessions_are_not_counted(colab, cap
     pipeline._load_or_compute(settings, "explanations", lambda: {}, quiet=True)
     pipeline.setup(model=None)
     [line] = [l for l in plan_lines(capsys) if l.startswith("Time here")]
-    assert "earlier steps" not in line and line.startswith("Time here: about 6 min for notebook 05.")
+    assert "earlier steps" not in line and line.startswith("Time here: about 2 min for notebook 05.")
 
 
 def test_results_in_drive_are_said_to_be_kept(colab, monkeypatch, capsys):
@@ -148,23 +148,25 @@ def test_every_notebook_that_reads_settings_knows_its_steps():
     assert set(runtime.NOTEBOOK_STEPS["08"][0]) == set(pipeline.STEPS) == set(runtime.MEASURED["organism", "default"].seconds) - {"load"}
 
 
-README_ROWS = {  # the README's CPU-preset benchmark rows → the step (or notebook 01's extra work) they time
-    "load model": "load", "activity scan": "neurons", "congruence": "neurons", "vocabulary moments": "01",
-    "scan (40": "prompts", "truncation": "prompts", "attribution": "heads", "held-out scan": "held_out",
-    "random neurons (congruence": "scores", "random neurons: scan": "scores", "random neurons: held-out": "scores",
-    "ablation": "ablation",
+BENCH_ROWS = {  # the CPU-preset benchmark's steps → the kit's step (or notebook 01's extra work) they time
+    "load model": "load", "1 activity scan": "neurons", "1 congruence": "neurons", "1 vocab moments": "01",
+    "5 random neurons (congruence": "scores", "2 scan": "prompts", "2 truncation": "prompts", "3 attribution": "heads",
+    "5 held-out scan": "held_out", "5 held-out attribution": "held_out", "5 random: attribution": "scores",
+    "6 ablation": "ablation",
 }
 
 
 def test_the_quoted_times_are_the_measured_ones():
-    """Each figure of runtime.MEASURED equals its source: the README's benchmark table (wall s, after) and the
-    organism's step benchmark shipped in results/."""
+    """Each figure of runtime.MEASURED equals its source: the shipped CPU-preset benchmark at GPT-2-small size (CPU
+    seconds) and the organism's step benchmark, both shipped."""
     found: dict[str, float] = {}
-    for row in re.findall(r"^\| ([^|]+?) \| 0\d \| [\d,]+ → [\d,]+ \| [\d,]+ → ([\d,]+) \|", (REPO_ROOT / "README.md").read_text(), re.M):
-        [target] = [t for prefix, t in README_ROWS.items() if row[0].startswith(prefix)]
-        found[target] = found.get(target, 0) + float(row[1].replace(",", ""))
+    steps = json.loads((REPO_ROOT / "benchmarks" / "course-steps-gpt2-small-cpu.json").read_text())["course"]["steps"]
+    for name, step in steps.items():
+        [target] = [t for prefix, t in BENCH_ROWS.items() if name.startswith(prefix)]
+        found[target] = found.get(target, 0) + step["cpu_seconds"]
     gpt2 = runtime.MEASURED["gpt2-small", "cpu"]
-    assert found == {**{s: v for s, v in gpt2.seconds.items() if v}, **gpt2.extra}
+    expected = {**{s: v for s, v in gpt2.seconds.items() if s != "explanations"}, **gpt2.extra}
+    assert found.keys() == expected.keys() and all(abs(found[k] - expected[k]) < 1e-6 for k in found), (found, expected)
     shipped = json.loads((REPO_ROOT / "results" / "bench-steps-organism.json").read_text())
     assert runtime.MEASURED["organism", "default"].seconds == shipped["seconds"]
 

@@ -20,6 +20,7 @@ import warnings
 
 import pytest
 import torch
+from transformers.activations import ACT2FN
 
 from ctx_utils import fixtures, models, prompts
 from ctx_utils.corpus import load_corpus
@@ -66,6 +67,21 @@ def test_the_twin_is_used_and_runs_sdpa(case):
     assert twin is not None, "the fast path must be the one the kit takes on this architecture"
     assert twin[0].config._attn_implementation == "sdpa"
     assert models.sdpa_twin(model) is twin  # built once per bridge
+
+
+def test_the_twin_computes_gpt2s_gelu_with_the_fused_kernel(case):
+    """GPT-2's ``gelu_new`` (written out in Python) runs as ``gelu_pytorch_tanh`` in the twin; the bridge keeps
+    the model's own. The tests below prove the activations equal; other activations are left as they are."""
+    _, model, _ = case
+    twin, acts = models.sdpa_twin(model)
+    config = type(twin.config).from_pretrained(models._SOURCES[model])
+    own = getattr(config, "activation_function", None) or config.hidden_act
+    used = getattr(twin.config, "activation_function", None) or twin.config.hidden_act
+    assert used == models.FUSED_ACTIVATIONS.get(own, own)
+    if own == "gelu_new":
+        assert type(acts[0]).__name__ in {"GELUTanh", "PytorchGELUTanh"}, type(acts[0])
+        x = torch.linspace(-6, 6, 1001)
+        torch.testing.assert_close(acts[0](x), ACT2FN["gelu_new"](x), atol=1e-6, rtol=1e-6)
 
 
 def test_batched_activations_equal_the_bridges_hook_post(case):

@@ -284,13 +284,17 @@ def check_truncation(
     neuron: int | None = None,
     position: int | None = None,
     ratio: float = DEFAULTS.ratio,
+    max_tokens: int = DEFAULTS.max_tokens,
 ) -> None:
     """Exercise 02: ``fn(suffix_acts, target, ratio)`` → the token count of the shortest suffix kept, or None.
 
     ``suffix_acts[i]`` is the neuron's activation at the last token of the document's last ``i + 1`` tokens.
     The hand-made cases test the rule; then, on the real ``text``, the rule must pick the shortest suffix that
     keeps more than ``ratio`` of neuron ``(layer, neuron)``'s activation at token ``position`` (BOS is 0),
-    measured on every suffix. (:func:`prompts.truncate` finds that cut with a few batched forwards instead,
+    measured on every suffix that could become a prompt: fewer than ``max_tokens`` tokens (the paper drops
+    longer prompts, and so does the pipeline). Only those are measured — one short forward each, however long
+    the document — so the check costs seconds, not the minutes of every suffix of a 500-token document.
+    (:func:`prompts.truncate` finds that cut with a few batched forwards instead,
     exactly when the activation falls as the prompt shortens, as the paper's binary search assumes; the
     message says when the two differ.) By default: the last layer, token 23 (or the text's last), and the
     neuron that fires most there.
@@ -313,10 +317,7 @@ def check_truncation(
     target = float(full[neuron])
     if target <= 0:
         raise ValueError(f"Neuron L{layer}.N{neuron} does not fire at token {position} (activation {target:.3g}): pick a token where it does.")
-    bos = model.tokenizer.bos_token_id
-    texts = [prompts.prompt_text(model, doc, position + 1 - n, position) for n in range(1, position + 1)]
-    seqs = [[bos, *ids] for ids in model.tokenizer(texts, add_special_tokens=False)["input_ids"]]
-    acts = prompts.last_token_activations(model, seqs, layer, neuron)  # [position]: suffixes of 1, 2, … tokens
+    acts = _suffix_activations(model, doc, layer, neuron, position, max_tokens)  # suffixes of 1, 2, … tokens
     expected = next((n + 1 for n, a in enumerate(acts.tolist()) if a > ratio * target), None)
     got = _count(_call("shortest_suffix", fn, acts.clone(), target, ratio))
     if got != expected:
@@ -325,12 +326,25 @@ def check_truncation(
             f"On the real document, neuron L{layer}.N{neuron} (target {target:.3f}, threshold {ratio * target:.3f}): "
             f"the shortest suffix that passes is the last {shown}, your rule says {got!r}."
         )
-    reference = prompts.truncate(model, doc, layer, neuron, position, ratio=ratio)
+    reference = prompts.truncate(model, doc, layer, neuron, position, ratio=ratio, max_tokens=max_tokens, target=target)
     kit = position + 1 - reference["start"] if reference["passed"] else None
     same = "the same prompt as prompts.truncate" if kit == expected else (
         f"prompts.truncate's batched search keeps {kit} tokens here: the activation does not fall steadily as "
         "this prompt shortens, which the search (like the paper's binary search) assumes")
     _passed(f"check_truncation passed: {len(TRUNCATION_CASES)} rule cases, and the {expected}-token prompt ({same}).")
+
+
+def _suffix_activations(
+    model: TransformerBridge, doc: list[int], layer: int, neuron: int, position: int, max_tokens: int
+) -> Float[Tensor, "n_suffixes"]:
+    """The neuron at the last token of each suffix of ``doc`` ending at ``position``, shortest first: the
+    suffixes a prompt can be (fewer than ``max_tokens`` tokens, as :func:`prompts.truncate` searches them),
+    each decoded and re-tokenised with BOS as step 3 reads it."""
+    longest = min(position, max_tokens - 1)
+    bos = model.tokenizer.bos_token_id
+    texts = [prompts.prompt_text(model, doc, position + 1 - n, position) for n in range(1, longest + 1)]
+    seqs = [[bos, *ids] for ids in model.tokenizer(texts, add_special_tokens=False)["input_ids"]]
+    return prompts.last_token_activations(model, seqs, layer, neuron)
 
 
 # --------------------------------------------------------------------------------- 03 · head attribution

@@ -1,0 +1,32 @@
+"""Congruence is computed once per model and layer, and again only when the weights change."""
+
+from __future__ import annotations
+
+import torch
+
+from ctx_utils import neurons
+
+
+def test_congruence_is_computed_once_and_again_after_an_edit(tiny_model, monkeypatch):
+    computed = []
+    real = neurons._congruence
+    monkeypatch.setattr(neurons, "_congruence", lambda w_out, w_u: computed.append(1) or real(w_out, w_u))
+    neurons._CONGRUENCE.pop(tiny_model, None)
+    first = neurons.congruence(tiny_model, 1)
+    first[0][0] = 1e9  # the caller's copy: the saved result is not changed through it
+    again = neurons.congruence(tiny_model, 1)
+    assert len(computed) == 1 and float(again[0][0]) != 1e9
+    reference = (tiny_model.blocks[1].mlp.W_out @ tiny_model.W_U).max(dim=-1)
+    torch.testing.assert_close(again[0], reference.values.float())
+    assert torch.equal(again[1], reference.indices)
+    w_out = tiny_model.blocks[1].mlp.W_out
+    kept = w_out[0].clone()
+    with torch.no_grad():
+        w_out[0] += 10.0  # an edit in place: the next call must see it
+        try:
+            edited = neurons.congruence(tiny_model, 1)
+            assert len(computed) == 2
+            torch.testing.assert_close(edited[0], (w_out @ tiny_model.W_U).max(dim=-1).values.float())
+        finally:
+            w_out[0] = kept  # the session's model, exactly as it was
+    neurons._CONGRUENCE.pop(tiny_model, None)
