@@ -327,7 +327,7 @@ def measured(steps: dict, name: str, fn):
 
 def course_profile(args) -> dict:
     """The pipeline's model work for one course run at GPT-2-small size, with the sizes given on the command line."""
-    from ctx_utils import ablate, heads, score
+    from ctx_utils import ablate, heads, held_out
 
     steps: dict[str, dict] = {}
     sizes = {k: getattr(args, k) for k in ("n_docs", "max_test_docs", "activity_docs", "doc_tokens", "per_layer",
@@ -362,7 +362,7 @@ def course_profile(args) -> dict:
         with_pairs = [n for n in chosen if any((p["layer"], p["neuron"]) == (n["layer"], n["neuron"]) for p in pairs)]
         held_found = measured(steps, "5 held-out scan + truncation, + random", lambda: prompts.find_activating_prompts(
             model, test_docs, [*with_pairs, *random_set], k=args.top_k, keep=args.keep, batch_size=bs, progress=False))
-        held = measured(steps, "5 held-out attribution", lambda: score.held_out_set(
+        held = measured(steps, "5 held-out attribution", lambda: held_out.held_out_set(
             model, with_pairs, test_docs, found, rule="top3", batch_size=bs,
             found={prompts.neuron_key(n["layer"], n["neuron"]): held_found[prompts.neuron_key(n["layer"], n["neuron"])]
                    for n in with_pairs}))

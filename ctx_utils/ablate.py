@@ -281,7 +281,7 @@ def _summarise(prob_normal, prob_ablated, active, act_normal, act_ablated) -> di
     return row
 
 
-def _finite(values: Sequence[float | None]) -> np.ndarray:
+def _defined(values: Sequence[float | None]) -> np.ndarray:
     return np.asarray([v for v in values if v is not None and not math.isnan(v)], dtype=float)
 
 
@@ -291,7 +291,7 @@ def ks_test(active_means: Sequence[float | None], inactive_means: Sequence[float
     ``None`` and NaN (pairs with no prompt in that group) are dropped first, as the authors did.
     Returns ``{"statistic", "pvalue", "n_active", "n_inactive"}``.
     """
-    active, inactive = _finite(active_means), _finite(inactive_means)
+    active, inactive = _defined(active_means), _defined(inactive_means)
     if len(active) == 0 or len(inactive) == 0:
         raise ValueError(
             f"The KS test needs values in both groups; got {len(active)} active and {len(inactive)} inactive "
@@ -323,7 +323,7 @@ def ablation_box(
     for label, colour in (("active", "#d62728"), ("inactive", "#1f77b4")):
         xs, ys = [], []
         for model_name, rows in groups.items():
-            values = _finite([row.get(f"{prefix}_{label}") for row in rows])
+            values = _defined([row.get(f"{prefix}_{label}") for row in rows])
             ys += values.tolist()
             xs += [model_name] * len(values)
         fig.add_trace(go.Box(x=xs, y=ys, name=f"head {label}", marker_color=colour, boxpoints="all", jitter=0.4))

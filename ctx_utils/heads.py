@@ -348,55 +348,6 @@ def heads_summary(model: TransformerBridge, attributions: dict[str, Tensor], rul
     }
 
 
-# ------------------------------------------------------------------------ checking against a known answer
-
-
-def marker_share(texts: list[str], markers: list[str]) -> float:
-    """The fraction of ``texts`` that contain any of ``markers`` (words or phrases with their leading space)."""
-    if not texts:
-        return 0.0
-    return sum(any(m in " " + text.strip() for m in markers) for text in texts) / len(texts)
-
-
-def context_recovery(pairs: list[dict], prompts: dict[str, list[dict]], planted: list[dict]) -> list[dict]:
-    """For each planted context of an answer key (the organism's ``ground_truth.json``), the pair that isolates it.
-
-    A pair isolates a context when its positive prompts carry the context's marker and its negative prompts
-    carry the token's *other* contexts' markers. Per context returns ``{"token", "context", "marker", "pair",
-    "positive_share", "negative_other_share", "candidates"}``: ``pair`` is the best of the token's pairs
-    (highest positive share, then negative share; None if the token has no pair), ``candidates`` all of the
-    token's pairs with their two shares.
-    """
-    report = []
-    for entry in planted:
-        contexts = entry["contexts"]
-        for context in contexts:
-            others = [c["marker"] for c in contexts if c is not context]
-            candidates = []
-            for pair in (p for p in pairs if p["token"] == entry["token"]):
-                texts = [p["text"] for p in prompts[neuron_key(pair["layer"], pair["neuron"])]]
-                candidates.append(
-                    {
-                        "pair": pair,
-                        "positive_share": marker_share([texts[i] for i in pair["positive"]], [context["marker"]]),
-                        "negative_other_share": marker_share([texts[i] for i in pair["negative"]], others),
-                    }
-                )
-            best = max(candidates, key=lambda c: (c["positive_share"], c["negative_other_share"]), default=None)
-            report.append(
-                {
-                    "token": entry["token"],
-                    "context": context["name"],
-                    "marker": context["marker"],
-                    "pair": best and best["pair"],
-                    "positive_share": best["positive_share"] if best else 0.0,
-                    "negative_other_share": best["negative_other_share"] if best else 0.0,
-                    "candidates": candidates,
-                }
-            )
-    return report
-
-
 def look_back(model: TransformerBridge, text: str, layer: int, head_index: int) -> float:
     """How far back, in tokens, head ``layer.head_index`` looks from the last token of ``text`` (BOS prepended): the
     attention-weighted distance, 0 for the token itself. A local context look-up reads a word or two back; a topic

@@ -41,7 +41,7 @@ from scipy import stats
 
 from ctx_utils.explain import classification_prompt, explanation_prompt
 from ctx_utils.heads import select_pairs
-from ctx_utils.results import REPO_ROOT, SCHEMA_VERSION, save_json, write_text_atomic
+from ctx_utils.results import REPO_ROOT, SCHEMA_VERSION, json_number, save_json, write_text_atomic
 from ctx_utils.tokens import head_name, neuron_key
 from ctx_utils.score import head_explanation_score, histogram_counts, summarize_scores
 
@@ -282,7 +282,7 @@ def ablation_stats(pairs: Sequence[dict[str, Any]] | None) -> dict[str, Any]:
 def model_stats(data: ModelData, max_prompts: int = MAX_TEST_PROMPTS) -> dict[str, Any]:
     """Everything the paper reports for one model: E summary, E ≥ 0.8 / E = 1 counts, histogram, ablation."""
     e = [s["E"] for s in pair_scores(data, max_prompts)]
-    result: dict[str, Any] = {k: _finite(v) for k, v in summarize_scores(e).items()}
+    result: dict[str, Any] = {k: json_number(v) for k, v in summarize_scores(e).items()}
     result["n_E_ge_0_8"] = sum(x >= 0.8 for x in e)
     result["n_E_eq_1"] = sum(x == 1.0 for x in e)
     result["histogram"] = histogram_counts(e)
@@ -303,11 +303,6 @@ def summary(datasets: dict[str, ModelData]) -> dict[str, Any]:
         entry["first10_mean_E"], entry["first10_std_E"] = first10["mean_E"], first10["std_E"]
         models[name] = entry
     return {"schema_version": SCHEMA_VERSION, "models": models}
-
-
-def _finite(x: Any) -> Any:
-    """NaN (e.g. a skew test on fewer than 8 pairs) becomes None, which JSON can hold."""
-    return None if isinstance(x, float) and np.isnan(x) else x
 
 
 def find_pair(data: ModelData, layer: int, neuron: int, head: int, n_examples: int = 3) -> dict[str, Any]:

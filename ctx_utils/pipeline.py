@@ -27,7 +27,6 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import numpy as np
 import torch
 
 from ctx_utils import ablate as ablate_step
@@ -36,10 +35,11 @@ from ctx_utils import heads as heads_step
 from ctx_utils import neurons as neurons_step
 from ctx_utils import prompts as prompts_step
 from ctx_utils import runtime
+from ctx_utils import held_out as held_out_step
 from ctx_utils import score as score_step
 from ctx_utils.corpus import corpus_for, is_named_corpus, load_corpus
 from ctx_utils.models import choose_model, load_model
-from ctx_utils.results import REPO_ROOT, SCHEMA_VERSION, ResultFileError, load_json, results_dir, save_json
+from ctx_utils.results import REPO_ROOT, SCHEMA_VERSION, ResultFileError, json_number, load_json, results_dir, save_json
 from ctx_utils.settings import Settings, SettingsError, load_settings
 
 if TYPE_CHECKING:  # the model type, for readers and type checkers; not imported at run time
@@ -292,7 +292,7 @@ def compute_heads(settings: Settings, model: TransformerBridge, neuron_list: lis
 
 def compute_held_out(settings: Settings, model: TransformerBridge, neuron_list: list[dict],
                      training: dict[str, list[dict]]) -> dict:
-    """Steps 2-3 again on the held-out documents, for the neurons with pairs (:func:`ctx_utils.score.held_out_set`).
+    """Steps 2-3 again on the held-out documents, for the neurons with pairs (:func:`ctx_utils.held_out.held_out_set`).
 
     ``training``: the neurons' prompts of step 2 (prompts.json); a held-out prompt equal to one of its neuron's
     is removed and counted. No neuron with a pair (step 3 found none) gives an empty set, not an error.
@@ -304,11 +304,11 @@ def compute_held_out(settings: Settings, model: TransformerBridge, neuron_list: 
 
 def _held_out_heads(settings: Settings, model: TransformerBridge, neuron_list: list[dict], docs: list[str],
                     found: dict[str, list[dict]], training: dict[str, list[dict]]) -> dict:
-    """:func:`ctx_utils.score.held_out_set` from held-out prompts already found: training repeats removed, then the
+    """`ctx_utils.held_out.held_out_set` from held-out prompts already found: training repeats removed, then the
     heads active on each."""
     if not neuron_list:
         return {"prompts": {}, "active": {}, "removed": {}}
-    return score_step.held_out_set(model, neuron_list, docs, training, rule=settings.rule,
+    return held_out_step.held_out_set(model, neuron_list, docs, training, rule=settings.rule,
                                    include_same_layer=settings.same_layer, batch_size=settings.batch_size, found=found)
 
 
@@ -326,16 +326,12 @@ def compute_explanations(settings: Settings, pairs: list[dict], prompt_sets: dic
     return {"explainer": explain_step.explainer_name(llm), "variant": settings.prompt_variant, "pairs": explained}
 
 
-def _finite(x: Any) -> Any:
-    return None if isinstance(x, float) and np.isnan(x) else x
-
-
 def _summary(scored: list[dict]) -> dict | None:
     """The paper's summary of the pairs' E, and ``n_one_class``: how many of them scored one class only."""
     kept = [s for s in scored if s["E"] is not None]
     if not kept:
         return None
-    summary = {k: _finite(v) for k, v in score_step.summarize_scores([s["E"] for s in kept]).items()}
+    summary = {k: json_number(v) for k, v in score_step.summarize_scores([s["E"] for s in kept]).items()}
     return {**summary, "n_one_class": sum(1 for s in kept if s.get("one_class"))}
 
 

@@ -123,6 +123,11 @@ def _umask() -> int:
     return mask
 
 
+def json_number(x: Any) -> Any:
+    """``x``, with NaN (e.g. a skew test on fewer than 8 pairs) as None, which JSON can hold."""
+    return None if isinstance(x, float) and x != x else x
+
+
 def save_json(path: str | Path, data: dict[str, Any]) -> Path:
     """Atomically write a result dict as indented JSON; adds ``schema_version`` first if it is missing.
 

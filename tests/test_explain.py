@@ -26,7 +26,8 @@ from ctx_utils.explain import (
     explain_pairs,
     explanation_prompt,
 )
-from ctx_utils.score import held_out_set, score_explanations
+from ctx_utils.held_out import held_out_set
+from ctx_utils.score import score_explanations
 from ctx_utils.llm import LLMClient, LLMNotConfigured
 from ctx_utils.paper_data import SHIPPED_DIR
 

@@ -12,6 +12,7 @@ import pytest
 import torch
 
 from ctx_utils import heads
+from ctx_utils.organism import answer_key
 
 PROMPTS = [
     " the cat sat on the mat",
@@ -156,13 +157,13 @@ def test_context_recovery_scores_pairs_against_markers():
     local_head = {"layer": 1, "neuron": 7, "token": " as", "head": 2, "positive": [0, 1, 3], "negative": [2]}
     mixed_head = {"layer": 1, "neuron": 7, "token": " as", "head": 5, "positive": [0, 2], "negative": [1, 3]}
     other_token = {"layer": 1, "neuron": 7, "token": " only", "head": 1, "positive": [2], "negative": [0, 1, 3]}
-    report = {r["context"]: r for r in heads.context_recovery([mixed_head, local_head, other_token], prompts, planted)}
+    report = {r["context"]: r for r in answer_key.context_recovery([mixed_head, local_head, other_token], prompts, planted)}
     local, topic = report["as/local"], report["as/topic"]
     assert local["pair"] is local_head and local["positive_share"] == 1.0 and local["negative_other_share"] == 1.0
     assert topic["pair"] is mixed_head and topic["positive_share"] == 0.5 and topic["negative_other_share"] == 1.0
     assert len(local["candidates"]) == 2, "pairs of another token are not candidates"
-    assert heads.marker_share(texts, [" as early"]) == 0.75  # "as early" at a document start counts too
-    assert heads.context_recovery([], prompts, planted)[0]["pair"] is None
+    assert answer_key.marker_share(texts, [" as early"]) == 0.75  # "as early" at a document start counts too
+    assert answer_key.context_recovery([], prompts, planted)[0]["pair"] is None
 
 
 def test_pairs_carry_step_1s_token_id(model):

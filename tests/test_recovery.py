@@ -21,6 +21,7 @@ import json
 import pytest
 
 from ctx_utils.models import CLEAN_ORGANISM_DIR as ORGANISM_DIR  # the clean organism: exact wired heads
+from ctx_utils.organism import answer_key
 
 if not (ORGANISM_DIR / "config.json").exists() or not (ORGANISM_DIR / "ground_truth.json").exists():
     pytest.skip(
@@ -36,7 +37,6 @@ MIN_POSITIVE, MIN_NEGATIVE_OTHER = 0.9, 0.5
 
 @pytest.fixture(scope="module")
 def pipeline():
-    from ctx_utils import heads
     from ctx_utils import pipeline as steps
     from ctx_utils.settings import load_settings
 
@@ -45,7 +45,7 @@ def pipeline():
     found = steps.compute_neurons(settings, model)["neurons"]
     prompt_sets = steps.compute_prompts(settings, model, found)["prompts"]
     pairs = steps.compute_heads(settings, model, found, prompt_sets)["pairs"]
-    report = heads.context_recovery(pairs, prompt_sets, PLANTED)
+    report = answer_key.context_recovery(pairs, prompt_sets, PLANTED)
     return {"settings": settings, "model": model, "neurons": found, "prompts": prompt_sets, "pairs": pairs,
             "report": {r["context"]: r for r in report}}
 

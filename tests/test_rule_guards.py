@@ -11,7 +11,7 @@ import pytest
 import torch
 from scipy import stats
 
-from ctx_utils import ablate, heads, pipeline, prompts, score
+from ctx_utils import ablate, heads, held_out, pipeline, prompts
 from ctx_utils.settings import DEFAULTS, STEP_FIELDS, Settings, load_settings
 
 # ------------------------------------------------------------------------------ fingerprints follow the data flow
@@ -60,7 +60,7 @@ def test_same_layer_is_off_by_default_everywhere():
     """The paper credits heads of earlier layers only. Wrong edit seen failing: `same_layer: bool = True`."""
     assert DEFAULTS.same_layer is False
     for fn, arg in ((heads.head_attributions, "include_same_layer"), (heads.n_candidate_heads, "include_same_layer"),
-                    (heads.attribute_neurons, "include_same_layer"), (score.held_out_set, "include_same_layer")):
+                    (heads.attribute_neurons, "include_same_layer"), (held_out.held_out_set, "include_same_layer")):
         assert inspect.signature(fn).parameters[arg].default is False, fn.__name__
 
 
@@ -95,13 +95,13 @@ def test_held_out_truth_uses_the_training_rule(monkeypatch, organism_model, rule
     """The held-out ground truth must mean what step 3's positives meant. Wrong edit seen failing: compute_held_out
     passing `rule=DEFAULTS.rule` instead of `settings.rule`."""
     seen: list[str] = []
-    real = score.active_heads
+    real = held_out.active_heads
 
     def spy(attr, rule_used=DEFAULTS.rule):
         seen.append(rule_used)
         return real(attr, rule_used)
 
-    monkeypatch.setattr(score, "active_heads", spy)
+    monkeypatch.setattr(held_out, "active_heads", spy)
     settings = pipeline.resolve(load_settings({}, model="organism", rule=rule, max_test_docs=40), quiet=True)
     neuron_list = [{"layer": 1, "neuron": n} for n in _planted_neurons(organism_model)][:1]
     held = pipeline.compute_held_out(settings, organism_model, neuron_list, {})

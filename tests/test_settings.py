@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from ctx_utils import ablate, explain, heads, neurons, prompts, score
+from ctx_utils import ablate, explain, heads, held_out, neurons, prompts, score
 from ctx_utils.settings import DEFAULTS, PRESETS, STEP_FIELDS, Settings, SettingsError, load_settings
 
 PACKAGE = Path(__file__).resolve().parents[1] / "ctx_utils"
@@ -70,7 +70,7 @@ def test_fingerprint_changes_only_with_the_settings_that_shape_the_step():
     (heads.active_heads, "rule", "rule"), (heads.pairs_from_attributions, "rule", "rule"),
     (heads.pairs_from_attributions, "band", "band"), (heads.find_head_pairs, "rule", "rule"),
     (heads.head_is_active, "rule", "rule"), (heads.heads_summary, "rule", "rule"),
-    (heads.attribute_neurons, "include_same_layer", "same_layer"), (score.held_out_set, "rule", "rule"),
+    (heads.attribute_neurons, "include_same_layer", "same_layer"), (held_out.held_out_set, "rule", "rule"),
     (prompts.find_activating_prompts, "ratio", "ratio"), (prompts.find_activating_prompts, "k", "top_k"),
     (prompts.find_activating_prompts, "keep", "keep"), (prompts.find_activating_prompts, "max_tokens", "max_tokens"),
     (prompts.truncate, "ratio", "ratio"), (neurons.select_next_token_neurons, "per_layer", "per_layer"),

@@ -23,7 +23,7 @@ import pandas as pd
 from scipy import stats
 
 from ctx_utils import ablate
-from ctx_utils.heads import head_label, marker_share, neuron_key, pairs_from_attributions
+from ctx_utils.heads import head_label, neuron_key, pairs_from_attributions
 from ctx_utils.organism import answer_key
 from ctx_utils.viz import text_table
 
@@ -247,9 +247,9 @@ def check_prompts(settings, neuron_list: list[dict], found: dict[str, list[dict]
                  for e in found.get(neuron_key(n["layer"], n["neuron"]), [])]
         row = {"token": repr(plant["token"]), "prompts": len(texts)}
         for context in plant["contexts"]:
-            row[f"with {context['name'].split('/')[-1]} markers"] = f"{marker_share(texts, answer_key.markers(context)):.0%}"
+            row[f"with {context['name'].split('/')[-1]} markers"] = f"{answer_key.marker_share(texts, answer_key.markers(context)):.0%}"
         every = [w for c in plant["contexts"] for w in answer_key.markers(c)]
-        row["with none"] = f"{1 - marker_share(texts, every):.0%}" if texts else "—"
+        row["with none"] = f"{1 - answer_key.marker_share(texts, every):.0%}" if texts else "—"
         rows.append(row)
     table = pd.DataFrame(rows).set_index("token").fillna("—")
     return Check(table, "Share of each planted token's prompts that contain a context's marker words (a prompt can hold "
