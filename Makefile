@@ -1,6 +1,6 @@
 # The kit's commands. On a fresh machine, `make run` and `make test` are all the set-up there is.
 #   make run    create the environment if missing, then execute every notebook headless (results/<model>/)
-#   make check  the fast tier (< 2 min): every unit test, no notebook kernel; run it before every commit
+#   make check  the fast tier (< 2 min, two workers): every unit test, no notebook kernel; run it before every commit
 #   make test   the full tier (CI, < 10 min on 2 cores): the fast tier and the slow tests, which execute every notebook
 #   make lab    open JupyterLab on the notebooks
 # Variables: MODEL (default auto: GPT-2 small online, the organism offline), PYTHON, VENV, TORCH_SPEC.
@@ -17,6 +17,8 @@ TORCH_CPU_INDEX ?= https://download.pytorch.org/whl/cpu
 LOCK := requirements-lock.txt
 MODEL ?= auto
 TEST_MODEL ?= organism
+# pytest-xdist workers of `make check` and `make test` (2 cores: 2); TEST_WORKERS=0 runs in one process.
+TEST_WORKERS ?= 2
 # The runtime set plus the tools `make test` (test: pytest, pytest-xdist) and `make lab` (lab: JupyterLab) need.
 EXTRAS := lab,test
 BIN := $(VENV)/bin
@@ -61,15 +63,14 @@ lock:
 run: env
 	$(BIN)/python -m ctx_utils.tools.run_notebooks --model $(MODEL)
 
-# The fast tier: tests marked `slow` (notebook kernels, > 10 s) are left out. Offline, one torch thread.
+# The fast tier: tests marked `slow` (notebook kernels, > 10 s) are left out. Offline, one torch thread per worker.
 check: env
 	CTX_MODEL=$(TEST_MODEL) CTX_RESULTS=$(TEST_RESULTS)-check HF_HUB_OFFLINE=1 CTX_TORCH_THREADS=$${CTX_TORCH_THREADS:-1} \
-	  $(BIN)/python -m pytest -q -m "not slow" tests
+	  $(BIN)/python -m pytest -q -n $(TEST_WORKERS) --dist loadfile -m "not slow" tests
 
 # The full tier, offline-safe: notebooks use the organism and fixtures and write into scratch results folders.
 # Two workers (pytest-xdist), a test file each at a time: the organism's notebook runs (one file, sharing the in-order
-# run) go to one, the fixtures' and the unit tests to the other. TEST_WORKERS=0 runs in one process.
-TEST_WORKERS ?= 2
+# run) go to one, the fixtures' and the unit tests to the other.
 test: env
 	rm -rf $(TEST_RESULTS)
 	CTX_MODEL=$(TEST_MODEL) CTX_RESULTS=$(TEST_RESULTS) HF_HUB_OFFLINE=1 CTX_TORCH_THREADS=$${CTX_TORCH_THREADS:-1} \
