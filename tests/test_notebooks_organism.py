@@ -75,21 +75,18 @@ def _code(nb: nbformat.NotebookNode) -> list[str]:
 
 @needs_organism
 @pytest.mark.parametrize("name", EXERCISES)
-def test_an_unsolved_exercise_notebook_runs_to_the_end(script, name):
+def test_an_unsolved_exercise_notebook_runs_to_the_end(script, name, monkeypatch):
     """Run All never stops: unsolved, every check says what to do and the notebook goes on with the kit's functions."""
     from nbclient import NotebookClient
 
     path = colab.NOTEBOOKS_DIR / exercises.SUBFOLDER / name
     nb = nbformat.read(path, as_version=4)
-    env = env_for(script, {"CTX_MODEL": "organism"})
-    saved = dict(os.environ)
-    os.environ.clear()
-    os.environ.update(env)  # the kernel inherits this process's environment
-    try:
-        NotebookClient(nb, timeout=600, kernel_name="python3", resources={"metadata": {"path": str(path.parent)}}).execute()
-    finally:
-        os.environ.clear()
-        os.environ.update(saved)
+    env = env_for(script, {"CTX_MODEL": "organism"})  # the kernel inherits this process's environment
+    for variable in set(os.environ) - set(env):
+        monkeypatch.delenv(variable)
+    for variable, value in env.items():
+        monkeypatch.setenv(variable, value)
+    NotebookClient(nb, timeout=600, kernel_name="python3", resources={"metadata": {"path": str(path.parent)}}).execute()
     checks = [c for c in nb.cells if "check" in c.metadata.get("tags", [])]
     assert checks
     for cell in checks:
