@@ -388,6 +388,7 @@ from pathlib import Path
 sys.path.insert(0, {root!r}); sys.path.insert(0, {root!r} + "/benchmarks")
 import bench
 from ctx_utils import models, prompts
+from ctx_utils.session import SESSION
 batch, length, path = {batch}, {length}, {path!r}
 def kib(field):
     return int(next(line for line in open("/proc/self/status") if line.startswith(field)).split()[1])
@@ -395,7 +396,7 @@ with tempfile.TemporaryDirectory() as tmp:
     folder = str(bench.save_gpt2_small_bpe(Path(tmp)))
     model = models.load_model(folder, device="cpu")
     if path == "bridge":
-        models._TWINS[model] = None  # no twin: the bridge's eager forward
+        SESSION.cache_of(model).twin = False  # no twin: the bridge's eager forward
     docs = bench.real_text_docs(model.tokenizer, "train", 200, 1023)
     seqs = [s[:length] for s in prompts.tokenize(model, docs, warn_long=False) if len(s) >= length][: 2 * batch]
     texts = [model.tokenizer.decode(s[1:]) for s in seqs]

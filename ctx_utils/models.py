@@ -17,14 +17,14 @@ import os
 import re
 import socket
 import warnings
-import weakref
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import torch
 
-from ctx_utils.settings import KIT_ROOT as REPO_ROOT
+from ctx_utils.session import SESSION
+from ctx_utils.settings import KIT_ROOT as REPO_ROOT, SettingsError
 
 if TYPE_CHECKING:  # the model type, for readers and type checkers; not imported at run time
     from transformer_lens.model_bridge import TransformerBridge
@@ -79,6 +79,22 @@ def available_devices() -> list[str]:
     if _mps_available():
         found.append("mps")
     return found
+
+
+def pin_torch_threads() -> int | None:
+    """Set torch's CPU threads to ``$CTX_TORCH_THREADS`` when it is set; returns the number set (None: unset).
+
+    Two torch processes sharing two cores, each with a thread per core, can run ten times slower than with one
+    thread each, so tests and CI set it to 1. :func:`load_model` calls this, so a process is pinned before its
+    model's first forward; importing the kit changes neither torch nor the environment.
+    """
+    text = os.environ.get("CTX_TORCH_THREADS", "").strip()
+    if not text:
+        return None
+    if not text.isdigit() or int(text) < 1:
+        raise SettingsError(f"CTX_TORCH_THREADS is {text!r}: set it to a number of CPU threads (e.g. 1), or unset it.")
+    torch.set_num_threads(int(text))
+    return int(text)
 
 
 def _mps_available() -> bool:
@@ -376,8 +392,10 @@ def load_model(name_or_folder: str = "organism", device: str | None = None):
     gives a number without torch's "requires_grad" warning (call ``model.requires_grad_(True)`` to train).
 
     ``name_or_folder`` is one of :data:`MODEL_NAMES` (``gpt2`` is an alias of ``gpt2-small``) or a local
-    Hugging Face folder. ``device`` defaults to :func:`pick_device`, which checks it first.
+    Hugging Face folder. ``device`` defaults to :func:`pick_device`, which checks it first. With
+    ``CTX_TORCH_THREADS`` set, torch's CPU threads are set to it first (:func:`pin_torch_threads`).
     """
+    pin_torch_threads()
     source = resolve_source(name_or_folder)
     device = pick_device(device)  # a device torch cannot use fails here, not ten frames into the load
     if Path(source).is_dir():
@@ -390,14 +408,8 @@ def load_model(name_or_folder: str = "organism", device: str | None = None):
     model.enable_compatibility_mode()
     model.eval()
     model.requires_grad_(False)  # the kit only reads the model: no autograd graph, no requires_grad warnings
-    _SOURCES[model] = source
+    SESSION.cache_of(model).source = source
     return model
-
-
-#: Each bridge :func:`load_model` made → what it was loaded from, and → its SDPA twin once built (or None
-#: where the twin cannot stand in for it). Weak keys: an entry goes when its bridge does.
-_SOURCES: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
-_TWINS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
 
 def sdpa_twin(model: TransformerBridge) -> tuple[torch.nn.Module, list[torch.nn.Module]] | None:
@@ -418,13 +430,14 @@ def sdpa_twin(model: TransformerBridge) -> tuple[torch.nn.Module, list[torch.nn.
     :func:`load_model` did not make, an MLP without an ``act`` module (gated MLPs), and, with a warning,
     for a folder that is gone since the load or activations that disagree. Edits made to the bridge's weights in memory are not seen by the twin.
     """
-    if model not in _TWINS:
-        _TWINS[model] = _build_twin(model)
-    return _TWINS[model]
+    cache = SESSION.cache_of(model)  # kept while the bridge lives (ctx_utils.session)
+    if cache.twin is None:
+        cache.twin = _build_twin(model) or False
+    return cache.twin or None
 
 
 def _build_twin(model: TransformerBridge) -> tuple[torch.nn.Module, list[torch.nn.Module]] | None:
-    source = _SOURCES.get(model)
+    source = SESSION.cache_of(model).source
     if source is None:
         return None
     from transformers import AutoConfig, AutoModel

@@ -13,7 +13,6 @@ unembedding), as the paper's TransformerLens flags do.
 
 from __future__ import annotations
 
-import weakref
 from collections.abc import Iterable
 from typing import TYPE_CHECKING
 
@@ -22,6 +21,7 @@ from jaxtyping import Float
 from torch import Tensor
 
 from ctx_utils.indices import check_layer, check_neuron
+from ctx_utils.session import SESSION
 from ctx_utils.settings import DEFAULTS
 
 if TYPE_CHECKING:  # the model type, for readers and type checkers; not imported at run time
@@ -65,10 +65,6 @@ def token_string(model: TransformerBridge, token: int) -> str:
     return model.tokenizer.decode([int(token)])
 
 
-#: Each model's congruence per layer, with the weights it was computed from (:func:`congruence`).
-_CONGRUENCE: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
-
-
 @torch.no_grad()
 def congruence(model: TransformerBridge, layer: int) -> tuple[Tensor, Tensor]:
     """Each neuron's congruence and token: max and argmax over the vocabulary of ``W_out[layer] @ W_U``.
@@ -82,10 +78,10 @@ def congruence(model: TransformerBridge, layer: int) -> tuple[Tensor, Tensor]:
     w_out = model.blocks[layer].mlp.W_out  # [d_mlp, d_model]; model.W_out would stack every layer's copy
     w_u = model.W_U  # [d_model, d_vocab]
     weights = tuple((w.data_ptr(), w._version, tuple(w.shape)) for w in (w_out, w_u))
-    saved = _CONGRUENCE.setdefault(model, {}).get(layer)
+    cache = SESSION.cache_of(model).congruence  # kept while the model lives (ctx_utils.session)
+    saved = cache.get(layer)
     if saved is None or saved[0] != weights:
-        saved = weights, _congruence(w_out, w_u)
-        _CONGRUENCE[model][layer] = saved
+        saved = cache[layer] = weights, _congruence(w_out, w_u)
     return saved[1][0].clone(), saved[1][1].clone()
 
 

@@ -40,6 +40,7 @@ from ctx_utils import score as score_step
 from ctx_utils.corpus import corpus_for, is_named_corpus, load_corpus
 from ctx_utils.models import choose_model, load_model
 from ctx_utils.results import REPO_ROOT, SCHEMA_VERSION, ResultFileError, json_number, load_json, results_dir, save_json
+from ctx_utils.session import SESSION
 from ctx_utils.settings import Settings, SettingsError, load_settings
 
 if TYPE_CHECKING:  # the model type, for readers and type checkers; not imported at run time
@@ -94,15 +95,12 @@ def setup(**overrides: Any) -> Settings:
     return settings
 
 
-_MODELS: dict[tuple[str, str], Any] = {}
-
-
 def model(settings: Settings):
-    """The settings' model, loaded once per process (a notebook and the pipeline calls share it)."""
+    """The settings' model, loaded once per process (a notebook and the pipeline calls share it: ``SESSION.models``)."""
     key = (settings.model, settings.device)
-    if key not in _MODELS:
-        _MODELS[key] = load_model(settings.model, device=settings.device or None)
-    return _MODELS[key]
+    if key not in SESSION.models:
+        SESSION.models[key] = load_model(settings.model, device=settings.device or None)
+    return SESSION.models[key]
 
 
 def documents(settings: Settings, held_out: bool = False, max_docs: int | None = None) -> list[str]:
@@ -150,26 +148,27 @@ def _usable(path: Path, settings: Settings, step: str) -> tuple[dict | None, str
 #: Fields a step's file must hold to be used: a file made before the field existed is recomputed, not trusted.
 REQUIRED_FIELDS: dict[str, tuple[str, ...]] = {"held_out": ("removed",)}
 
-_depth = 0  # how deep in nested load-or-compute calls we are: only the outer call's "loaded" line is printed
-
 
 def _load_or_compute(settings: Settings, step: str, compute: Callable[[], dict], quiet: bool = False) -> dict:
-    """The saved result of ``step`` if usable (:func:`_usable`), else ``compute()``'s, saved; one line says which."""
-    global _depth
+    """The saved result of ``step`` if usable (:func:`_usable`), else ``compute()``'s, saved; one line says which.
+
+    A step computing a missing input calls this again inside ``compute()``: ``SESSION.depth`` counts the calls
+    running, so an input's lines are indented under the step that needed it and only the outer call says "loaded".
+    """
     path = result_path(settings, step)
     data, reason = _usable(path, settings, step)
-    indent = "  " * _depth
+    indent = "  " * SESSION.depth
     if data is not None:
-        if not quiet and _depth == 0:
+        if not quiet and SESSION.depth == 0:
             print(f"{step}: loaded {path.name} ({reason}).")
         return data
     if not quiet:
         print(f"{indent}{step}: computing ({reason}) …", flush=True)
-    _depth += 1
+    SESSION.depth += 1
     try:
         payload = compute()
     finally:
-        _depth -= 1
+        SESSION.depth -= 1
     data = {"schema_version": SCHEMA_VERSION, "step": step, "model": settings.model, "settings": settings.for_step(step),
             "fingerprint": settings.fingerprint(step), **payload}
     save_json(path, data)

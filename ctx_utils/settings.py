@@ -207,7 +207,7 @@ OTHER_VARIABLES: dict[str, str] = {
     "CTX_RESULTS": "the results folder (ctx_utils.results)",
     "CTX_LLM_CACHE": "the LLM answer cache (ctx_utils.llm)",
     "CTX_PAPER_DATA": "the authors' released data (ctx_utils.paper_data)",
-    "CTX_TORCH_THREADS": "torch's CPU threads (ctx_utils/__init__.py)",
+    "CTX_TORCH_THREADS": "torch's CPU threads, set when a model loads (ctx_utils.models.pin_torch_threads)",
     "CTX_VIZ_MODE": "how circuitsvis views draw (ctx_utils.viz)",
     "CTX_PAIR": "the pair notebook 04 looks at closely",
     "CTX_NOTEBOOK": "the open notebook's number, set by Colab's setup cell (ctx_utils.runtime)",

@@ -14,6 +14,8 @@ network, how the bundle reaches the page (see :func:`set_mode`):
 
 Every view first shows a short note that the view replaces once it renders; if the note stays, the page has
 no bundle (e.g. the output that carried it was cleared): call :func:`reset_bundle` and re-run the cell.
+What this module remembers between views (the mode chosen, the output that carried the bundle) is kept by
+:data:`ctx_utils.session.SESSION`.
 """
 
 from __future__ import annotations
@@ -34,6 +36,7 @@ import torch
 from torch import Tensor
 
 from ctx_utils.score import histogram_counts
+from ctx_utils.session import SESSION
 from ctx_utils.tokens import head_name
 
 MODES = ("auto", "once", "inline", "cdn")
@@ -41,8 +44,6 @@ RED = "#d62728"
 BLUE = "#1f77b4"
 NEUTRAL = "#9e9e9e"
 
-_mode = os.environ.get("CTX_VIZ_MODE", "auto")
-_bundle_request: tuple[str | None, str | None] | None = None  # (cell id, request id) that carried the bundle
 
 
 # ----------------------------------------------------------------------------------------------- histogram
@@ -142,28 +143,28 @@ def head_attributions(
 def set_mode(mode: str) -> None:
     """Choose how circuitsvis views get their JavaScript: ``"auto"``, ``"once"``, ``"inline"`` or ``"cdn"``.
 
-    ``"auto"`` (the default) means ``"cdn"`` in Colab and ``"once"`` everywhere else; the environment
-    variable ``CTX_VIZ_MODE`` sets the starting mode. See the module docstring for what each mode does.
+    ``"auto"`` (the default) means ``"cdn"`` in Colab and ``"once"`` everywhere else; until this is called, the
+    environment variable ``CTX_VIZ_MODE`` chooses. See the module docstring for what each mode does. The choice
+    lasts for this kernel (``SESSION.viz_mode``, :mod:`ctx_utils.session`).
     """
-    global _mode
     if mode not in MODES:
         raise ValueError(f"Unknown viz mode {mode!r}: use one of {', '.join(MODES)}.")
-    _mode = mode
+    SESSION.viz_mode = mode
 
 
 def current_mode() -> str:
     """The mode in force now, with ``"auto"`` resolved (Colab is detected by ``google.colab`` being imported)."""
-    if _mode not in MODES:
-        raise ValueError(f"CTX_VIZ_MODE is {_mode!r}: set it to one of {', '.join(MODES)}, or unset it.")
-    if _mode != "auto":
-        return _mode
+    mode = SESSION.viz_mode or os.environ.get("CTX_VIZ_MODE", "auto")
+    if mode not in MODES:
+        raise ValueError(f"CTX_VIZ_MODE is {mode!r}: set it to one of {', '.join(MODES)}, or unset it.")
+    if mode != "auto":
+        return mode
     return "cdn" if "google.colab" in sys.modules else "once"
 
 
 def reset_bundle() -> None:
     """Forget that the bundle was sent, so the next view carries it again (e.g. after clearing its output)."""
-    global _bundle_request
-    _bundle_request = None
+    SESSION.bundle_output = None
 
 
 def _current_request() -> tuple[str | None, str | None]:
@@ -216,12 +217,11 @@ def _bundle_for_output(mode: str) -> str:
     ``"inline"`` always sends it. ``"once"`` sends it with the first view of the session, and again when the
     cell that carried it runs anew (its old output, bundle included, is being replaced).
     """
-    global _bundle_request
-    request = _current_request()
-    first = _bundle_request is None
-    rerun = not first and request[0] is not None and request[0] == _bundle_request[0] and request != _bundle_request
+    request, carrier = _current_request(), SESSION.bundle_output
+    first = carrier is None
+    rerun = not first and request[0] is not None and request[0] == carrier[0] and request != carrier
     if mode == "inline" or (mode == "once" and (first or rerun)):
-        _bundle_request = request
+        SESSION.bundle_output = request
         return _bundle_script()
     return ""
 

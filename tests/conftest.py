@@ -35,6 +35,15 @@ def save_tiny_gpt2(folder: Path, n_layer: int = 2, n_head: int = 4, n_embd: int 
     return folder
 
 
+@pytest.fixture(scope="session", autouse=True)
+def one_torch_thread():
+    """torch on CTX_TORCH_THREADS (1 unless set) threads in every test process, as loading a model would set it:
+    two test workers sharing two cores must not fight over them."""
+    from ctx_utils.models import pin_torch_threads
+
+    pin_torch_threads()
+
+
 @pytest.fixture(scope="session")
 def tiny_model_dir(tmp_path_factory) -> Path:
     """A tiny random GPT-2 (2 layers, 4 heads, d_model 32) saved as a Hugging Face folder."""

@@ -1,6 +1,6 @@
 """The notebooks' Colab setup cell, run in a simulated Colab: it fetches the kit and calls the package, which installs
 the tested set under pins that keep Colab's torch, numpy and transformers; its advice on a version conflict works
-as written; and every badge and setup cell points at the one repository address and ref of ``ctx_utils/tools/colab.py``."""
+as written; and every badge and setup cell points at the one repository address and ref of ``ctx_utils/classroom/notebook_cells.py``."""
 
 import importlib.metadata
 import os
@@ -14,6 +14,7 @@ import nbformat
 import pytest
 
 from ctx_utils import runtime
+from ctx_utils.classroom import notebook_cells as cells
 from ctx_utils.tools import colab
 
 ROOT = colab.REPO_ROOT
@@ -87,7 +88,7 @@ def colab_sim(monkeypatch, tmp_path):
 def run_cell(monkeypatch, capsys, source: str, kit_present: bool = False) -> str:
     """Execute a setup cell as the kernel would; returns what it printed."""
     real_isdir = os.path.isdir
-    monkeypatch.setattr(os.path, "isdir", lambda p: kit_present if p == colab.KIT_DIR else real_isdir(p))
+    monkeypatch.setattr(os.path, "isdir", lambda p: kit_present if p == cells.KIT_DIR else real_isdir(p))
     capsys.readouterr()
     exec(source, {})
     return capsys.readouterr().out
@@ -98,7 +99,7 @@ def pip_commands(commands):
 
 
 def test_the_setup_cell_is_a_few_lines_that_call_the_package():
-    code = [line for line in colab.setup_cell_source("05").splitlines() if line.strip() and not line.startswith("#")]
+    code = [line for line in cells.setup_cell_source("05").splitlines() if line.strip() and not line.startswith("#")]
     assert len(code) <= 10, f"the setup cell has {len(code)} lines of code: its logic belongs in ctx_utils.tools.colab"
     assert code[-1] == 'colab.setup("05", use_drive=USE_DRIVE, unpin=UNPIN)'
 
@@ -110,15 +111,15 @@ def test_setup_cell_does_nothing_outside_colab(monkeypatch, capsys):
     monkeypatch.setattr(subprocess, "run", lambda *a, **k: calls.append(a))
     monkeypatch.setattr(subprocess, "Popen", lambda *a, **k: calls.append(a))
     cwd, path = os.getcwd(), list(sys.path)
-    assert run_cell(monkeypatch, capsys, colab.setup_cell_source("03")) == ""
+    assert run_cell(monkeypatch, capsys, cells.setup_cell_source("03")) == ""
     assert calls == [] and os.getcwd() == cwd and sys.path == path and runtime.NOTEBOOK_VAR not in os.environ
 
 
 def test_setup_cell_on_colab_fetches_the_kit_once_and_installs_it_visibly(colab_sim, monkeypatch, capsys):
-    printed = run_cell(monkeypatch, capsys, colab.setup_cell_source("05"))
+    printed = run_cell(monkeypatch, capsys, cells.setup_cell_source("05"))
     [clone] = colab_sim.cloned
-    assert clone[:2] == ["git", "clone"] and clone[-3:] == [colab.KIT_REF, colab.REPO_URL, colab.KIT_DIR]
-    assert sys.path[0] == colab.KIT_DIR
+    assert clone[:2] == ["git", "clone"] and clone[-3:] == [cells.KIT_REF, cells.REPO_URL, cells.KIT_DIR]
+    assert sys.path[0] == cells.KIT_DIR
     [install] = pip_commands(colab_sim.commands)
     assert "-q" not in install and "--quiet" not in install, "pip must show its progress"
     assert "-U" not in install and "--upgrade" not in install
@@ -131,7 +132,7 @@ def test_setup_cell_on_colab_fetches_the_kit_once_and_installs_it_visibly(colab_
     assert re.search(r"Kit installed in \d+ s\. Results: .*results \(lost when the runtime ends\)\.", printed)
     assert colab_sim.mounted == [] and "CTX_RESULTS" not in os.environ
     colab_sim.cloned.clear()
-    run_cell(monkeypatch, capsys, colab.setup_cell_source("05"), kit_present=True)
+    run_cell(monkeypatch, capsys, cells.setup_cell_source("05"), kit_present=True)
     assert colab_sim.cloned == [], "a kit already in /content/kit (a rerun, or an uploaded copy) is used as it is"
 
 
@@ -151,7 +152,7 @@ def test_the_conflict_advice_works_as_written(colab_sim, monkeypatch, capsys):
     """Colab's transformers older than the kit needs: pip's conflict names it, the error says what to set in the cell,
     and the cell, edited as told, installs; the unpinned name stays free on every later run (nothing rewrites it)."""
     FakePopen.conflict = True
-    source = colab.setup_cell_source("03")
+    source = cells.setup_cell_source("03")
     with pytest.raises(RuntimeError) as failed:
         run_cell(monkeypatch, capsys, source)
     advice = re.search(r"set (UNPIN = \[.*?\]) in this cell", str(failed.value))
@@ -171,7 +172,7 @@ def test_advice_without_a_named_package_says_where_to_put_one():
 
 
 def test_setup_cell_with_use_drive_keeps_results_in_drive(colab_sim, monkeypatch, capsys):
-    source = colab.setup_cell_source("02")
+    source = cells.setup_cell_source("02")
     assert "USE_DRIVE = False" in source
     printed = run_cell(monkeypatch, capsys, source.replace("USE_DRIVE = False", "USE_DRIVE = True", 1))
     assert colab_sim.mounted == ["/content/drive"]
@@ -181,8 +182,8 @@ def test_setup_cell_with_use_drive_keeps_results_in_drive(colab_sim, monkeypatch
 
 
 def test_repository_address_lives_in_one_place():
-    hits = [p for p in ROOT.joinpath("ctx_utils").rglob("*.py") if colab.REPO_SLUG in p.read_text()]
-    assert hits == [Path(colab.__file__).resolve()]
+    hits = [p for p in ROOT.joinpath("ctx_utils").rglob("*.py") if cells.REPO_SLUG in p.read_text()]
+    assert hits == [Path(cells.__file__).resolve()]
 
 
 BADGE = re.compile(r"https://colab\.research\.google\.com/github/([^/]+/[^/]+)/blob/([^/]+)/notebooks/([^)\s]+)\)")
@@ -190,15 +191,15 @@ CLONE = re.compile(r'"--branch", "([^"]+)", "([^"]+)"')
 SETUP_CALL = re.compile(r'colab\.setup\("(\d\d)"')
 
 
-@pytest.mark.parametrize("path", colab.notebook_paths(), ids=lambda p: p.relative_to(colab.NOTEBOOKS_DIR).as_posix())
+@pytest.mark.parametrize("path", colab.notebook_paths(), ids=lambda p: p.relative_to(cells.NOTEBOOKS_DIR).as_posix())
 def test_every_badge_and_setup_cell_use_the_one_address_and_ref(path):
     """Read from the notebook itself, not from the template: what a learner clicks and what Colab clones."""
     nb = nbformat.read(path, as_version=4)
     badges = [m for c in nb.cells if "colab-badge" in c.metadata.get("tags", []) for m in BADGE.findall(c.source)]
     setup = [c.source for c in nb.cells if "setup" in c.metadata.get("tags", [])]
     clones = [m for source in setup for m in CLONE.findall(source)]
-    assert badges == [(colab.REPO_SLUG, colab.KIT_REF, path.relative_to(colab.NOTEBOOKS_DIR).as_posix())]
-    assert clones == [(colab.KIT_REF, colab.REPO_URL)]
+    assert badges == [(cells.REPO_SLUG, cells.KIT_REF, path.relative_to(cells.NOTEBOOKS_DIR).as_posix())]
+    assert clones == [(cells.KIT_REF, cells.REPO_URL)]
     assert [m for source in setup for m in SETUP_CALL.findall(source)] == [path.name[:2]], "the cell names its notebook"
-    other = {m for c in nb.cells for m in re.findall(r"github\.com/([\w.-]+/[\w.-]+)", c.source)} - {colab.REPO_SLUG}
+    other = {m for c in nb.cells for m in re.findall(r"github\.com/([\w.-]+/[\w.-]+)", c.source)} - {cells.REPO_SLUG}
     assert not other - {"fbarez/Interpreting-Context-Look-ups"}, f"{path.name} names another repository: {other}"

@@ -5,13 +5,14 @@ from __future__ import annotations
 import torch
 
 from ctx_utils import neurons
+from ctx_utils.session import SESSION
 
 
 def test_congruence_is_computed_once_and_again_after_an_edit(tiny_model, monkeypatch):
     computed = []
     real = neurons._congruence
     monkeypatch.setattr(neurons, "_congruence", lambda w_out, w_u: computed.append(1) or real(w_out, w_u))
-    neurons._CONGRUENCE.pop(tiny_model, None)
+    monkeypatch.setattr(SESSION.cache_of(tiny_model), "congruence", {})  # none computed yet
     first = neurons.congruence(tiny_model, 1)
     first[0][0] = 1e9  # the caller's copy: the saved result is not changed through it
     again = neurons.congruence(tiny_model, 1)
@@ -29,4 +30,3 @@ def test_congruence_is_computed_once_and_again_after_an_edit(tiny_model, monkeyp
             torch.testing.assert_close(edited[0], (w_out @ tiny_model.W_U).max(dim=-1).values.float())
         finally:
             w_out[0] = kept  # the session's model, exactly as it was
-    neurons._CONGRUENCE.pop(tiny_model, None)

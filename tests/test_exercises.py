@@ -4,7 +4,7 @@ import nbformat
 import pytest
 
 from ctx_utils.classroom import exercises
-from ctx_utils.tools import colab
+from ctx_utils.classroom import notebook_cells
 
 SOLUTION = '''import torch
 
@@ -88,8 +88,8 @@ def test_exercise_notebook_shape(tmp_path):
     assert exercises.STUB in stub.source and "y = y * 2" not in stub.source
     assert stub.outputs == [] and stub.execution_count is None and stub.metadata["tags"] == ["your-code"]
     assert "Exercise version" in nb.cells[0].source
-    standard = colab.expected_sources(tmp_path / "exercises" / "01_demo.ipynb")  # what a Colab sync writes
-    assert nb.cells[1].source == standard["colab-badge"] and nb.cells[2].source == standard["setup"] == colab.setup_cell_source("01")
+    standard = notebook_cells.expected_sources(tmp_path / "exercises" / "01_demo.ipynb")  # what a Colab sync writes
+    assert nb.cells[1].source == standard["colab-badge"] and nb.cells[2].source == standard["setup"] == notebook_cells.setup_cell_source("01")
 
 
 def test_an_exercise_without_its_check_cell_is_refused(tmp_path):
@@ -152,7 +152,7 @@ def test_an_exercise_cell_without_text_difficulty_graduated_hints_or_without_emo
 
 def test_every_exercise_cell_has_text_difficulty_graduated_hints_and_no_emoji():
     """Difficulty scales in emoji render as empty boxes without an emoji font (a Debian Chromium, many lab machines)."""
-    cells = [(path.name, c) for folder in (colab.NOTEBOOKS_DIR, colab.NOTEBOOKS_DIR / exercises.SUBFOLDER)
+    cells = [(path.name, c) for folder in (notebook_cells.NOTEBOOKS_DIR, notebook_cells.NOTEBOOKS_DIR / exercises.SUBFOLDER)
              for path in sorted(folder.glob("[0-9][0-9]_*.ipynb")) for c in nbformat.read(path, as_version=4).cells
              if "exercise" in c.metadata.get("tags", [])]
     assert len(cells) >= 2 * 13, "every idea of the paper has its exercise, in the step and in the exercise notebooks"

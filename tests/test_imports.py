@@ -67,3 +67,11 @@ def test_no_import_circle_in_the_kit():
     cycle = find_cycle(import_graph())
     assert cycle is None, "import circle: " + " → ".join(cycle)
 
+
+
+def test_only_the_tools_import_the_tools():
+    """``ctx_utils.tools`` runs the kit (notebooks headless, the Colab install, command lines): it may use any module,
+    and no module outside it uses it, so what a notebook or a step does never depends on how the kit is run."""
+    uses = sorted(f"{module} imports {dep}" for module, deps in import_graph().items() if not module.startswith("ctx_utils.tools")
+                  for dep in deps if dep == "ctx_utils.tools" or dep.startswith("ctx_utils.tools."))
+    assert uses == [], "; ".join(uses)

@@ -24,7 +24,7 @@ import pytest
 from notebook_runs import env_for, outputs, result_files, run, solved
 
 from ctx_utils.classroom import exercises
-from ctx_utils.tools import colab
+from ctx_utils.classroom.notebook_cells import NOTEBOOKS_DIR
 
 from ctx_utils.models import ORGANISM_DIR
 
@@ -65,8 +65,8 @@ def test_the_script_writes_the_notebooks_files(in_order, script):
     assert not [n for n in by_script if by_script[n] != by_notebooks[n]], "the script and notebooks 01-06 disagree"
 
 
-EXERCISES = [p.name for p in sorted((colab.NOTEBOOKS_DIR / exercises.SUBFOLDER).glob("[0-9][0-9]_*.ipynb"))]
-INSTRUCTORS = colab.NOTEBOOKS_DIR.parent / "INSTRUCTORS.md"
+EXERCISES = [p.name for p in sorted((NOTEBOOKS_DIR / exercises.SUBFOLDER).glob("[0-9][0-9]_*.ipynb"))]
+INSTRUCTORS = NOTEBOOKS_DIR.parent / "INSTRUCTORS.md"
 
 
 def _code(nb: nbformat.NotebookNode) -> list[str]:
@@ -79,7 +79,7 @@ def test_an_unsolved_exercise_notebook_runs_to_the_end(script, name, monkeypatch
     """Run All never stops: unsolved, every check says what to do and the notebook goes on with the kit's functions."""
     from nbclient import NotebookClient
 
-    path = colab.NOTEBOOKS_DIR / exercises.SUBFOLDER / name
+    path = NOTEBOOKS_DIR / exercises.SUBFOLDER / name
     nb = nbformat.read(path, as_version=4)
     env = env_for(script, {"CTX_MODEL": "organism"})  # the kernel inherits this process's environment
     for variable in set(os.environ) - set(env):
@@ -101,9 +101,9 @@ def test_a_solved_exercise_notebook_is_its_step_notebook_and_passes(in_order, na
     """Solved, the exercise notebook runs its step notebook's code; the in-order run executed exactly that code, so
     its outputs are the solved notebook's: every check passes, says which function ran, and INSTRUCTORS.md quotes
     every check's line on the default organism (so it cannot drift)."""
-    exercise = nbformat.read(colab.NOTEBOOKS_DIR / exercises.SUBFOLDER / name, as_version=4)
-    step = nbformat.read(colab.NOTEBOOKS_DIR / name, as_version=4)
-    assert _code(solved(exercise, colab.NOTEBOOKS_DIR / name)) == _code(step), "solved, the exercise differs from its step"
+    exercise = nbformat.read(NOTEBOOKS_DIR / exercises.SUBFOLDER / name, as_version=4)
+    step = nbformat.read(NOTEBOOKS_DIR / name, as_version=4)
+    assert _code(solved(exercise, NOTEBOOKS_DIR / name)) == _code(step), "solved, the exercise differs from its step"
     executed = nbformat.read(in_order / "notebooks" / name, as_version=4)
     checks = [c for c in executed.cells if "check" in c.metadata.get("tags", [])]
     assert checks

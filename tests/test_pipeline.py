@@ -14,6 +14,7 @@ import pytest
 
 from ctx_utils import pipeline
 from ctx_utils.results import SCHEMA_VERSION
+from ctx_utils.session import SESSION
 from ctx_utils.settings import DEFAULTS, SettingsError
 
 NOTEBOOKS = Path(__file__).resolve().parents[1] / "notebooks"
@@ -60,6 +61,23 @@ def test_other_settings_recompute_and_say_which(results, capsys):
     pipeline._load_or_compute(RESOLVED, "heads", step)  # back to 2sigma: recomputed
     pipeline._load_or_compute(RESOLVED.replace(max_test_docs=5), "heads", step)  # does not shape heads.json: loaded
     assert step.calls == 3
+
+
+def test_an_input_computed_for_a_step_is_indented_under_it_and_the_nesting_unwinds(results, capsys):
+    inputs = Counter()
+    pipeline._load_or_compute(RESOLVED, "prompts", lambda: pipeline._load_or_compute(RESOLVED, "neurons", inputs))
+    assert capsys.readouterr().out.splitlines() == [
+        "prompts: computing (no prompts.json yet) …", "  neurons: computing (no neurons.json yet) …",
+        "  neurons: computed and saved neurons.json.", "prompts: computed and saved prompts.json."]
+
+    def fails_after_loading_its_input():
+        pipeline._load_or_compute(RESOLVED, "neurons", inputs)  # saved above: loaded, silently (not the outer call)
+        raise RuntimeError("the step failed")
+
+    with pytest.raises(RuntimeError):
+        pipeline._load_or_compute(RESOLVED, "heads", fails_after_loading_its_input)
+    assert capsys.readouterr().out == "heads: computing (no heads.json yet) …\n" and inputs.calls == 1
+    assert SESSION.depth == 0, "a failed step left the nesting count up: every later line would be indented"
 
 
 @pytest.mark.parametrize("content, reason", [

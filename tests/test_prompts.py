@@ -8,6 +8,7 @@ import torch
 
 from ctx_utils import prompts
 from ctx_utils.models import load_model
+from ctx_utils.session import SESSION
 from conftest import save_tiny_gpt2
 
 WORDS = ["the", "cat", "sat", "on", "mat", "for", "research", "purposes", "only", "as", "early", "such"]
@@ -220,7 +221,7 @@ def test_neuron_post_keeps_exactly_the_chosen_neurons_on_both_paths(tiny_model, 
     for layer, cols in columns.items():
         assert fast[layer].shape == (len(seqs), mask.shape[1], len(cols))
         assert torch.equal(fast[layer][real], full[layer][..., cols][real])
-    monkeypatch.setitem(models._TWINS, tiny_model, None)  # no twin: the bridge's run_with_cache
+    monkeypatch.setattr(SESSION.cache_of(tiny_model), "twin", False)  # no twin: the bridge's run_with_cache
     slow, _ = prompts.neuron_post(tiny_model, seqs, columns)
     assert all(torch.allclose(slow[layer][real], fast[layer][real], atol=1e-5) for layer in columns)
 

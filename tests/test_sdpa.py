@@ -25,6 +25,7 @@ from transformers.activations import ACT2FN
 from ctx_utils import fixtures, models, prompts
 from ctx_utils.corpus import load_corpus
 from ctx_utils.models import CLEAN_ORGANISM_DIR, ORGANISM_DIR, load_model
+from ctx_utils.session import SESSION
 
 ATOL, RTOL = 1e-5, 1e-4
 
@@ -74,7 +75,7 @@ def test_the_twin_computes_gpt2s_gelu_with_the_fused_kernel(case):
     the model's own. The tests below prove the activations equal; other activations are left as they are."""
     _, model, _ = case
     twin, acts = models.sdpa_twin(model)
-    config = type(twin.config).from_pretrained(models._SOURCES[model])
+    config = type(twin.config).from_pretrained(SESSION.cache_of(model).source)
     own = getattr(config, "activation_function", None) or config.hidden_act
     used = getattr(twin.config, "activation_function", None) or twin.config.hidden_act
     assert used == models.FUSED_ACTIVATIONS.get(own, own)
@@ -121,7 +122,7 @@ def test_the_scan_finds_the_same_documents_and_positions_as_the_bridge(case, mon
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # a random fixture's neuron may never fire: same warning on both paths
         fast = prompts.scan_top_documents(model, docs, chosen, k=5, batch_size=5, progress=False)
-        monkeypatch.setitem(models._TWINS, model, None)  # no twin: the bridge's eager forward
+        monkeypatch.setattr(SESSION.cache_of(model), "twin", False)  # no twin: the bridge's eager forward
         slow = prompts.scan_top_documents(model, docs, chosen, k=5, batch_size=5, progress=False)
     assert fast.keys() == slow.keys()
     for key in fast:
@@ -139,8 +140,9 @@ def test_a_twin_that_disagrees_is_refused_with_a_warning(tiny_model):
 
 
 def test_a_bridge_the_kit_did_not_load_has_no_twin(tiny_model, monkeypatch):
-    monkeypatch.delitem(models._SOURCES, tiny_model)
-    monkeypatch.delitem(models._TWINS, tiny_model, raising=False)
+    cache = SESSION.cache_of(tiny_model)
+    monkeypatch.setattr(cache, "source", None)
+    monkeypatch.setattr(cache, "twin", None)  # not built yet
     assert models.sdpa_twin(tiny_model) is None
     seqs = prompts.tokenize(tiny_model, ["the cat sat", "on the mat for research"])
     acts, _ = prompts.mlp_post(tiny_model, seqs, [1])  # the bridge's path, still right

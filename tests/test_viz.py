@@ -14,6 +14,7 @@ import torch
 from circuitsvis.utils.render import RenderedHTML
 
 from ctx_utils import viz
+from ctx_utils.session import SESSION
 from ctx_utils.score import histogram_counts
 
 BUNDLE_MARK = "var CircuitsVis="  # the first statement of circuitsvis's browser bundle
@@ -96,7 +97,8 @@ def test_auto_mode_uses_cdn_in_colab_only(monkeypatch):
 def test_unknown_mode_is_refused_with_the_choices(monkeypatch):
     with pytest.raises(ValueError, match="once"):
         viz.set_mode("offline")
-    monkeypatch.setattr(viz, "_mode", "offline")  # as if CTX_VIZ_MODE=offline at import
+    monkeypatch.setenv("CTX_VIZ_MODE", "offline")
+    monkeypatch.setattr(SESSION, "viz_mode", None)  # set_mode not called: the variable chooses
     with pytest.raises(ValueError, match="CTX_VIZ_MODE"):
         viz.current_mode()
 

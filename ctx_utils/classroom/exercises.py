@@ -13,9 +13,9 @@ exercise there is three cells:
 ``python -m ctx_utils.classroom.exercises`` writes ``notebooks/exercises/NN_*.ipynb``: the same notebook, with the code
 between the markers replaced by ``raise NotImplementedError("Your code here")`` and the solution, folded in a
 ``<details>`` block, right after the exercise cell (the last step after the hints); the Colab badge and setup
-cells are written as
-``python -m ctx_utils.tools.colab --sync`` would write them. ``--check`` writes nothing and exits 1 if any committed
-exercise notebook differs from what would be generated (a test runs it). Output is byte-identical on rerun.
+cells are written as ``python -m ctx_utils.tools.colab --sync`` would write them (both take them from
+:mod:`ctx_utils.classroom.notebook_cells`). ``--check`` writes nothing and exits 1 if any committed exercise
+notebook differs from what would be generated (a test runs it). Output is byte-identical on rerun.
 """
 
 from __future__ import annotations
@@ -28,8 +28,7 @@ from pathlib import Path
 
 import nbformat
 
-from ctx_utils.tools import colab
-from ctx_utils.tools.colab import NOTEBOOKS_DIR
+from ctx_utils.classroom.notebook_cells import NOTEBOOKS_DIR, expected_sources
 from ctx_utils.results import write_text_atomic
 
 START = "# >>> your code starts here"
@@ -126,7 +125,7 @@ def make_exercise_notebook(step_path: Path) -> nbformat.NotebookNode | None:
     if not any("exercise" in _tags(c) for c in nb.cells):
         return None
     _check_shape(nb.cells, step_path.name)
-    standard = colab.expected_sources(exercise_path(step_path))  # badge and setup exactly as a Colab sync writes them
+    standard = expected_sources(exercise_path(step_path))  # badge and setup exactly as a Colab sync writes them
     cells = []
     for i, source_cell in enumerate(nb.cells):
         cell = copy.deepcopy(source_cell)

@@ -1,10 +1,9 @@
-"""The Colab badge and setup cell of every notebook, written from one place, and what the setup cell calls.
+"""What every notebook's setup cell calls on Colab, and the command that writes the badge and setup cells.
 
-The repository address and the ref Colab installs live here and only here (:data:`REPO_URL`, :data:`KIT_REF`).
 ``python -m ctx_utils.tools.colab --sync`` rewrites, in every notebook under ``notebooks/``, the markdown cell tagged
-``colab-badge`` and the code cell tagged ``setup``; ``--check`` only reports notebooks that are out of date (a
-test runs it, so they cannot drift). Publishing the kit at another address is one line: change ``REPO_URL``
-(and ``KIT_REF`` to pin a release tag), then run the sync (see CONTRIBUTING.md).
+``colab-badge`` and the code cell tagged ``setup`` as :mod:`ctx_utils.classroom.notebook_cells` writes them (the
+repository address and ref live there only); ``--check`` only reports notebooks that are out of date (a test runs it,
+so they cannot drift).
 
 The setup cell is a few lines: on Colab it clones the kit at ``KIT_REF`` into ``/content/kit`` (a copy already
 there, uploaded by hand, is used as it is) and calls :func:`setup`, which pip-installs the runtime dependencies
@@ -36,37 +35,13 @@ from packaging.requirements import InvalidRequirement, Requirement
 from packaging.utils import canonicalize_name
 
 from ctx_utils import runtime
+from ctx_utils.classroom.notebook_cells import NOTEBOOKS_DIR, expected_sources
 from ctx_utils.results import REPO_ROOT, results_root
 
-# Publishing: the repository's address and the branch or tag Colab installs. Change them here, then run
-# `python -m ctx_utils.tools.colab --sync`: every badge and setup cell follows.
-REPO_URL = "https://github.com/ctx-lookups/context-lookups-kit"
-KIT_REF = "main"
-REPO_SLUG = REPO_URL.removeprefix("https://github.com/")
-KIT_DIR = "/content/kit"  # where the setup cell puts the kit on Colab
 DRIVE_RESULTS = "/content/drive/MyDrive/ctx-lookups-kit/results"
-NOTEBOOKS_DIR = REPO_ROOT / "notebooks"
 LOCK_FILE = REPO_ROOT / "requirements-lock.txt"  # the tested package set (pip freeze style), if the kit has one
 CONSTRAINTS = REPO_ROOT / ".cache" / "colab-constraints.txt"  # written by each install from the pins below
 COLAB_KEEPS = ("torch", "numpy", "transformers")  # Colab's own builds: replacing them breaks its runtime
-
-SETUP_TEMPLATE = '''\
-# Setup. On Colab: fetch the kit from {repo} at "{ref}" and install it (Colab's torch, numpy and transformers stay).
-# Anywhere else the kit is installed already (`make env`, see the README) and this cell does nothing.
-USE_DRIVE = False  # True: keep results in your Google Drive, so later notebooks and sessions reuse them
-UNPIN = []  # packages pip may install at any version, when it reports a version conflict for them
-import os, subprocess, sys
-if "google.colab" in sys.modules:
-    if not os.path.isdir("{kit}"):
-        print(subprocess.run(["git", "clone", "--depth", "1", "--branch", "{ref}", "{repo}", "{kit}"], capture_output=True, text=True).stderr)
-    sys.path.insert(0, "{kit}")
-from ctx_utils.tools import colab
-colab.setup("{notebook}", use_drive=USE_DRIVE, unpin=UNPIN)'''
-
-
-def setup_cell_source(notebook: str) -> str:
-    """The code of a notebook's ``setup`` cell; ``notebook`` is its number (``"05"``)."""
-    return SETUP_TEMPLATE.format(repo=REPO_URL, ref=KIT_REF, kit=KIT_DIR, notebook=notebook)
 
 
 def on_colab() -> bool:
@@ -80,7 +55,7 @@ def setup(notebook: str, use_drive: bool = False, unpin: Iterable[str] = ()) -> 
         return
     started = time.perf_counter()
     install(unpin)
-    os.chdir(REPO_ROOT / "notebooks")
+    os.chdir(NOTEBOOKS_DIR)
     os.environ[runtime.NOTEBOOK_VAR] = notebook
     if use_drive:
         from google.colab import drive
@@ -152,21 +127,6 @@ def conflict_advice(pip_output: str, unpin: Iterable[str] = ()) -> str:
     return (f"pip could not keep the pinned version of {', '.join(named)} (Colab's own, or the kit's tested one): set "
             f"UNPIN = {wanted!r} in this cell, rerun it, then restart the runtime (Runtime > Restart session) and run "
             "the notebook from the top.")
-
-
-def badge_source(notebook_path: str) -> str:
-    """The markdown of a notebook's Colab badge; ``notebook_path`` is relative to ``notebooks/``."""
-    url = f"https://colab.research.google.com/github/{REPO_SLUG}/blob/{KIT_REF}/notebooks/{notebook_path}"
-    return f"[![Open In Colab](https://colab.research.google.com/assets/colab-badge.svg)]({url})"
-
-
-def expected_sources(path: Path) -> dict[str, str]:
-    """The badge and setup cell sources of one notebook (an exercise notebook's badge opens the exercise)."""
-    try:
-        link = path.resolve().relative_to(NOTEBOOKS_DIR).as_posix()  # e.g. "exercises/03_head_attribution.ipynb"
-    except ValueError:
-        link = path.name
-    return {"colab-badge": badge_source(link), "setup": setup_cell_source(path.name[:2])}
 
 
 def stale_cells(path: Path) -> list[str]:
