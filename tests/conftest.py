@@ -4,6 +4,8 @@ import os
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("CTX_TORCH_THREADS", "1")
+# OpenMP and BLAS (numpy's, torch's at start) in this process and every kernel or script a test starts: one thread
+os.environ.setdefault("OMP_NUM_THREADS", os.environ["CTX_TORCH_THREADS"])
 
 from pathlib import Path  # noqa: E402
 
