@@ -144,6 +144,38 @@ def test_find_activating_prompts_filters(tiny_model, docs, some_neurons):
         assert alone["text"] == e["text"] and alone["activation"] == pytest.approx(e["activation"], abs=1e-5)
 
 
+def test_documents_after_a_neurons_last_kept_prompt_are_not_searched(tiny_model, docs, some_neurons, monkeypatch):
+    """Keeping ``keep`` prompts searches only as many documents as that takes, and keeps exactly the prompts that
+    searching every document would: the first ``keep`` of them."""
+    top = prompts.scan_top_documents(tiny_model, docs, some_neurons, k=10, progress=False)
+    searched = []
+    search = prompts._search_cuts
+    monkeypatch.setattr(prompts, "_search_cuts", lambda model, cuts, *args: (searched.extend(cuts), search(model, cuts, *args)))
+    every = prompts.find_activating_prompts(tiny_model, docs, some_neurons, k=10, keep=10, top=top, progress=False)
+    all_cuts, searched[:] = len(searched), []
+    few = prompts.find_activating_prompts(tiny_model, docs, some_neurons, k=10, keep=2, top=top, progress=False)
+    assert {key: entries[:2] for key, entries in every.items()} == few
+    assert all(len(entries) == 2 for entries in few.values()), "premise: each neuron has more than 2 prompts to keep"
+    assert len(searched) < all_cuts / 2, f"{len(searched)} of {all_cuts} documents searched to keep 2 of 10"
+
+
+def test_a_search_capped_by_max_tokens_tries_the_longest_cut_alone():
+    """After the shortest cuts fail, a cut capped at ``max_tokens - 1`` tokens runs only the longest (if it fails,
+    no cut passes: one forward); the cut one token shorter rides along only when the longest is the whole prefix,
+    whose activation is known and costs nothing."""
+    failed = {"passed": False}
+    capped = prompts._Cut(list(range(200)), 0, 1, 7, position=150, target=1.0, longest=99, whole=2.0)
+    capped.tried = {1: failed, 2: failed}
+    capped.lo = 2
+    assert capped.next_lengths(2) == [99]
+    whole = prompts._Cut(list(range(200)), 0, 1, 7, position=40, target=1.0, longest=40, whole=2.0)
+    whole.tried = {1: failed, 2: failed}
+    whole.lo = 2
+    assert whole.next_lengths(2) == [39, 40]
+    capped.tried[99], capped.lo = failed, 99
+    assert capped.done and capped.result() is failed
+
+
 def test_truncating_all_neurons_together_equals_one_at_a_time(tiny_model, docs, some_neurons):
     """Shared forwards (cuts of one document from one start), the scan's activation reused for the whole
     prefix and rounds batched across neurons change no cut: each equals :func:`prompts.truncate` alone."""
