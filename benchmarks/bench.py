@@ -153,7 +153,7 @@ def binary_search_cut(model, doc: list[int], layer: int, neuron: int, position: 
 
 
 def bench_truncation(model, docs: list[str], chosen: list[dict], top: dict, k: int) -> dict:
-    top = {key: top[key][:k] for key in (prompts.neuron_key(n["layer"], n["neuron"]) for n in chosen)}
+    top = {key: top[key][:k] for key in (prompts.neuron_label(n["layer"], n["neuron"]) for n in chosen)}
     t_ours, found = timed(
         lambda: prompts.find_activating_prompts(model, docs, chosen, k=k, keep=k, top=top, progress=False)
     )
@@ -161,7 +161,7 @@ def bench_truncation(model, docs: list[str], chosen: list[dict], top: dict, k: i
     def sequential():
         cuts = 0
         for n in chosen:
-            for entry in top[prompts.neuron_key(n["layer"], n["neuron"])]:
+            for entry in top[prompts.neuron_label(n["layer"], n["neuron"])]:
                 doc = prompts.tokenize(model, [docs[entry["doc"]]], warn_long=False)[0]
                 cut = binary_search_cut(model, doc, n["layer"], n["neuron"], entry["position"], entry["activation"], 0.8)
                 cuts += cut is not None
@@ -355,7 +355,7 @@ def course_profile(args) -> dict:
             model, docs, both, k=args.top_k, batch_size=bs, progress=False))
         found = measured(steps, "2 truncation, + random", lambda: prompts.find_activating_prompts(
             model, docs, both, k=args.top_k, keep=args.keep, top=top, batch_size=bs, progress=False))
-        keys = {prompts.neuron_key(n["layer"], n["neuron"]) for n in chosen}
+        keys = {prompts.neuron_label(n["layer"], n["neuron"]) for n in chosen}
         found, random_found = ({k: v for k, v in found.items() if (k in keys) == real} for real in (True, False))
         attr = measured(steps, "3 attribution", lambda: heads.attribute_neurons(model, chosen, found, batch_size=bs))
         pairs = heads.pairs_from_attributions(model, chosen, attr, "top3", ">25")
@@ -364,7 +364,7 @@ def course_profile(args) -> dict:
             model, test_docs, [*with_pairs, *random_set], k=args.top_k, keep=args.keep, batch_size=bs, progress=False))
         held = measured(steps, "5 held-out attribution", lambda: held_out.held_out_set(
             model, with_pairs, test_docs, found, rule="top3", batch_size=bs,
-            found={prompts.neuron_key(n["layer"], n["neuron"]): held_found[prompts.neuron_key(n["layer"], n["neuron"])]
+            found={prompts.neuron_label(n["layer"], n["neuron"]): held_found[prompts.neuron_label(n["layer"], n["neuron"])]
                    for n in with_pairs}))
         held = {"prompts": {key: entries[: args.max_held_out] for key, entries in held["prompts"].items()},
                 "active": {key: rows[: args.max_held_out] for key, rows in held["active"].items()}}

@@ -45,7 +45,7 @@ from tqdm.auto import tqdm
 from ctx_utils import tokens as naming
 from ctx_utils.indices import as_index, check_neuron
 from ctx_utils.settings import BANDS, DEFAULTS, RULES  # noqa: F401  (RULES, BANDS: the choices, re-exported)
-from ctx_utils.tokens import neuron_key, tokenize_prompts
+from ctx_utils.tokens import neuron_label, tokenize_prompts
 
 if TYPE_CHECKING:  # the model type, for readers and type checkers; not imported at run time
     from transformer_lens.model_bridge import TransformerBridge
@@ -249,10 +249,10 @@ def attribute_neurons(
     """
     out = {}
     for item in tqdm(neurons, desc="head attribution", unit="neuron"):
-        key = neuron_key(item["layer"], item["neuron"])
-        texts = [p["text"] for p in prompts.get(key, [])]
+        label = neuron_label(item["layer"], item["neuron"])
+        texts = [p["text"] for p in prompts.get(label, [])]
         if texts:
-            out[key] = head_attributions(model, texts, item["layer"], item["neuron"], include_same_layer, batch_size)
+            out[label] = head_attributions(model, texts, item["layer"], item["neuron"], include_same_layer, batch_size)
     return out
 
 
@@ -271,10 +271,10 @@ def pairs_from_attributions(
     """
     pairs = []
     for item in neurons:
-        key = neuron_key(item["layer"], item["neuron"])
-        if key not in attributions:
+        label = neuron_label(item["layer"], item["neuron"])
+        if label not in attributions:
             continue
-        active = active_heads(attributions[key], rule)
+        active = active_heads(attributions[label], rule)
         for head, fraction in select_pairs(active, band=band):
             head_layer, head_index = split_head(model, head)
             flags = active[:, head].tolist()
@@ -343,8 +343,8 @@ def active_fractions(active: Bool[Tensor, "n_prompts n_heads"]) -> list[float]:
 def heads_summary(model: TransformerBridge, attributions: dict[str, Tensor], rule: Rule = DEFAULTS.rule) -> dict[str, dict]:
     """Per neuron: the number of prompts and every candidate head's active fraction (heads.json's ``neurons``)."""
     return {
-        key: {"n_prompts": len(attr), "active_fraction": active_fractions(active_heads(attr, rule))}
-        for key, attr in sorted(attributions.items())
+        label: {"n_prompts": len(attr), "active_fraction": active_fractions(active_heads(attr, rule))}
+        for label, attr in sorted(attributions.items())
     }
 
 

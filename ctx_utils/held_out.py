@@ -39,8 +39,8 @@ def held_out_set(
     means what the positives of step 3 meant. A held-out prompt whose text equals one of the neuron's
     ``training`` prompts (prompts.json: what the explainer saw) is removed: a short context truncates to the
     same words in both splits, and scoring an explanation on a prompt it was written from is no test.
-    Returns ``{"prompts": {key: [prompts.json entries]}, "active": {key: [[flat heads active on prompt i],
-    ...]}, "removed": {key: count}}`` keyed ``"<layer>.<neuron>"`` (held_out.json); a neuron with no held-out
+    Returns ``{"prompts": {label: [prompts.json entries]}, "active": {label: [[flat heads active on prompt i],
+    ...]}, "removed": {label: count}}`` keyed ``"<layer>.<neuron>"`` (held_out.json); a neuron with no held-out
     prompt gets empty lists. Steps 5 (E) and 6 (ablation) read the same set. ``found``: the neurons' held-out
     prompts already found on ``docs`` with these sizes (then only the repeats are removed and the heads attributed).
     """
@@ -49,8 +49,8 @@ def held_out_set(
                                         ratio=ratio, batch_size=batch_size, progress=False)
     found, removed = drop_training_duplicates(found, training)
     attributions = attribute_neurons(model, list(neurons), found, include_same_layer, batch_size)
-    active = {key: [row.nonzero().flatten().tolist() for row in active_heads(attr, rule)] for key, attr in attributions.items()}
-    return {"prompts": found, "active": {key: active.get(key, []) for key in found}, "removed": removed}
+    active = {label: [row.nonzero().flatten().tolist() for row in active_heads(attr, rule)] for label, attr in attributions.items()}
+    return {"prompts": found, "active": {label: active.get(label, []) for label in found}, "removed": removed}
 
 
 def drop_training_duplicates(held: dict[str, list[dict]], training: dict[str, list[dict]]
@@ -58,8 +58,8 @@ def drop_training_duplicates(held: dict[str, list[dict]], training: dict[str, li
     """``held`` without the prompts whose text is one of the same neuron's ``training`` prompts, and how many
     each neuron lost (prompts of another neuron may repeat: they were never shown with this neuron's head)."""
     kept, removed = {}, {}
-    for key, entries in held.items():
-        seen = {e["text"] for e in training.get(key, [])}
-        kept[key] = [e for e in entries if e["text"] not in seen]
-        removed[key] = len(entries) - len(kept[key])
+    for label, entries in held.items():
+        seen = {e["text"] for e in training.get(label, [])}
+        kept[label] = [e for e in entries if e["text"] not in seen]
+        removed[label] = len(entries) - len(kept[label])
     return kept, removed

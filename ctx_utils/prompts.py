@@ -62,7 +62,7 @@ from tqdm.auto import tqdm
 from ctx_utils.indices import check_layer, check_neuron
 from ctx_utils.models import sdpa_twin
 from ctx_utils.settings import DEFAULTS
-from ctx_utils.tokens import mlp_post_hook, neuron_key, pad, tokenize  # noqa: F401  (re-exported: the tokenisation of step 2)
+from ctx_utils.tokens import mlp_post_hook, neuron_label, pad, tokenize
 
 if TYPE_CHECKING:  # the model type, for readers and type checkers; not imported at run time
     from transformer_lens.model_bridge import TransformerBridge
@@ -211,11 +211,11 @@ def scan_top_documents(
     neurons = check_neurons(model, neurons)
     layers = sorted({n["layer"] for n in neurons})
     columns = {layer: torch.tensor([n["neuron"] for n in neurons if n["layer"] == layer]) for layer in layers}
-    keys = [neuron_key(layer, int(i)) for layer in layers for i in columns[layer]]
+    labels = [neuron_label(layer, int(i)) for layer in layers for i in columns[layer]]
     seqs = tokenize(model, docs)
-    best_act = torch.empty(len(keys), 0)  # [n_neurons, <= k] running top-k
-    best_doc = torch.empty(len(keys), 0, dtype=torch.long)
-    best_pos = torch.empty(len(keys), 0, dtype=torch.long)
+    best_act = torch.empty(len(labels), 0)  # [n_neurons, <= k] running top-k
+    best_doc = torch.empty(len(labels), 0, dtype=torch.long)
+    best_pos = torch.empty(len(labels), 0, dtype=torch.long)
     batches = list(batches_by_length(seqs, batch_size))
     for index in tqdm(batches, desc="scan", disable=not progress):
         acts, mask = neuron_post(model, [seqs[i] for i in index], columns)
@@ -225,20 +225,20 @@ def scan_top_documents(
         picked = torch.cat([acts[layer] for layer in layers], dim=-1).cpu()
         picked = picked.masked_fill(~mask.cpu()[..., None], float("-inf"))
         act, pos = picked.max(dim=1)  # [batch, n_neurons]
-        doc = torch.tensor(index).expand(len(keys), -1)
+        doc = torch.tensor(index).expand(len(labels), -1)
         best_act, best_doc, best_pos = _top_k(
             torch.cat([best_act, act.T], 1), torch.cat([best_doc, doc], 1), torch.cat([best_pos, pos.T], 1), k
         )
     result, silent = {}, []
-    for row, key in enumerate(keys):
+    for row, label in enumerate(labels):
         entries = [
             {"doc": d, "activation": a, "position": p}
             for a, d, p in zip(best_act[row].tolist(), best_doc[row].tolist(), best_pos[row].tolist())
             if a > 0
         ]
-        result[key] = entries
+        result[label] = entries
         if not entries:
-            silent.append(key)
+            silent.append(label)
     if silent:
         warnings.warn(
             f"Neurons {', '.join(silent)} never activate above zero on this corpus: they get no documents. "
@@ -556,7 +556,7 @@ def find_activating_prompts(
     if top is None:
         top = scan_top_documents(model, docs, neurons, k=k, batch_size=batch_size, progress=progress)
     check_corpus(docs)
-    keys = [neuron_key(n["layer"], n["neuron"]) for n in neurons]
+    keys = [neuron_label(n["layer"], n["neuron"]) for n in neurons]
     entries = {key: top.get(key, [])[:k] for key in keys}
     cuts = _top_document_cuts(model, docs, neurons, entries, max_tokens)
     _search_cuts(model, [cut for key_cuts in cuts.values() for cut in key_cuts], ratio, WINDOW, CUT_BATCH, progress)
@@ -574,7 +574,7 @@ def _top_document_cuts(
     doc_tokens = dict(zip(needed, tokenize(model, [docs[d] for d in needed], warn_long=False)))
     cuts = {}
     for n in neurons:
-        key = neuron_key(n["layer"], n["neuron"])
+        key = neuron_label(n["layer"], n["neuron"])
         cuts[key] = [
             _Cut(doc_tokens[e["doc"]], e["doc"], n["layer"], n["neuron"], e["position"], e["activation"],
                  _longest(e["position"], max_tokens), whole=e["activation"])

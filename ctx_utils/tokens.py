@@ -20,8 +20,8 @@ if TYPE_CHECKING:  # the model type, for readers and type checkers; not imported
     from transformer_lens.model_bridge import TransformerBridge
 
 
-def neuron_key(layer: int, neuron: int) -> str:
-    """The key of a neuron in result files: ``"<layer>.<neuron>"``."""
+def neuron_label(layer: int, neuron: int) -> str:
+    """The label of a neuron in result files (the keys of prompts.json's ``prompts``): ``"<layer>.<neuron>"``."""
     return f"{layer}.{neuron}"
 
 
@@ -100,12 +100,12 @@ def tokenize_prompts(model: TransformerBridge, texts: list[str]) -> tuple[Int[Te
     return tokens, mask.sum(dim=1) - 1
 
 
-def parse_neuron_key(key: str) -> tuple[int, int]:
-    """``"<layer>.<neuron>"`` → ``(layer, neuron)``; the inverse of :func:`neuron_key`."""
+def parse_neuron_label(label: str) -> tuple[int, int]:
+    """``"<layer>.<neuron>"`` → ``(layer, neuron)``; the inverse of :func:`neuron_label`."""
     try:
-        layer, neuron = (int(part) for part in key.split("."))
+        layer, neuron = (int(part) for part in label.split("."))
     except ValueError:
-        raise ValueError(f"{key!r} is not a neuron key: neuron keys look like '1.42' (layer 1, neuron 42).") from None
+        raise ValueError(f"{label!r} is not a neuron label: neuron labels look like '1.42' (layer 1, neuron 42).") from None
     return layer, neuron
 
 

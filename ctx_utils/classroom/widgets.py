@@ -29,10 +29,10 @@ from torch import Tensor
 from ctx_utils import viz
 from ctx_utils.classroom.compare_results import mixed_settings
 from ctx_utils.heads import head_attributions, head_label
-from ctx_utils.prompts import neuron_key, token_activations
+from ctx_utils.prompts import token_activations
 from ctx_utils.results import load_json, results_dir
 from ctx_utils.settings import DEFAULTS, Settings
-from ctx_utils.tokens import head_name, parse_neuron_key
+from ctx_utils.tokens import head_name, neuron_label, parse_neuron_label
 
 #: The result files the explorer reads, and the notebook that writes each.
 RESULT_FILES: dict[str, str] = {
@@ -107,13 +107,13 @@ def _neuron(results: dict[str, dict], key: str) -> tuple[int, int, list[dict]]:
     prompts = results["prompts.json"]["prompts"].get(key)
     if not prompts:
         raise ValueError(f"Neuron {key!r} has no prompts in prompts.json: pick one of neuron_options(results).")
-    layer, neuron = parse_neuron_key(key)
+    layer, neuron = parse_neuron_label(key)
     return layer, neuron, prompts
 
 
 def _pairs(results: dict[str, dict], key: str) -> list[dict]:
     """heads.json's pairs of the neuron ``key``, by flat head index."""
-    pairs = [p for p in results["heads.json"]["pairs"] if neuron_key(p["layer"], p["neuron"]) == key]
+    pairs = [p for p in results["heads.json"]["pairs"] if neuron_label(p["layer"], p["neuron"]) == key]
     return sorted(pairs, key=lambda p: p["head"])
 
 
@@ -136,7 +136,7 @@ def _record(results: dict[str, dict], file: str, pair: dict) -> dict | None:
 def _token(results: dict[str, dict], key: str) -> str | None:
     """The neuron's token, from neurons.json or, without it, from its pairs in heads.json."""
     for item in results.get("neurons.json", {}).get("neurons", []):
-        if neuron_key(item["layer"], item["neuron"]) == key:
+        if neuron_label(item["layer"], item["neuron"]) == key:
             return item["token"]
     pairs = _pairs(results, key)
     return pairs[0]["token"] if pairs else None
@@ -150,10 +150,10 @@ def neuron_options(results: dict[str, dict]) -> list[tuple[str, str]]:
     check_results(results)
     keys = [key for key, prompts in results["prompts.json"]["prompts"].items() if prompts]
     n_heads = {key: len(_pairs(results, key)) for key in keys}
-    order = sorted(keys, key=lambda k: (n_heads[k] == 0, *parse_neuron_key(k)))
+    order = sorted(keys, key=lambda k: (n_heads[k] == 0, *parse_neuron_label(k)))
     options = []
     for key in order:
-        layer, neuron = parse_neuron_key(key)
+        layer, neuron = parse_neuron_label(key)
         heads = f"{n_heads[key]} head{'s' * (n_heads[key] != 1)}"
         options.append((f"L{layer}.N{neuron} → {_token(results, key)!r} · {heads}", key))
     return options

@@ -42,8 +42,7 @@ import torch
 from torch import Tensor
 
 from ctx_utils.organism.corpus import config_for, planted_prompts
-from ctx_utils.prompts import pad
-from ctx_utils.tokens import neuron_key
+from ctx_utils.tokens import neuron_label, pad
 
 GROUPS = ("local", "topic", "both", "inhibited", "distractor")
 THRESHOLD = 0.2
@@ -426,7 +425,7 @@ def context_recovery(pairs: list[dict], prompts: dict[str, list[dict]], planted:
             others = [c["marker"] for c in contexts if c is not context]
             candidates = []
             for pair in (p for p in pairs if p["token"] == entry["token"]):
-                texts = [p["text"] for p in prompts[neuron_key(pair["layer"], pair["neuron"])]]
+                texts = [p["text"] for p in prompts[neuron_label(pair["layer"], pair["neuron"])]]
                 candidates.append(
                     {
                         "pair": pair,

@@ -53,7 +53,7 @@ from ctx_utils.organism.corpus import (
 )
 from ctx_utils.organism.roles import apply_roles, build_roles, init_roles
 from ctx_utils.organism.wiring import Wiring, apply_wiring, build_wiring, init_wiring
-from ctx_utils.prompts import pad
+from ctx_utils.tokens import pad
 from ctx_utils.results import REPO_ROOT, save_json
 
 SPECIAL = "<|endoftext|>"  # beginning/end of document and padding, as in GPT-2
