@@ -157,15 +157,6 @@ def token_probabilities(
     return next_token_probs(model, texts, ablate_heads, batch_size)[:, target]
 
 
-def neuron_activations(
-    model: TransformerBridge, texts: Sequence[str], layer: int, neuron: int, ablate_heads: Sequence[tuple[int, int]] = (),
-    batch_size: int = DEFAULTS.batch_size,
-) -> Tensor:
-    """The neuron's activation (``mlp.hook_post``) at each prompt's last token, heads ablated: ``[n_prompts]``."""
-    readout = last_token_readout(model, texts, ablate_heads, (layer, neuron), logits=False, batch_size=batch_size)
-    return readout["activation"]
-
-
 def _texts(entries: Sequence[str | Mapping]) -> list[str]:
     """Prompt strings from a list of strings or of prompts.json entries (``{"text", ...}``)."""
     return [entry if isinstance(entry, str) else entry["text"] for entry in entries]

@@ -295,45 +295,6 @@ def pairs_from_attributions(
     return pairs
 
 
-def find_head_pairs(
-    model: TransformerBridge,
-    neurons: list[dict],
-    prompts: dict[str, list[dict]],
-    rule: Rule = DEFAULTS.rule,
-    band: Band = DEFAULTS.band,
-    include_same_layer: bool = DEFAULTS.same_layer,
-) -> list[dict]:
-    """Steps 3a + 3b in one call: attribute every neuron's prompts, then pick the pairs (heads.json's ``pairs``)."""
-    _check_choice("rule", rule, RULES)
-    _check_choice("band", band, BANDS)
-    attributions = attribute_neurons(model, neurons, prompts, include_same_layer)
-    return pairs_from_attributions(model, neurons, attributions, rule, band)
-
-
-def head_is_active(
-    model: TransformerBridge,
-    texts: list[str],
-    layer: int,
-    neuron: int,
-    head: int,
-    rule: Rule = DEFAULTS.rule,
-    include_same_layer: bool = DEFAULTS.same_layer,
-) -> list[bool]:
-    """Whether ``head`` is active for the neuron on each prompt: the ground truth for held-out prompts (step 5)."""
-    layer, neuron = _check_neuron(model, layer, neuron, include_same_layer)
-    _check_choice("rule", rule, RULES)
-    n_heads = n_candidate_heads(model, layer, include_same_layer)
-    head = as_index(head, "A flat head number")
-    if head >= n_heads:
-        raise ValueError(
-            f"head={head} is not a candidate for a neuron in layer {layer}: candidates are flat heads 0..{n_heads - 1}"
-            + ("" if include_same_layer else " (pass include_same_layer=True to add the neuron's own block)")
-            + "."
-        )
-    attr = head_attributions(model, texts, layer, neuron, include_same_layer)
-    return active_heads(attr, rule)[:, head].tolist()
-
-
 def active_fractions(active: Bool[Tensor, "n_prompts n_heads"]) -> list[float]:
     """Per head, the fraction of prompts on which it is active (heads.json's per-neuron summary)."""
     n_prompts = active.shape[0]

@@ -410,19 +410,6 @@ def url_reader(base_url: str = RAW_BASE_URL, timeout: float = 20.0) -> Reader:
     return read
 
 
-def local_reader(folder: str | Path) -> Reader:
-    """A reader over a local mirror of ``neuron_groups/`` (e.g. ``tests/data/paper-data-raw/gpt2-small``)."""
-    folder = Path(folder)
-
-    def read(path: str) -> bytes:
-        try:
-            return (folder / path).read_bytes()
-        except FileNotFoundError:
-            raise PaperDataError(f"{folder / path} is missing from the local copy of the authors' files.") from None
-
-    return read
-
-
 def download_paper_data(models: Sequence[str] = ("gpt2-small", "gpt2-medium"), dest: str | Path | None = None,
                         read: Reader | None = None) -> Path:
     """Fetch the authors' files for ``models`` and convert them into the paper-data layout under ``dest``.

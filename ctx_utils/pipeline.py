@@ -299,17 +299,17 @@ def compute_held_out(settings: Settings, model: TransformerBridge, neuron_list: 
     """
     docs = documents(settings, held_out=True)
     found, random = _with_random(settings, model, docs, neuron_list)
-    return {"n_docs": len(docs), **_held_out_heads(settings, model, neuron_list, docs, found, training), "random": random}
+    return {"n_docs": len(docs), **_held_out_heads(settings, model, neuron_list, found, training), "random": random}
 
 
-def _held_out_heads(settings: Settings, model: TransformerBridge, neuron_list: list[dict], docs: list[str],
-                    found: dict[str, list[dict]], training: dict[str, list[dict]]) -> dict:
+def _held_out_heads(settings: Settings, model: TransformerBridge, neuron_list: list[dict], found: dict[str, list[dict]],
+                    training: dict[str, list[dict]]) -> dict:
     """`ctx_utils.held_out.held_out_set` from held-out prompts already found: training repeats removed, then the
     heads active on each."""
     if not neuron_list:
         return {"prompts": {}, "active": {}, "removed": {}}
-    return held_out_set(model, neuron_list, docs, training, rule=settings.rule,
-                                   include_same_layer=settings.same_layer, batch_size=settings.batch_size, found=found)
+    return held_out_set(model, neuron_list, found, training, rule=settings.rule, include_same_layer=settings.same_layer,
+                        batch_size=settings.batch_size)
 
 
 def connect(settings: Settings):
@@ -378,7 +378,7 @@ def random_baseline(settings: Settings, model: TransformerBridge, explained: lis
         docs = documents(settings, held_out=True)
         found = (_find_prompts(settings, model, docs, with_pairs) if held_out_random is None
                  else {label: held_out_random["prompts"][label] for label in _labels(with_pairs)})
-        held = _held_out_heads(settings, model, with_pairs, docs, found, random_prompts)
+        held = _held_out_heads(settings, model, with_pairs, found, random_prompts)
         scored = score_held_out(settings, random_explained, held, llm)
     return {"neurons": [{k: n[k] for k in ("layer", "neuron", "token")} for n in random_set],
             "n_pairs": len(random_pairs), "held_out_removed": sum(held["removed"].values()) if random_pairs else 0,

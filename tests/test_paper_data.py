@@ -46,10 +46,15 @@ def published_summary(released):
     return pd.summary(released)
 
 
+def local_reader(folder: Path) -> pd.Reader:
+    """A reader over a local mirror of the authors' ``neuron_groups/`` (:func:`ctx_utils.paper_data.url_reader`'s stand-in)."""
+    return lambda path: (folder / path).read_bytes()
+
+
 @pytest.fixture(scope="module")
 def downloaded(tmp_path_factory):
     """GPT-2 small 'downloaded' from the subset of the authors' files, with pickle loading forbidden."""
-    raw = pd.local_reader(RAW / "gpt2-small")
+    raw = local_reader(RAW / "gpt2-small")
 
     def read(path: str) -> bytes:  # the licence sits beside the mirror, as LICENSE-original
         return (RAW / "LICENSE-original").read_bytes() if path == "LICENSE" else raw(path)
@@ -133,7 +138,7 @@ def test_conversion_gives_the_shipped_scores(downloaded, released):
 
 
 def test_conversion_rejects_files_that_do_not_match(tmp_path):
-    raw = pd.local_reader(RAW / "gpt2-small")
+    raw = local_reader(RAW / "gpt2-small")
     results = pd.RAW_FILES["gpt2-small"]["explain_results"]
 
     def tampered(path: str) -> bytes:  # drop the last explanation response

@@ -123,8 +123,8 @@ def test_the_ks_test_compares_per_pair_means_not_prompts(monkeypatch):
         active = [j % 2 == 0 for j in range(n)]
         effects.append({"layer": 1, "neuron": i, "head": 0, "head_layer": 0, "head_index": 0, "token": " a"}
                        | ablate._summarise(normal.tolist(), ablated.tolist(), active, None, None))
-    monkeypatch.setattr(ablate, "ablation_effects", lambda *a, **k: effects)
-    monkeypatch.setattr(ablate, "activity_matrix", lambda *a, **k: {})
+    monkeypatch.setattr(pipeline, "ablation_effects", lambda *a, **k: effects)
+    monkeypatch.setattr(pipeline, "activity_matrix", lambda *a, **k: {})
     result = pipeline.compute_ablation(DEFAULTS, None, [], {"prompts": {}})
     expected = stats.ks_2samp([e["mean_decrease_active"] for e in effects], [e["mean_decrease_inactive"] for e in effects])
     assert result["ks"]["n_active"] == result["ks"]["n_inactive"] == len(effects), result["ks"]
