@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 import torch
 from scipy import stats
-from jaxtyping import Bool
+from jaxtyping import Bool, Float, Int
 from torch import Tensor
 from tqdm.auto import tqdm
 
@@ -76,7 +76,7 @@ def zero_value_hooks(heads: Sequence[tuple[int, int]]) -> list[tuple[str, object
         by_layer.setdefault(layer, []).append(index)
 
     def make_hook(indices: list[int]):
-        def hook(v: Tensor, hook) -> Tensor:  # v: [batch, pos, n_heads, d_head]
+        def hook(v: Float[Tensor, "batch pos n_heads d_head"], hook) -> Float[Tensor, "batch pos n_heads d_head"]:
             v[:, :, indices, :] = 0.0
             return v
 
@@ -85,12 +85,14 @@ def zero_value_hooks(heads: Sequence[tuple[int, int]]) -> list[tuple[str, object
     return [(v_hook(layer), make_hook(indices)) for layer, indices in sorted(by_layer.items())]
 
 
-def _batches(model: TransformerBridge, texts: Sequence[str], batch_size: int) -> Iterator[tuple[Tensor, Tensor]]:
+def _batches(
+    model: TransformerBridge, texts: Sequence[str], batch_size: int
+) -> Iterator[tuple[Int[Tensor, "batch pos"], Int[Tensor, "batch"]]]:
     """Right-padded token batches with BOS prepended, and each prompt's last real position.
 
     Tokenised exactly as step 3 does (``tokens.tokenize_prompts``): right padding never changes a real
     token's output in a causal model, so the last real position reads what the prompt alone gives.
-    Yields ``(tokens [batch, pos], last [batch])`` on the model's device.
+    Yields ``(tokens, last)`` on the model's device.
     """
     if batch_size < 1:
         raise ValueError(f"batch_size must be at least 1, got {batch_size}.")
@@ -108,7 +110,7 @@ def last_token_readout(
     neuron: tuple[int, int] | None = None,
     logits: bool = True,
     batch_size: int = DEFAULTS.batch_size,
-) -> dict[str, Tensor]:
+) -> dict[str, Float[Tensor, "n_prompts ..."]]:
     """One batched run with ``ablate_heads`` zero-ablated, read at each prompt's last real token.
 
     Returns ``"probs"`` (``softmax(logits)``, ``[n_prompts, d_vocab]``) when ``logits``, and ``"activation"``
@@ -123,7 +125,7 @@ def last_token_readout(
     if neuron is not None:
         layer, index = check_neuron(model, *neuron)
 
-        def grab(post: Tensor, hook) -> Tensor:  # post: [batch, pos, d_mlp]
+        def grab(post: Float[Tensor, "batch pos d_mlp"], hook) -> Float[Tensor, "batch pos d_mlp"]:
             grabbed.append(post[..., index].detach())
             return post
 
@@ -144,15 +146,15 @@ def last_token_readout(
 
 def next_token_probs(
     model: TransformerBridge, texts: Sequence[str], ablate_heads: Sequence[tuple[int, int]] = (), batch_size: int = DEFAULTS.batch_size
-) -> Tensor:
-    """``softmax(logits)`` after each prompt's last token, with the given heads ablated: ``[n_prompts, d_vocab]``."""
+) -> Float[Tensor, "n_prompts d_vocab"]:
+    """``softmax(logits)`` after each prompt's last token, with the given heads ablated."""
     return last_token_readout(model, texts, ablate_heads, batch_size=batch_size)["probs"]
 
 
 def token_probabilities(
     model: TransformerBridge, texts: Sequence[str], token: str | int, ablate_heads: Sequence[tuple[int, int]] = (), batch_size: int = DEFAULTS.batch_size
-) -> Tensor:
-    """Probability of ``token`` (one token, or its id: :func:`token_id`) after each prompt, heads ablated: ``[n_prompts]``."""
+) -> Float[Tensor, "n_prompts"]:
+    """Probability of ``token`` (one token, or its id: :func:`token_id`) after each prompt, heads ablated."""
     target = token_id(model, token)
     return next_token_probs(model, texts, ablate_heads, batch_size)[:, target]
 
@@ -186,7 +188,7 @@ def ablation_effects(
     model: TransformerBridge,
     pairs: Sequence[Mapping],
     test_prompts: Mapping[str, Sequence[str | Mapping]],
-    activity: Mapping[str, Tensor | Sequence[Sequence[bool]]],
+    activity: Mapping[str, Bool[Tensor, "n_prompts n_candidate_heads"] | Sequence[Sequence[bool]]],
     neuron_effect: bool = True,
     batch_size: int = DEFAULTS.batch_size,
 ) -> list[dict]:
@@ -228,7 +230,10 @@ def ablation_effects(
     return results
 
 
-def _head_column(activity: Mapping, label: str, head: int, n_prompts: int) -> list[bool]:
+def _head_column(
+    activity: Mapping[str, Bool[Tensor, "n_prompts n_candidate_heads"] | Sequence[Sequence[bool]]], label: str, head: int,
+    n_prompts: int,
+) -> list[bool]:
     """Whether flat head ``head`` is active on each of the neuron's test prompts, with shape checks."""
     if label not in activity:
         raise ValueError(f"No head activity for neuron {label}: compute it on the same test prompts (activity_matrix).")
@@ -248,7 +253,10 @@ def _group_mean(values: np.ndarray, mask: np.ndarray) -> float | None:
     return float(values[mask].mean()) if mask.any() else None
 
 
-def _summarise(prob_normal, prob_ablated, active, act_normal, act_ablated) -> dict:
+def _summarise(
+    prob_normal: Sequence[float], prob_ablated: Sequence[float], active: Sequence[bool],
+    act_normal: Float[Tensor, "n_prompts"] | None, act_ablated: Float[Tensor, "n_prompts"] | None,
+) -> dict:
     """Group means of the decreases, plus the per-prompt records (as plain lists for JSON)."""
     mask = np.asarray(active, dtype=bool)
     decrease = np.asarray(prob_normal) - np.asarray(prob_ablated)

@@ -301,7 +301,9 @@ def active_fractions(active: Bool[Tensor, "n_prompts n_heads"]) -> list[float]:
     return [round(count / n_prompts, 6) for count in active.sum(dim=0).tolist()]
 
 
-def heads_summary(model: TransformerBridge, attributions: dict[str, Tensor], rule: Rule = DEFAULTS.rule) -> dict[str, dict]:
+def heads_summary(
+    model: TransformerBridge, attributions: dict[str, Float[Tensor, "n_prompts n_candidate_heads"]], rule: Rule = DEFAULTS.rule
+) -> dict[str, dict]:
     """Per neuron: the number of prompts and every candidate head's active fraction (heads.json's ``neurons``)."""
     return {
         label: {"n_prompts": len(attr), "active_fraction": active_fractions(active_heads(attr, rule))}

@@ -55,7 +55,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 import torch
-from jaxtyping import Float
+from jaxtyping import Float, Int
 from torch import Tensor
 from tqdm.auto import tqdm
 
@@ -68,9 +68,10 @@ if TYPE_CHECKING:  # the model type, for readers and type checkers; not imported
     from transformer_lens.model_bridge import TransformerBridge
 
 
-def mlp_post(model: TransformerBridge, seqs: list[list[int]], layers: list[int]) -> tuple[dict[int, Tensor], Tensor]:
-    """Every neuron of ``layers``: ``{layer: Float[Tensor, "batch pos d_mlp"]}`` and the ``[batch, pos]`` mask
-    (:func:`neuron_post` with all columns)."""
+def mlp_post(
+    model: TransformerBridge, seqs: list[list[int]], layers: list[int]
+) -> tuple[dict[int, Float[Tensor, "batch pos d_mlp"]], Int[Tensor, "batch pos"]]:
+    """Every neuron of ``layers``: each layer's MLP activations and the mask (:func:`neuron_post` with all columns)."""
     return neuron_post(model, seqs, {layer: None for layer in layers})
 
 
@@ -80,12 +81,12 @@ class _StopForward(Exception):
 
 @torch.no_grad()
 def neuron_post(
-    model: TransformerBridge, seqs: list[list[int]], columns: dict[int, Tensor | None]
-) -> tuple[dict[int, Tensor], Tensor]:
+    model: TransformerBridge, seqs: list[list[int]], columns: dict[int, Int[Tensor, "n_columns"] | None]
+) -> tuple[dict[int, Float[Tensor, "batch pos n_columns"]], Int[Tensor, "batch pos"]]:
     """One batched forward: the neurons ``columns[layer]`` of each layer's ``hook_post``, and the mask.
 
-    Returns ``{layer: Float[Tensor, "batch pos n_columns"]}`` (all ``d_mlp`` neurons where ``columns[layer]``
-    is None) and ``mask [batch, pos]`` (1 = real token). The one forward of every step that reads no
+    Returns each layer's activations of those neurons (all ``d_mlp`` of them where ``columns[layer]`` is None)
+    and the mask (1 = real token). The one forward of every step that reads no
     attention hook — the scan, the truncation search, the activity check: it runs the model's SDPA twin
     (:func:`ctx_utils.models.sdpa_twin`: PyTorch's fused attention instead of the bridge's eager
     ``pos × pos`` patterns), keeps only the chosen neurons as each layer's activation passes and stops
@@ -110,9 +111,10 @@ def neuron_post(
 
 
 def _twin_mlp_post(
-    twin: torch.nn.Module, acts: list[torch.nn.Module], tokens: Tensor, columns: dict[int, Tensor | None]
-) -> dict[int, Tensor]:
-    """The twin's MLP activations ``{layer: [batch, pos, n_columns or d_mlp]}``, the forward stopped after the last."""
+    twin: torch.nn.Module, acts: list[torch.nn.Module], tokens: Int[Tensor, "batch pos"],
+    columns: dict[int, Int[Tensor, "n_columns"] | None],
+) -> dict[int, Float[Tensor, "batch pos n_columns"]]:
+    """The twin's MLP activations (``d_mlp`` columns where ``columns[layer]`` is None), the forward stopped after the last."""
     last = max(columns)
     out: dict[int, Tensor] = {}
 
@@ -136,7 +138,9 @@ def _twin_mlp_post(
     return out
 
 
-def _bridge_mlp_post(model: TransformerBridge, tokens: Tensor, columns: dict[int, Tensor | None]) -> dict[int, Tensor]:
+def _bridge_mlp_post(
+    model: TransformerBridge, tokens: Int[Tensor, "batch pos"], columns: dict[int, Int[Tensor, "n_columns"] | None]
+) -> dict[int, Float[Tensor, "batch pos n_columns"]]:
     """The same from the bridge: only the needed ``hook_post`` cached, the forward stopped after the last."""
     _, cache = model.run_with_cache(
         tokens, names_filter=[mlp_post_hook(layer) for layer in columns], stop_at_layer=max(columns) + 1
@@ -248,7 +252,9 @@ def scan_top_documents(
     return result
 
 
-def _top_k(act: Tensor, doc: Tensor, pos: Tensor, k: int) -> tuple[Tensor, Tensor, Tensor]:
+def _top_k(
+    act: Float[Tensor, "n_neurons n"], doc: Int[Tensor, "n_neurons n"], pos: Int[Tensor, "n_neurons n"], k: int
+) -> tuple[Float[Tensor, "n_neurons k"], Int[Tensor, "n_neurons k"], Int[Tensor, "n_neurons k"]]:
     """Keep, per row, the ``k`` largest activations; ties go to the smaller document index."""
     by_doc = doc.argsort(dim=1, stable=True)
     act, doc, pos = act.gather(1, by_doc), doc.gather(1, by_doc), pos.gather(1, by_doc)
@@ -258,8 +264,8 @@ def _top_k(act: Tensor, doc: Tensor, pos: Tensor, k: int) -> tuple[Tensor, Tenso
 
 def max_activations(
     model: TransformerBridge, docs: list[str], layers: list[int], batch_size: int = DEFAULTS.batch_size, progress: bool = True
-) -> dict[int, Tensor]:
-    """``{layer: Float[Tensor, "d_mlp"]}``: every neuron's largest activation over the corpus (BOS excluded).
+) -> dict[int, Float[Tensor, "d_mlp"]]:
+    """Every neuron's largest activation over the corpus (BOS excluded), per layer.
 
     The activation check that congruence alone lacks: a neuron with a high congruence but a maximum near
     zero never writes its token (see :func:`ctx_utils.neurons.select_next_token_neurons`'s ``activity``).
@@ -281,8 +287,8 @@ def max_activations(
 @torch.no_grad()
 def last_token_activations(
     model: TransformerBridge, seqs: list[list[int]], layer: int, neuron: int, batch_size: int = 64
-) -> Tensor:
-    """``Float[Tensor, "n"]``: the neuron's activation at the last real token of each sequence."""
+) -> Float[Tensor, "n_seqs"]:
+    """The neuron's activation at the last real token of each sequence."""
     layer, neuron = check_neuron(model, layer, neuron)
     out = torch.empty(len(seqs))
     for index in batches_by_length(seqs, batch_size):
@@ -293,8 +299,8 @@ def last_token_activations(
 
 
 @torch.no_grad()
-def token_activations(model: TransformerBridge, text: str, layer: int, neuron: int) -> tuple[list[str], Tensor]:
-    """A prompt's tokens (BOS left out) and the neuron's activation on each: ``Float[Tensor, "pos"]``.
+def token_activations(model: TransformerBridge, text: str, layer: int, neuron: int) -> tuple[list[str], Float[Tensor, "pos"]]:
+    """A prompt's tokens (BOS left out) and the neuron's activation on each.
 
     For pictures: hand the pair to ``ctx_utils.viz.token_activations``.
     """
