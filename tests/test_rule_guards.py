@@ -92,8 +92,8 @@ def test_held_out_documents_are_never_training_documents(model_name):
 
 @pytest.mark.parametrize("rule", ["top3", "2sigma"])
 def test_held_out_truth_uses_the_training_rule(monkeypatch, organism_model, rule):
-    """The held-out ground truth must mean what step 3's positives meant. Wrong edit seen failing: compute_held_out
-    passing `rule=DEFAULTS.rule` instead of `settings.rule` (to held_out_set, in pipeline._held_out_heads)."""
+    """The held-out ground truth must mean what step 3's positives meant. Wrong edit seen failing:
+    pipeline._held_out_heads passing `rule=DEFAULTS.rule` to held_out_set instead of `settings.rule`."""
     seen: list[str] = []
     real = held_out.active_heads
 
