@@ -42,10 +42,9 @@ from jaxtyping import Bool, Float
 from torch import Tensor
 from tqdm.auto import tqdm
 
-from ctx_utils import tokens as naming
 from ctx_utils.indices import as_index, check_neuron
 from ctx_utils.settings import BANDS, DEFAULTS, RULES  # noqa: F401  (RULES, BANDS: the choices, re-exported)
-from ctx_utils.tokens import neuron_label, tokenize_prompts
+from ctx_utils.tokens import attn_out_hook, head_name, neuron_label, tokenize_prompts, z_hook
 
 if TYPE_CHECKING:  # the model type, for readers and type checkers; not imported at run time
     from transformer_lens.model_bridge import TransformerBridge
@@ -67,12 +66,12 @@ def n_candidate_heads(model: TransformerBridge, layer: int, include_same_layer: 
 
 def split_head(model: TransformerBridge, head: int) -> tuple[int, int]:
     """Flat head index → ``(head_layer, head_index)``; flat = head_layer × n_heads + head_index (the paper's)."""
-    return naming.split_head(model.cfg.n_heads, as_index(head, "A flat head number"))
+    return divmod(as_index(head, "A flat head number"), model.cfg.n_heads)
 
 
 def head_label(model: TransformerBridge, head: int) -> str:
     """Flat head index → ``"L<layer>.H<index>"``, the name used in the notebooks and the paper's tables."""
-    return naming.head_label(model.cfg.n_heads, head)
+    return head_name(*split_head(model, head))
 
 
 # ----------------------------------------------------------------------------------------- input checks
@@ -141,7 +140,7 @@ def head_attributions(
         raise ValueError(f"batch_size must be at least 1, got {batch_size}.")
     n_head_layers = layer + int(include_same_layer)
     directions = read_directions(model, layer, neuron, include_same_layer)
-    hook_names = [naming.z_hook(l) for l in range(n_head_layers)]
+    hook_names = [z_hook(l) for l in range(n_head_layers)]
     out = []
     for start in range(0, len(tokens), batch_size):
         batch = tokens[start : start + batch_size].to(model.cfg.device)
@@ -172,7 +171,7 @@ def linearity_gap(model: TransformerBridge, text: str, layer: int, neuron: int, 
     attr = head_attributions(model, [text], layer, neuron, include_same_layer, batch_size=1)[0]
     tokens, last = tokenize_prompts(model, [text])
     n_head_layers = layer + int(include_same_layer)
-    names = [naming.attn_out_hook(l) for l in range(n_head_layers)]
+    names = [attn_out_hook(l) for l in range(n_head_layers)]
     _, cache = model.run_with_cache(tokens.to(model.cfg.device), names_filter=names, stop_at_layer=n_head_layers)
     w_in: Float[Tensor, "d_model"] = model.blocks[layer].mlp.W_in[:, neuron]
     n_heads, rows = model.cfg.n_heads, []

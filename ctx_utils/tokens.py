@@ -109,19 +109,9 @@ def parse_neuron_label(label: str) -> tuple[int, int]:
     return layer, neuron
 
 
-def split_head(n_heads: int, head: int) -> tuple[int, int]:
-    """Flat head index → ``(head_layer, head_index)``; flat = head_layer × n_heads + head_index."""
-    return divmod(int(head), n_heads)
-
-
 def head_name(head_layer: int, head_index: int) -> str:
     """``"L<layer>.H<index>"``, the name of a head in the notebooks and the paper's tables."""
     return f"L{head_layer}.H{head_index}"
-
-
-def head_label(n_heads: int, head: int) -> str:
-    """Flat head index → ``"L<layer>.H<index>"`` (:func:`head_name`)."""
-    return head_name(*split_head(n_heads, head))
 
 
 def z_hook(layer: int) -> str:
