@@ -41,14 +41,15 @@ from scipy import stats
 
 from ctx_utils.explain import classification_prompt, explanation_prompt
 from ctx_utils.heads import select_pairs
-from ctx_utils.results import REPO_ROOT, SCHEMA_VERSION, json_number, save_json, write_text_atomic
+from ctx_utils.results import SCHEMA_VERSION, json_number, save_json, write_text_atomic
+from ctx_utils.settings import KIT_ROOT
 from ctx_utils.tokens import head_name, neuron_label
 from ctx_utils.score import head_explanation_score, histogram_counts, summarize_scores
 
 COMMIT = "b98f23e85f77da6ad207b55418fcba48a5da044f"
 RAW_BASE_URL = f"https://raw.githubusercontent.com/fbarez/Interpreting-Context-Look-ups/{COMMIT}/neuron_groups/"
 MAX_TEST_PROMPTS = 20  # the Oct-2023 statistics merge two classification runs: test prompts 0-9 and 10-19
-SHIPPED_DIR = REPO_ROOT / "data" / "paper-data"  # the cleaned copy the kit ships (GPT-2 small, medium, large)
+SHIPPED_DIR = KIT_ROOT / "data" / "paper-data"  # the cleaned copy the kit ships (GPT-2 small, medium, large)
 HOW_TO_GET_DATA = (
     "The kit ships the authors' data in data/paper-data/ (restore it with `git checkout -- data/paper-data`). "
     "Otherwise: (1) with internet access, run `python -m ctx_utils.paper_data --download` (GPT-2 small and medium, "

@@ -40,8 +40,8 @@ from ctx_utils.prompts import find_activating_prompts, max_activations, scan_top
 from ctx_utils.score import score_explanations, summarize_scores
 from ctx_utils.corpus import corpus_for, is_named_corpus, load_corpus
 from ctx_utils.models import choose_model, load_model
-from ctx_utils.results import REPO_ROOT, SCHEMA_VERSION, ResultFileError, json_number, load_json, results_dir, save_json
-from ctx_utils.settings import Settings, SettingsError, load_settings
+from ctx_utils.results import SCHEMA_VERSION, ResultFileError, json_number, load_json, results_dir, save_json
+from ctx_utils.settings import KIT_ROOT, Settings, SettingsError, load_settings
 from ctx_utils.tokens import neuron_label
 
 if TYPE_CHECKING:  # the model type, for readers and type checkers; not imported at run time
@@ -76,7 +76,7 @@ def _local_path(value: str) -> str:
     """A relative path that exists from here, or else from the kit's root (notebooks run in ``notebooks/``), made
     absolute so every notebook and the script read the same file; any other value unchanged."""
     value = os.path.expanduser(value)  # '~/corpus.txt', quoted so the shell left it alone
-    for base in (Path.cwd(), REPO_ROOT):
+    for base in (Path.cwd(), KIT_ROOT):
         path = base / value
         if value and (Path(value).suffix or "/" in value) and path.exists():
             return str(path.resolve())

@@ -14,9 +14,10 @@ import nbformat
 import pytest
 
 from ctx_utils import runtime
+from ctx_utils.settings import KIT_ROOT
 from ctx_utils.tools import colab
 
-ROOT = colab.REPO_ROOT
+ROOT = KIT_ROOT
 COLAB_PINS = {name: importlib.metadata.version(name) for name in colab.COLAB_KEEPS}
 
 SAMPLE_LOCK = """\

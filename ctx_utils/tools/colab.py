@@ -36,7 +36,8 @@ from packaging.requirements import InvalidRequirement, Requirement
 from packaging.utils import canonicalize_name
 
 from ctx_utils import runtime
-from ctx_utils.results import REPO_ROOT, results_root
+from ctx_utils.results import results_root
+from ctx_utils.settings import KIT_ROOT
 
 # Publishing: the repository's address and the branch or tag Colab installs. Change them here, then run
 # `python -m ctx_utils.tools.colab --sync`: every badge and setup cell follows.
@@ -45,9 +46,9 @@ KIT_REF = "main"
 REPO_SLUG = REPO_URL.removeprefix("https://github.com/")
 KIT_DIR = "/content/kit"  # where the setup cell puts the kit on Colab
 DRIVE_RESULTS = "/content/drive/MyDrive/ctx-lookups-kit/results"
-NOTEBOOKS_DIR = REPO_ROOT / "notebooks"
-LOCK_FILE = REPO_ROOT / "requirements-lock.txt"  # the tested package set (pip freeze style), if the kit has one
-CONSTRAINTS = REPO_ROOT / ".cache" / "colab-constraints.txt"  # written by each install from the pins below
+NOTEBOOKS_DIR = KIT_ROOT / "notebooks"
+LOCK_FILE = KIT_ROOT / "requirements-lock.txt"  # the tested package set (pip freeze style), if the kit has one
+CONSTRAINTS = KIT_ROOT / ".cache" / "colab-constraints.txt"  # written by each install from the pins below
 COLAB_KEEPS = ("torch", "numpy", "transformers")  # Colab's own builds: replacing them breaks its runtime
 
 SETUP_TEMPLATE = '''\
@@ -80,7 +81,7 @@ def setup(notebook: str, use_drive: bool = False, unpin: Iterable[str] = ()) -> 
         return
     started = time.perf_counter()
     install(unpin)
-    os.chdir(REPO_ROOT / "notebooks")
+    os.chdir(KIT_ROOT / "notebooks")
     os.environ[runtime.NOTEBOOK_VAR] = notebook
     if use_drive:
         from google.colab import drive
@@ -121,7 +122,7 @@ def install(unpin: Iterable[str] = ()) -> None:
     """``pip install -e`` the kit under :func:`constraints`, its output streamed into the cell."""
     CONSTRAINTS.parent.mkdir(parents=True, exist_ok=True)
     CONSTRAINTS.write_text(constraints(unpin))
-    output = run([sys.executable, "-m", "pip", "install", "-c", str(CONSTRAINTS), "-e", str(REPO_ROOT)])
+    output = run([sys.executable, "-m", "pip", "install", "-c", str(CONSTRAINTS), "-e", str(KIT_ROOT)])
     if output is not None:
         raise RuntimeError(f"`pip install` of the kit failed: its output is above. {conflict_advice(output, unpin)}")
 
@@ -210,11 +211,11 @@ def main(argv: list[str] | None = None) -> int:
     for path in notebook_paths():
         if args.sync:
             if sync_notebook(path):
-                print(f"synced {path.relative_to(REPO_ROOT)}")
+                print(f"synced {path.relative_to(KIT_ROOT)}")
         elif stale_cells(path):
             stale.append(path)
     for path in stale:
-        print(f"out of date: {path.relative_to(REPO_ROOT)} (run `python -m ctx_utils.tools.colab --sync`)")
+        print(f"out of date: {path.relative_to(KIT_ROOT)} (run `python -m ctx_utils.tools.colab --sync`)")
     return 1 if stale else 0
 
 
