@@ -71,6 +71,7 @@ from ctx_utils import fixtures, neurons, prompts  # noqa: E402
 from ctx_utils.models import ORGANISM_DIR, load_model, resolve_source  # noqa: E402
 from ctx_utils.results import results_root, save_json  # noqa: E402
 from ctx_utils.settings import DEFAULTS, PRESETS  # noqa: E402
+from ctx_utils.tokens import neuron_label, pad, tokenize  # noqa: E402
 
 def timed(fn, repeat: int = 1) -> tuple[float, object]:
     """Best CPU time of ``repeat`` runs, in seconds. With one torch thread (``CTX_TORCH_THREADS=1``) it is the work
@@ -88,7 +89,7 @@ def timed(fn, repeat: int = 1) -> tuple[float, object]:
 def bare_forward(model, seqs: list[list[int]], order: list[list[int]]) -> None:
     """A plain full forward ``model(tokens)`` (all layers, logits) over the given right-padded batches."""
     for index in order:
-        tokens, _ = prompts.pad([seqs[i] for i in index], 0)
+        tokens, _ = pad([seqs[i] for i in index], 0)
         model(tokens)
 
 
@@ -107,7 +108,7 @@ def bench_scan(model, folder: str, docs: list[str], chosen: list[dict], batch_si
     from transformers import AutoModelForCausalLM
 
     hf = AutoModelForCausalLM.from_pretrained(folder, attn_implementation="sdpa", dtype=model.cfg.dtype).eval()
-    seqs = prompts.tokenize(model, docs)
+    seqs = tokenize(model, docs)
     n_tokens = sum(len(s) for s in seqs)
     corpus_order = [list(range(i, min(i + batch_size, len(seqs)))) for i in range(0, len(seqs), batch_size)]
     sorted_order = list(prompts.batches_by_length(seqs, batch_size))
@@ -153,7 +154,7 @@ def binary_search_cut(model, doc: list[int], layer: int, neuron: int, position: 
 
 
 def bench_truncation(model, docs: list[str], chosen: list[dict], top: dict, k: int) -> dict:
-    top = {key: top[key][:k] for key in (prompts.neuron_key(n["layer"], n["neuron"]) for n in chosen)}
+    top = {key: top[key][:k] for key in (neuron_label(n["layer"], n["neuron"]) for n in chosen)}
     t_ours, found = timed(
         lambda: prompts.find_activating_prompts(model, docs, chosen, k=k, keep=k, top=top, progress=False)
     )
@@ -161,8 +162,8 @@ def bench_truncation(model, docs: list[str], chosen: list[dict], top: dict, k: i
     def sequential():
         cuts = 0
         for n in chosen:
-            for entry in top[prompts.neuron_key(n["layer"], n["neuron"])]:
-                doc = prompts.tokenize(model, [docs[entry["doc"]]], warn_long=False)[0]
+            for entry in top[neuron_label(n["layer"], n["neuron"])]:
+                doc = tokenize(model, [docs[entry["doc"]]], warn_long=False)[0]
                 cut = binary_search_cut(model, doc, n["layer"], n["neuron"], entry["position"], entry["activation"], 0.8)
                 cuts += cut is not None
         return cuts
@@ -338,7 +339,7 @@ def course_profile(args) -> dict:
         model = measured(steps, "load model", lambda: load_model(folder, device="cpu"))
         docs = real_text_docs(model.tokenizer, "train", args.n_docs, args.doc_tokens)
         test_docs = real_text_docs(model.tokenizer, "test", args.max_test_docs, args.doc_tokens, seed=1)
-        n_tokens = sum(len(s) for s in prompts.tokenize(model, docs))
+        n_tokens = sum(len(s) for s in tokenize(model, docs))
         print(f"{len(docs)} documents, {n_tokens} tokens ({n_tokens / len(docs):.0f} per document)", flush=True)
         layers, bs = neurons.default_layers(model), args.batch_size
         activity = measured(steps, "1 activity scan (activity_docs)",
@@ -355,7 +356,7 @@ def course_profile(args) -> dict:
             model, docs, both, k=args.top_k, batch_size=bs, progress=False))
         found = measured(steps, "2 truncation, + random", lambda: prompts.find_activating_prompts(
             model, docs, both, k=args.top_k, keep=args.keep, top=top, batch_size=bs, progress=False))
-        keys = {prompts.neuron_key(n["layer"], n["neuron"]) for n in chosen}
+        keys = {neuron_label(n["layer"], n["neuron"]) for n in chosen}
         found, random_found = ({k: v for k, v in found.items() if (k in keys) == real} for real in (True, False))
         attr = measured(steps, "3 attribution", lambda: heads.attribute_neurons(model, chosen, found, batch_size=bs))
         pairs = heads.pairs_from_attributions(model, chosen, attr, "top3", ">25")
@@ -363,9 +364,8 @@ def course_profile(args) -> dict:
         held_found = measured(steps, "5 held-out scan + truncation, + random", lambda: prompts.find_activating_prompts(
             model, test_docs, [*with_pairs, *random_set], k=args.top_k, keep=args.keep, batch_size=bs, progress=False))
         held = measured(steps, "5 held-out attribution", lambda: held_out.held_out_set(
-            model, with_pairs, test_docs, found, rule="top3", batch_size=bs,
-            found={prompts.neuron_key(n["layer"], n["neuron"]): held_found[prompts.neuron_key(n["layer"], n["neuron"])]
-                   for n in with_pairs}))
+            model, with_pairs, {label: held_found[label] for label in (neuron_label(n["layer"], n["neuron"]) for n in with_pairs)},
+            found, rule="top3", batch_size=bs))
         held = {"prompts": {key: entries[: args.max_held_out] for key, entries in held["prompts"].items()},
                 "active": {key: rows[: args.max_held_out] for key, rows in held["active"].items()}}
         measured(steps, "5 random: attribution", lambda: heads.attribute_neurons(
@@ -398,7 +398,7 @@ with tempfile.TemporaryDirectory() as tmp:
     if path == "bridge":
         SESSION.cache_of(model).twin = False  # no twin: the bridge's eager forward
     docs = bench.real_text_docs(model.tokenizer, "train", 200, 1023)
-    seqs = [s[:length] for s in prompts.tokenize(model, docs, warn_long=False) if len(s) >= length][: 2 * batch]
+    seqs = [s[:length] for s in tokenize(model, docs, warn_long=False) if len(s) >= length][: 2 * batch]
     texts = [model.tokenizer.decode(s[1:]) for s in seqs]
     chosen = [{{"layer": l, "neuron": n}} for l in (9, 10, 11) for n in range(4)]
     prompts.scan_top_documents(model, texts[:1], chosen, k=2, batch_size=1, progress=False)  # warm-up (builds the twin)

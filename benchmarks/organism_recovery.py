@@ -44,10 +44,10 @@ from ctx_utils.models import load_model  # noqa: E402
 from ctx_utils.organism.answer_key import planted_neurons, recovery  # noqa: E402
 from ctx_utils.organism.config import PRESETS  # noqa: E402
 from ctx_utils.organism.corpus import CONFIG_FILE, config_for, generate_corpus  # noqa: E402
-from ctx_utils.results import REPO_ROOT, save_json  # noqa: E402
-from ctx_utils.settings import DEFAULTS  # noqa: E402
+from ctx_utils.results import save_json  # noqa: E402
+from ctx_utils.settings import DEFAULTS, KIT_ROOT  # noqa: E402
 
-SHIPPED = REPO_ROOT / "data" / "organism"  # the default organism: realistic, seed 0
+SHIPPED = KIT_ROOT / "data" / "organism"  # the default organism: realistic, seed 0
 RULES = ("2sigma", "top3")
 BAND = "25-75"
 SCORE_DOCS = DEFAULTS.n_docs  # the notebooks' scan
@@ -139,7 +139,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--docs", type=int, nargs="+", default=[400, 600, 1500, 3000])
-    parser.add_argument("--work", type=Path, default=REPO_ROOT / "results" / "organism-bench")
+    parser.add_argument("--work", type=Path, default=KIT_ROOT / "results" / "organism-bench")
     parser.add_argument("--no-null", action="store_true", help="skip the null control")
     parser.add_argument("--no-scores", action="store_true", help="skip steps 4–5 (E at 600 documents)")
     args = parser.parse_args()

@@ -22,7 +22,8 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from ctx_utils import pipeline  # noqa: E402
-from ctx_utils.results import REPO_ROOT, save_json  # noqa: E402
+from ctx_utils.results import save_json  # noqa: E402
+from ctx_utils.settings import KIT_ROOT  # noqa: E402
 
 
 def step_times(model: str, preset: str) -> dict[str, float]:
@@ -56,7 +57,7 @@ def main() -> None:
     machine = {"platform": platform.platform(), "cpu_count": os.cpu_count(), "torch_threads": torch.get_num_threads(),
                "gpu": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None}
     name = "-".join(filter(None, ("bench-steps", Path(args.model).name, args.preset)))
-    path = REPO_ROOT / "results" / f"{name}.json"
+    path = KIT_ROOT / "results" / f"{name}.json"
     save_json(path, {"machine": machine, "model": args.model, "preset": args.preset or "default", "seconds": times})
     print(f"wrote {path}")
 

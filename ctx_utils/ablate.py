@@ -22,14 +22,14 @@ from typing import TYPE_CHECKING
 import numpy as np
 import torch
 from scipy import stats
-from jaxtyping import Bool
+from jaxtyping import Bool, Float, Int
 from torch import Tensor
 from tqdm.auto import tqdm
 
 from ctx_utils.heads import n_candidate_heads
 from ctx_utils.indices import as_index, check_heads, check_neuron
 from ctx_utils.settings import DEFAULTS
-from ctx_utils.tokens import head_name, neuron_key, parse_neuron_key, tokenize_prompts, v_hook
+from ctx_utils.tokens import head_name, neuron_label, parse_neuron_label, tokenize_prompts, v_hook
 
 if TYPE_CHECKING:  # the model type, for readers and type checkers; not imported at run time
     from transformer_lens.model_bridge import TransformerBridge
@@ -76,7 +76,7 @@ def zero_value_hooks(heads: Sequence[tuple[int, int]]) -> list[tuple[str, object
         by_layer.setdefault(layer, []).append(index)
 
     def make_hook(indices: list[int]):
-        def hook(v: Tensor, hook) -> Tensor:  # v: [batch, pos, n_heads, d_head]
+        def hook(v: Float[Tensor, "batch pos n_heads d_head"], hook) -> Float[Tensor, "batch pos n_heads d_head"]:
             v[:, :, indices, :] = 0.0
             return v
 
@@ -85,12 +85,14 @@ def zero_value_hooks(heads: Sequence[tuple[int, int]]) -> list[tuple[str, object
     return [(v_hook(layer), make_hook(indices)) for layer, indices in sorted(by_layer.items())]
 
 
-def _batches(model: TransformerBridge, texts: Sequence[str], batch_size: int) -> Iterator[tuple[Tensor, Tensor]]:
+def _batches(
+    model: TransformerBridge, texts: Sequence[str], batch_size: int
+) -> Iterator[tuple[Int[Tensor, "batch pos"], Int[Tensor, "batch"]]]:
     """Right-padded token batches with BOS prepended, and each prompt's last real position.
 
-    Tokenised exactly as step 3 does (``heads.tokenize_prompts``): right padding never changes a real
+    Tokenised exactly as step 3 does (``tokens.tokenize_prompts``): right padding never changes a real
     token's output in a causal model, so the last real position reads what the prompt alone gives.
-    Yields ``(tokens [batch, pos], last [batch])`` on the model's device.
+    Yields ``(tokens, last)`` on the model's device.
     """
     if batch_size < 1:
         raise ValueError(f"batch_size must be at least 1, got {batch_size}.")
@@ -108,7 +110,7 @@ def last_token_readout(
     neuron: tuple[int, int] | None = None,
     logits: bool = True,
     batch_size: int = DEFAULTS.batch_size,
-) -> dict[str, Tensor]:
+) -> dict[str, Float[Tensor, "n_prompts ..."]]:
     """One batched run with ``ablate_heads`` zero-ablated, read at each prompt's last real token.
 
     Returns ``"probs"`` (``softmax(logits)``, ``[n_prompts, d_vocab]``) when ``logits``, and ``"activation"``
@@ -123,7 +125,7 @@ def last_token_readout(
     if neuron is not None:
         layer, index = check_neuron(model, *neuron)
 
-        def grab(post: Tensor, hook) -> Tensor:  # post: [batch, pos, d_mlp]
+        def grab(post: Float[Tensor, "batch pos d_mlp"], hook) -> Float[Tensor, "batch pos d_mlp"]:
             grabbed.append(post[..., index].detach())
             return post
 
@@ -144,26 +146,17 @@ def last_token_readout(
 
 def next_token_probs(
     model: TransformerBridge, texts: Sequence[str], ablate_heads: Sequence[tuple[int, int]] = (), batch_size: int = DEFAULTS.batch_size
-) -> Tensor:
-    """``softmax(logits)`` after each prompt's last token, with the given heads ablated: ``[n_prompts, d_vocab]``."""
+) -> Float[Tensor, "n_prompts d_vocab"]:
+    """``softmax(logits)`` after each prompt's last token, with the given heads ablated."""
     return last_token_readout(model, texts, ablate_heads, batch_size=batch_size)["probs"]
 
 
 def token_probabilities(
     model: TransformerBridge, texts: Sequence[str], token: str | int, ablate_heads: Sequence[tuple[int, int]] = (), batch_size: int = DEFAULTS.batch_size
-) -> Tensor:
-    """Probability of ``token`` (one token, or its id: :func:`token_id`) after each prompt, heads ablated: ``[n_prompts]``."""
+) -> Float[Tensor, "n_prompts"]:
+    """Probability of ``token`` (one token, or its id: :func:`token_id`) after each prompt, heads ablated."""
     target = token_id(model, token)
     return next_token_probs(model, texts, ablate_heads, batch_size)[:, target]
-
-
-def neuron_activations(
-    model: TransformerBridge, texts: Sequence[str], layer: int, neuron: int, ablate_heads: Sequence[tuple[int, int]] = (),
-    batch_size: int = DEFAULTS.batch_size,
-) -> Tensor:
-    """The neuron's activation (``mlp.hook_post``) at each prompt's last token, heads ablated: ``[n_prompts]``."""
-    readout = last_token_readout(model, texts, ablate_heads, (layer, neuron), logits=False, batch_size=batch_size)
-    return readout["activation"]
 
 
 def _texts(entries: Sequence[str | Mapping]) -> list[str]:
@@ -181,13 +174,13 @@ def activity_matrix(
     boolean matrix.
     """
     matrices = {}
-    for key, rows in sorted(held["active"].items()):
+    for label, rows in sorted(held["active"].items()):
         if rows:
-            layer, _ = parse_neuron_key(key)
+            layer, _ = parse_neuron_label(label)
             matrix = torch.zeros(len(rows), n_candidate_heads(model, layer, include_same_layer), dtype=torch.bool)
             for i, active in enumerate(rows):
                 matrix[i, list(active)] = True
-            matrices[key] = matrix
+            matrices[label] = matrix
     return matrices
 
 
@@ -195,7 +188,7 @@ def ablation_effects(
     model: TransformerBridge,
     pairs: Sequence[Mapping],
     test_prompts: Mapping[str, Sequence[str | Mapping]],
-    activity: Mapping[str, Tensor | Sequence[Sequence[bool]]],
+    activity: Mapping[str, Bool[Tensor, "n_prompts n_candidate_heads"] | Sequence[Sequence[bool]]],
     neuron_effect: bool = True,
     batch_size: int = DEFAULTS.batch_size,
 ) -> list[dict]:
@@ -204,7 +197,7 @@ def ablation_effects(
     ``pairs``: heads.json's ``"pairs"`` (each with ``layer``, ``neuron``, ``token``, ``head``, ``head_layer``,
     ``head_index``, and ``token_id``, which is used when present: the string is never re-encoded then).
     ``test_prompts``: held-out prompts keyed ``"<layer>.<neuron>"`` (prompts.json's
-    ``"prompts"`` shape, or plain strings). ``activity``: the same keys → which heads are active on each
+    ``"prompts"`` shape, or plain strings). ``activity``: the same labels → which heads are active on each
     test prompt, ``[n_prompts, n_candidate_heads]`` booleans indexed by flat head (see :func:`activity_matrix`).
 
     Each result holds the per-prompt ``prob_normal``, ``prob_ablated`` and ``head_active``, and the mean
@@ -215,8 +208,8 @@ def ablation_effects(
     normal_cache: dict[str, dict[str, Tensor]] = {}  # per neuron: token probability and activation, unablated
     results = []
     for pair in tqdm(pairs, desc="ablating heads"):
-        key = neuron_key(pair["layer"], pair["neuron"])
-        texts = _texts(test_prompts.get(key, []))
+        label = neuron_label(pair["layer"], pair["neuron"])
+        texts = _texts(test_prompts.get(label, []))
         row = {name: pair[name] for name in ("layer", "neuron", "head", "head_layer", "head_index", "token")}
         if not texts:  # no held-out prompt for this neuron: empty records, None means
             empty = torch.empty(0) if neuron_effect else None
@@ -225,30 +218,33 @@ def ablation_effects(
         target = token_id(model, pair["token_id"] if pair.get("token_id") is not None else pair["token"])
         neuron = check_neuron(model, pair["layer"], pair["neuron"])
         head = check_heads(model, [(pair["head_layer"], pair["head_index"])])
-        active = _head_column(activity, key, as_index(pair["head"], "A flat head number"), len(texts))
+        active = _head_column(activity, label, as_index(pair["head"], "A flat head number"), len(texts))
         neuron = neuron if neuron_effect else None
-        if key not in normal_cache:  # the unablated run is shared by all of a neuron's pairs
+        if label not in normal_cache:  # the unablated run is shared by all of a neuron's pairs
             normal = last_token_readout(model, texts, (), neuron, batch_size=batch_size)
-            normal_cache[key] = normal | {"probs": normal["probs"][:, target]}  # keep one column, not the vocabulary
-        normal = normal_cache[key]
+            normal_cache[label] = normal | {"probs": normal["probs"][:, target]}  # keep one column, not the vocabulary
+        normal = normal_cache[label]
         ablated = last_token_readout(model, texts, head, neuron, batch_size=batch_size)
         results.append(row | _summarise(normal["probs"].tolist(), ablated["probs"][:, target].tolist(),
                                         active, normal.get("activation"), ablated.get("activation")))
     return results
 
 
-def _head_column(activity: Mapping, key: str, head: int, n_prompts: int) -> list[bool]:
+def _head_column(
+    activity: Mapping[str, Bool[Tensor, "n_prompts n_candidate_heads"] | Sequence[Sequence[bool]]], label: str, head: int,
+    n_prompts: int,
+) -> list[bool]:
     """Whether flat head ``head`` is active on each of the neuron's test prompts, with shape checks."""
-    if key not in activity:
-        raise ValueError(f"No head activity for neuron {key}: compute it on the same test prompts (activity_matrix).")
-    matrix = torch.as_tensor(activity[key], dtype=torch.bool)
+    if label not in activity:
+        raise ValueError(f"No head activity for neuron {label}: compute it on the same test prompts (activity_matrix).")
+    matrix = torch.as_tensor(activity[label], dtype=torch.bool)
     if matrix.ndim != 2 or matrix.shape[0] != n_prompts:
         raise ValueError(
-            f"Head activity for neuron {key} has shape {tuple(matrix.shape)}, expected [{n_prompts} prompts, "
+            f"Head activity for neuron {label} has shape {tuple(matrix.shape)}, expected [{n_prompts} prompts, "
             "n_candidate_heads]: compute it on the same test prompts."
         )
     if head >= matrix.shape[1]:
-        raise ValueError(f"Flat head {head} is not among neuron {key}'s {matrix.shape[1]} candidate heads.")
+        raise ValueError(f"Flat head {head} is not among neuron {label}'s {matrix.shape[1]} candidate heads.")
     return matrix[:, head].tolist()
 
 
@@ -257,7 +253,10 @@ def _group_mean(values: np.ndarray, mask: np.ndarray) -> float | None:
     return float(values[mask].mean()) if mask.any() else None
 
 
-def _summarise(prob_normal, prob_ablated, active, act_normal, act_ablated) -> dict:
+def _summarise(
+    prob_normal: Sequence[float], prob_ablated: Sequence[float], active: Sequence[bool],
+    act_normal: Float[Tensor, "n_prompts"] | None, act_ablated: Float[Tensor, "n_prompts"] | None,
+) -> dict:
     """Group means of the decreases, plus the per-prompt records (as plain lists for JSON)."""
     mask = np.asarray(active, dtype=bool)
     decrease = np.asarray(prob_normal) - np.asarray(prob_ablated)

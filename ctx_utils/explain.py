@@ -32,7 +32,7 @@ from tqdm.auto import tqdm
 
 from ctx_utils.llm import LLMClient, LLMError, LLMNotConfigured
 from ctx_utils.settings import DEFAULTS, VARIANTS
-from ctx_utils.tokens import neuron_key
+from ctx_utils.tokens import neuron_label
 
 EXPLAIN_MAX_TOKENS = 200  # the paper's explanation length cap
 CLASSIFY_MAX_TOKENS = 1  # one token: "Yes" or "No"
@@ -216,10 +216,10 @@ def explain_pairs(
     """
     records, unusable = [], []
     for pair in tqdm(pairs, desc="Explaining heads"):
-        key = neuron_key(pair["layer"], pair["neuron"])
-        if key not in prompts:
-            raise ValueError(f"heads.json names neuron {key}, which prompts.json lacks: rerun notebook 03.")
-        texts = [p["text"] for p in prompts[key]]
+        label = neuron_label(pair["layer"], pair["neuron"])
+        if label not in prompts:
+            raise ValueError(f"heads.json names neuron {label}, which prompts.json lacks: rerun notebook 03.")
+        texts = [p["text"] for p in prompts[label]]
         explanation = explain_head(
             [texts[i] for i in pair["positive"]], [texts[i] for i in pair["negative"]], pair["token"], llm, variant
         )

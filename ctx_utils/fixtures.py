@@ -31,10 +31,10 @@ import shutil
 import tempfile
 from pathlib import Path
 
-from ctx_utils.results import REPO_ROOT
+from ctx_utils.settings import KIT_ROOT
 
-SAMPLE_DIR = REPO_ROOT / "data" / "pile-prompts"
-CACHE_DIR = REPO_ROOT / ".cache" / "fixtures"
+SAMPLE_DIR = KIT_ROOT / "data" / "pile-prompts"
+CACHE_DIR = KIT_ROOT / ".cache" / "fixtures"
 ARCHITECTURES = ("gpt2", "pythia")
 SPECIAL = "<|endoftext|>"  # BOS = EOS = pad, id 0, as GPT-2's and Pythia's tokenizers
 #: Everything a fixture depends on besides the text sample; changing any value gives a new cache folder.

@@ -42,10 +42,9 @@ from jaxtyping import Bool, Float
 from torch import Tensor
 from tqdm.auto import tqdm
 
-from ctx_utils import tokens as naming
 from ctx_utils.indices import as_index, check_neuron
 from ctx_utils.settings import BANDS, DEFAULTS, RULES  # noqa: F401  (RULES, BANDS: the choices, re-exported)
-from ctx_utils.tokens import neuron_key, tokenize_prompts
+from ctx_utils.tokens import attn_out_hook, head_name, neuron_label, tokenize_prompts, z_hook
 
 if TYPE_CHECKING:  # the model type, for readers and type checkers; not imported at run time
     from transformer_lens.model_bridge import TransformerBridge
@@ -67,12 +66,12 @@ def n_candidate_heads(model: TransformerBridge, layer: int, include_same_layer: 
 
 def split_head(model: TransformerBridge, head: int) -> tuple[int, int]:
     """Flat head index → ``(head_layer, head_index)``; flat = head_layer × n_heads + head_index (the paper's)."""
-    return naming.split_head(model.cfg.n_heads, as_index(head, "A flat head number"))
+    return divmod(as_index(head, "A flat head number"), model.cfg.n_heads)
 
 
 def head_label(model: TransformerBridge, head: int) -> str:
     """Flat head index → ``"L<layer>.H<index>"``, the name used in the notebooks and the paper's tables."""
-    return naming.head_label(model.cfg.n_heads, head)
+    return head_name(*split_head(model, head))
 
 
 # ----------------------------------------------------------------------------------------- input checks
@@ -141,7 +140,7 @@ def head_attributions(
         raise ValueError(f"batch_size must be at least 1, got {batch_size}.")
     n_head_layers = layer + int(include_same_layer)
     directions = read_directions(model, layer, neuron, include_same_layer)
-    hook_names = [naming.z_hook(l) for l in range(n_head_layers)]
+    hook_names = [z_hook(l) for l in range(n_head_layers)]
     out = []
     for start in range(0, len(tokens), batch_size):
         batch = tokens[start : start + batch_size].to(model.cfg.device)
@@ -172,7 +171,7 @@ def linearity_gap(model: TransformerBridge, text: str, layer: int, neuron: int, 
     attr = head_attributions(model, [text], layer, neuron, include_same_layer, batch_size=1)[0]
     tokens, last = tokenize_prompts(model, [text])
     n_head_layers = layer + int(include_same_layer)
-    names = [naming.attn_out_hook(l) for l in range(n_head_layers)]
+    names = [attn_out_hook(l) for l in range(n_head_layers)]
     _, cache = model.run_with_cache(tokens.to(model.cfg.device), names_filter=names, stop_at_layer=n_head_layers)
     w_in: Float[Tensor, "d_model"] = model.blocks[layer].mlp.W_in[:, neuron]
     n_heads, rows = model.cfg.n_heads, []
@@ -249,10 +248,10 @@ def attribute_neurons(
     """
     out = {}
     for item in tqdm(neurons, desc="head attribution", unit="neuron"):
-        key = neuron_key(item["layer"], item["neuron"])
-        texts = [p["text"] for p in prompts.get(key, [])]
+        label = neuron_label(item["layer"], item["neuron"])
+        texts = [p["text"] for p in prompts.get(label, [])]
         if texts:
-            out[key] = head_attributions(model, texts, item["layer"], item["neuron"], include_same_layer, batch_size)
+            out[label] = head_attributions(model, texts, item["layer"], item["neuron"], include_same_layer, batch_size)
     return out
 
 
@@ -271,10 +270,10 @@ def pairs_from_attributions(
     """
     pairs = []
     for item in neurons:
-        key = neuron_key(item["layer"], item["neuron"])
-        if key not in attributions:
+        label = neuron_label(item["layer"], item["neuron"])
+        if label not in attributions:
             continue
-        active = active_heads(attributions[key], rule)
+        active = active_heads(attributions[label], rule)
         for head, fraction in select_pairs(active, band=band):
             head_layer, head_index = split_head(model, head)
             flags = active[:, head].tolist()
@@ -295,56 +294,19 @@ def pairs_from_attributions(
     return pairs
 
 
-def find_head_pairs(
-    model: TransformerBridge,
-    neurons: list[dict],
-    prompts: dict[str, list[dict]],
-    rule: Rule = DEFAULTS.rule,
-    band: Band = DEFAULTS.band,
-    include_same_layer: bool = DEFAULTS.same_layer,
-) -> list[dict]:
-    """Steps 3a + 3b in one call: attribute every neuron's prompts, then pick the pairs (heads.json's ``pairs``)."""
-    _check_choice("rule", rule, RULES)
-    _check_choice("band", band, BANDS)
-    attributions = attribute_neurons(model, neurons, prompts, include_same_layer)
-    return pairs_from_attributions(model, neurons, attributions, rule, band)
-
-
-def head_is_active(
-    model: TransformerBridge,
-    texts: list[str],
-    layer: int,
-    neuron: int,
-    head: int,
-    rule: Rule = DEFAULTS.rule,
-    include_same_layer: bool = DEFAULTS.same_layer,
-) -> list[bool]:
-    """Whether ``head`` is active for the neuron on each prompt: the ground truth for held-out prompts (step 5)."""
-    layer, neuron = _check_neuron(model, layer, neuron, include_same_layer)
-    _check_choice("rule", rule, RULES)
-    n_heads = n_candidate_heads(model, layer, include_same_layer)
-    head = as_index(head, "A flat head number")
-    if head >= n_heads:
-        raise ValueError(
-            f"head={head} is not a candidate for a neuron in layer {layer}: candidates are flat heads 0..{n_heads - 1}"
-            + ("" if include_same_layer else " (pass include_same_layer=True to add the neuron's own block)")
-            + "."
-        )
-    attr = head_attributions(model, texts, layer, neuron, include_same_layer)
-    return active_heads(attr, rule)[:, head].tolist()
-
-
 def active_fractions(active: Bool[Tensor, "n_prompts n_heads"]) -> list[float]:
     """Per head, the fraction of prompts on which it is active (heads.json's per-neuron summary)."""
     n_prompts = active.shape[0]
     return [round(count / n_prompts, 6) for count in active.sum(dim=0).tolist()]
 
 
-def heads_summary(model: TransformerBridge, attributions: dict[str, Tensor], rule: Rule = DEFAULTS.rule) -> dict[str, dict]:
+def heads_summary(
+    model: TransformerBridge, attributions: dict[str, Float[Tensor, "n_prompts n_candidate_heads"]], rule: Rule = DEFAULTS.rule
+) -> dict[str, dict]:
     """Per neuron: the number of prompts and every candidate head's active fraction (heads.json's ``neurons``)."""
     return {
-        key: {"n_prompts": len(attr), "active_fraction": active_fractions(active_heads(attr, rule))}
-        for key, attr in sorted(attributions.items())
+        label: {"n_prompts": len(attr), "active_fraction": active_fractions(active_heads(attr, rule))}
+        for label, attr in sorted(attributions.items())
     }
 
 

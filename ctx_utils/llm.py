@@ -141,17 +141,17 @@ class LLMClient:
         settings = load_settings()  # CTX_LLM_MODEL, CTX_LLM_TOKEN_BUDGET, CTX_LLM_TIMEOUT, CTX_LLM_RETRIES, validated
         timeout = settings.llm_timeout if timeout is None else timeout
         max_retries = settings.llm_retries if max_retries is None else max_retries
-        key = api_key if api_key is not None else os.environ.get("OPENAI_API_KEY", "")
-        if not key.strip():
+        api_key = api_key if api_key is not None else os.environ.get("OPENAI_API_KEY", "")
+        if not api_key.strip():
             raise LLMNotConfigured(
                 "No LLM is configured: set OPENAI_API_KEY (and OPENAI_BASE_URL for a local server such as "
                 "Ollama or vLLM, where any non-empty key works), or use the offline explainer."
             )
-        self._key = key.strip()
+        self._api_key = api_key.strip()
         self.model = model or settings.llm_model
         self.base_url = (base_url or os.environ.get("OPENAI_BASE_URL") or "https://api.openai.com/v1").rstrip("/")
         self.shown_url = redact_url(self.base_url)  # what messages, the repr and cache records hold
-        self._secrets = [self._key, *url_secrets(self.base_url)]
+        self._secrets = [self._api_key, *url_secrets(self.base_url)]
         self.cache_dir = Path(cache_dir).expanduser() if cache_dir is not None else default_cache_dir()
         budget = settings.llm_token_budget if token_budget is None else token_budget
         if isinstance(budget, bool) or not isinstance(budget, int) or budget < 1:
@@ -166,7 +166,7 @@ class LLMClient:
         self.max_retries = max_retries
         self.backoff_s = backoff_s
         # The openai package's own retries are off: this class retries, logs and scrubs in one place.
-        self._client = openai.OpenAI(api_key=self._key, base_url=self.base_url, timeout=timeout, max_retries=0)
+        self._client = openai.OpenAI(api_key=self._api_key, base_url=self.base_url, timeout=timeout, max_retries=0)
         self.tokens_used = 0  # prompt + completion tokens of requests actually sent (cache hits are free)
         self.requests_sent = 0
         self.cache_hits = 0

@@ -24,14 +24,14 @@ from typing import TYPE_CHECKING
 import torch
 
 from ctx_utils.session import SESSION
-from ctx_utils.settings import KIT_ROOT as REPO_ROOT, SettingsError
+from ctx_utils.settings import KIT_ROOT, SettingsError
 
 if TYPE_CHECKING:  # the model type, for readers and type checkers; not imported at run time
     from transformer_lens.model_bridge import TransformerBridge
 
 #: The bundled organisms (see README, "The model organism"): ``organism``, the default, whose 40 heads have roles
 #: and whose answer key is measured by ablation; ``organism-clean``, one wired head per context (cannot fail).
-ORGANISMS: dict[str, Path] = {"organism": REPO_ROOT / "data" / "organism", "organism-clean": REPO_ROOT / "data" / "organism-clean"}
+ORGANISMS: dict[str, Path] = {"organism": KIT_ROOT / "data" / "organism", "organism-clean": KIT_ROOT / "data" / "organism-clean"}
 ORGANISM_DIR = ORGANISMS["organism"]
 CLEAN_ORGANISM_DIR = ORGANISMS["organism-clean"]
 HUB_HOST = "huggingface.co"
@@ -230,7 +230,7 @@ def _restore_hint(folder: Path) -> str:
     """How to get a good copy of ``folder`` back: git for a bundled organism, else the model's source."""
     for name, bundled in ORGANISMS.items():
         if folder.resolve() == bundled.resolve():
-            return f"Restore the bundled {name} with `git checkout {bundled.relative_to(REPO_ROOT)}` in the kit's folder."
+            return f"Restore the bundled {name} with `git checkout {bundled.relative_to(KIT_ROOT)}` in the kit's folder."
     return ("Restore the folder from where it came (download it again, or save the model there with "
             "`model.save_pretrained(folder)` and `tokenizer.save_pretrained(folder)`).")
 

@@ -17,7 +17,7 @@ from collections.abc import Iterable
 from typing import TYPE_CHECKING
 
 import torch
-from jaxtyping import Float
+from jaxtyping import Float, Int
 from torch import Tensor
 
 from ctx_utils.indices import check_layer, check_neuron
@@ -66,7 +66,7 @@ def token_string(model: TransformerBridge, token: int) -> str:
 
 
 @torch.no_grad()
-def congruence(model: TransformerBridge, layer: int) -> tuple[Tensor, Tensor]:
+def congruence(model: TransformerBridge, layer: int) -> tuple[Float[Tensor, "d_mlp"], Int[Tensor, "d_mlp"]]:
     """Each neuron's congruence and token: max and argmax over the vocabulary of ``W_out[layer] @ W_U``.
 
     Returns ``(scores, tokens)``, both of shape ``[d_mlp]``. The ``[d_mlp, d_vocab]`` product is computed in
@@ -85,7 +85,9 @@ def congruence(model: TransformerBridge, layer: int) -> tuple[Tensor, Tensor]:
     return saved[1][0].clone(), saved[1][1].clone()
 
 
-def _congruence(w_out: Float[Tensor, "d_mlp d_model"], w_u: Float[Tensor, "d_model d_vocab"]) -> tuple[Tensor, Tensor]:
+def _congruence(
+    w_out: Float[Tensor, "d_mlp d_model"], w_u: Float[Tensor, "d_model d_vocab"]
+) -> tuple[Float[Tensor, "d_mlp"], Int[Tensor, "d_mlp"]]:
     scores, tokens = [], []
     for start in range(0, w_out.shape[0], CHUNK):
         best = (w_out[start : start + CHUNK] @ w_u).max(dim=-1)  # [chunk]
@@ -99,10 +101,10 @@ def passes_token_rule(token: str, reject: Iterable[str] = ()) -> bool:
     return token.startswith(" ") and len(token) > 2 and token not in set(reject)
 
 
-def min_activity(max_acts: dict[int, Tensor], min_share: float = DEFAULTS.min_share) -> float:
+def min_activity(max_acts: dict[int, Float[Tensor, "d_mlp"]], min_share: float = DEFAULTS.min_share) -> float:
     """The activation check's threshold: ``min_share`` of the strongest neuron's maximum over every layer given.
 
-    ``max_acts`` is ``{layer: Float[Tensor, "d_mlp"]}`` (each neuron's largest activation on the corpus); a neuron
+    ``max_acts``: each neuron's largest activation on the corpus, per layer; a neuron
     *fires* when its maximum is more than this. One scale for all the late layers: a GELU neuron is rarely exactly
     silent, so "fires" is measured against the strongest neuron, not against zero.
     """
@@ -114,7 +116,7 @@ def select_next_token_neurons(
     layers: list[int] | None = None,
     per_layer: int = DEFAULTS.per_layer,
     reject: Iterable[str] = (),
-    activity: dict[int, Tensor] | None = None,
+    activity: dict[int, Float[Tensor, "d_mlp"]] | None = None,
     min_activity: float = 0.0,
 ) -> list[dict]:
     """The paper's next-token neurons: per layer, the ``per_layer`` most congruent neurons whose token passes.
@@ -123,7 +125,7 @@ def select_next_token_neurons(
     space, is 2 characters or shorter (``" a"``), or is in ``reject`` (glitch tokens such as
     ``" RandomRedditor"``). Several neurons may share a token.
 
-    ``activity`` (optional, ``{layer: Float[Tensor, "d_mlp"]}``, e.g. from
+    ``activity`` (optional, each neuron's largest activation per layer, e.g. from
     :func:`ctx_utils.prompts.max_activations`) adds a check the paper does not make: skip neurons whose
     largest activation on the corpus is ``<= min_activity``. Congruence reads only the weights, so a silent
     neuron can top the list (the organism shows this); those neurons get ``"skipped_silent"`` counted.
@@ -199,7 +201,7 @@ def random_neurons(model: TransformerBridge, layers: list[int], per_layer: int, 
 
 
 @torch.no_grad()
-def vocab_moments(model: TransformerBridge, layer: int, neurons: list[int] | Tensor | None = None) -> dict:
+def vocab_moments(model: TransformerBridge, layer: int, neurons: list[int] | Int[Tensor, "n"] | None = None) -> dict:
     """Gurnee et al.'s view: skew and kurtosis of ``cos(W_U[:, t], W_out[layer][n])`` over all tokens t.
 
     With z the standardised cosines (population std), skew = mean(z³) and kurtosis = mean(z⁴) (not excess:

@@ -41,14 +41,15 @@ from scipy import stats
 
 from ctx_utils.explain import classification_prompt, explanation_prompt
 from ctx_utils.heads import select_pairs
-from ctx_utils.results import REPO_ROOT, SCHEMA_VERSION, json_number, save_json, write_text_atomic
-from ctx_utils.tokens import head_name, neuron_key
+from ctx_utils.results import SCHEMA_VERSION, json_number, save_json, write_text_atomic
+from ctx_utils.settings import KIT_ROOT
+from ctx_utils.tokens import head_name, neuron_label
 from ctx_utils.score import head_explanation_score, histogram_counts, summarize_scores
 
 COMMIT = "b98f23e85f77da6ad207b55418fcba48a5da044f"
 RAW_BASE_URL = f"https://raw.githubusercontent.com/fbarez/Interpreting-Context-Look-ups/{COMMIT}/neuron_groups/"
 MAX_TEST_PROMPTS = 20  # the Oct-2023 statistics merge two classification runs: test prompts 0-9 and 10-19
-SHIPPED_DIR = REPO_ROOT / "data" / "paper-data"  # the cleaned copy the kit ships (GPT-2 small, medium, large)
+SHIPPED_DIR = KIT_ROOT / "data" / "paper-data"  # the cleaned copy the kit ships (GPT-2 small, medium, large)
 HOW_TO_GET_DATA = (
     "The kit ships the authors' data in data/paper-data/ (restore it with `git checkout -- data/paper-data`). "
     "Otherwise: (1) with internet access, run `python -m ctx_utils.paper_data --download` (GPT-2 small and medium, "
@@ -174,24 +175,24 @@ def _read_jsonl(path: Path) -> list[dict[str, Any]]:
 
 # ------------------------------------------------------------------------------------------ statistics
 
-PairKey = tuple[int, int, int]  # (layer, neuron, flat head index)
+PairId = tuple[int, int, int]  # (layer, neuron, flat head index)
 
 
-def _key(row: dict[str, Any]) -> PairKey:
+def _pair_id(row: dict[str, Any]) -> PairId:
     return int(row["layer"]), int(row["neuron"]), int(row["head"])
 
 
-def _rows_by_pair(data: ModelData, max_prompts: int) -> dict[PairKey, list[dict[str, Any]]]:
+def _rows_by_pair(data: ModelData, max_prompts: int) -> dict[PairId, list[dict[str, Any]]]:
     """Each pair's classification rows with ``test_prompt_idx < max_prompts``, in prompt order."""
-    rows: dict[PairKey, list[dict[str, Any]]] = defaultdict(list)
+    rows: dict[PairId, list[dict[str, Any]]] = defaultdict(list)
     for row in data.classifications:
         if row["test_prompt_idx"] < max_prompts:
-            rows[_key(row)].append(row)
+            rows[_pair_id(row)].append(row)
     for key in rows:
         rows[key].sort(key=lambda r: r["test_prompt_idx"])
     for pair in data.explanations:
-        if not rows.get(_key(pair)):
-            raise PaperDataError(f"{data.name}: pair {_key(pair)} has no classified test prompt in classifications.jsonl.")
+        if not rows.get(_pair_id(pair)):
+            raise PaperDataError(f"{data.name}: pair {_pair_id(pair)} has no classified test prompt in classifications.jsonl.")
     return rows
 
 
@@ -205,7 +206,7 @@ def pair_scores(data: ModelData, max_prompts: int = MAX_TEST_PROMPTS, missing: s
     rows = _rows_by_pair(data, max_prompts)
     scores = []
     for pair in data.explanations:
-        mine = rows[_key(pair)]
+        mine = rows[_pair_id(pair)]
         truth = [r["head_active"] for r in mine]
         said_yes = [r["answer"] == "Yes" for r in mine]
         e = head_explanation_score(truth, said_yes, missing=missing)
@@ -227,7 +228,7 @@ def held_out_pairs(data: ModelData, max_prompts: int = MAX_TEST_PROMPTS) -> list
         texts = {(n["layer"], n["neuron"]): n["prompts"] for n in data.read("test_prompts.json")["neurons"]}
         out = []
         for pair in data.explanations:
-            mine = rows[_key(pair)]
+            mine = rows[_pair_id(pair)]
             out.append({"pair": pair,
                         "test_prompts": [texts[(pair["layer"], pair["neuron"])][r["test_prompt_idx"]] for r in mine],
                         "truth": [bool(r["head_active"]) for r in mine],
@@ -254,7 +255,7 @@ def offline_beside_gpt4(data: ModelData, n: int = 12, max_prompts: int = MAX_TES
         pair = item["pair"]
         offline = explain_offline(pair["positive_examples"], pair["negative_examples"], pair["token"])
         read = OfflineReader(offline.text)
-        out.append({"head": head_name(pair["head_layer"], pair["head_index"]), "neuron": neuron_key(pair["layer"], pair["neuron"]),
+        out.append({"head": head_name(pair["head_layer"], pair["head_index"]), "neuron": neuron_label(pair["layer"], pair["neuron"]),
                     "token": pair["token"], "gpt4_explanation": "Active when the document " + pair["explanation"].strip(),
                     "E_gpt4": head_explanation_score(item["truth"], item["gpt4_yes"]),
                     "offline_explanation": offline.text,
@@ -313,7 +314,7 @@ def find_pair(data: ModelData, layer: int, neuron: int, head: int, n_examples: i
     """
     wanted = (layer, neuron, head)
     for pair, score in zip(data.explanations, pair_scores(data)):
-        if _key(pair) == wanted:
+        if _pair_id(pair) == wanted:
             return {"model": data.name, "layer": layer, "neuron": neuron, "head": head,
                     "head_label": head_name(pair["head_layer"], pair["head_index"]), "token": pair["token"],
                     "explanation": pair["explanation"], "E": score["E"], "n_test": score["n_test"],
@@ -339,11 +340,11 @@ def compare_with_kit(kit_dir: str | Path, data: ModelData) -> dict[str, Any]:
     check_same_settings(kit_dir, kit)  # all three from one run's settings, or a clear error naming the file
     kit_neurons = {(n["layer"], n["neuron"]) for n in kit["neurons.json"]["neurons"]}
     kit_heads = kit["heads.json"]["pairs"]
-    kit_e = {_key(s): s["E"] for s in kit["scores.json"]["pairs"]}
-    kit_pairs = {(p["layer"], p["neuron"], p["head_layer"], p["head_index"]): kit_e.get(_key(p)) for p in kit_heads}
+    kit_e = {_pair_id(s): s["E"] for s in kit["scores.json"]["pairs"]}
+    kit_pairs = {(p["layer"], p["neuron"], p["head_layer"], p["head_index"]): kit_e.get(_pair_id(p)) for p in kit_heads}
     paper_neurons = {(n["layer"], n["neuron"]) for n in data.read("neurons.json")["neurons"]}
-    paper_e = {_key(s): s["E"] for s in pair_scores(data)}
-    paper_pairs = {(p["layer"], p["neuron"], p["head_layer"], p["head_index"]): paper_e[_key(p)] for p in data.explanations}
+    paper_e = {_pair_id(s): s["E"] for s in pair_scores(data)}
+    paper_pairs = {(p["layer"], p["neuron"], p["head_layer"], p["head_index"]): paper_e[_pair_id(p)] for p in data.explanations}
     shared = sorted(kit_pairs.keys() & paper_pairs.keys())
     return {
         "kit_neurons": len(kit_neurons), "paper_neurons": len(paper_neurons),
@@ -410,19 +411,6 @@ def url_reader(base_url: str = RAW_BASE_URL, timeout: float = 20.0) -> Reader:
     return read
 
 
-def local_reader(folder: str | Path) -> Reader:
-    """A reader over a local mirror of ``neuron_groups/`` (e.g. ``tests/data/paper-data-raw/gpt2-small``)."""
-    folder = Path(folder)
-
-    def read(path: str) -> bytes:
-        try:
-            return (folder / path).read_bytes()
-        except FileNotFoundError:
-            raise PaperDataError(f"{folder / path} is missing from the local copy of the authors' files.") from None
-
-    return read
-
-
 def download_paper_data(models: Sequence[str] = ("gpt2-small", "gpt2-medium"), dest: str | Path | None = None,
                         read: Reader | None = None) -> Path:
     """Fetch the authors' files for ``models`` and convert them into the paper-data layout under ``dest``.
@@ -458,7 +446,7 @@ def convert_raw(model: str, read: Reader, out: str | Path) -> Path:
     neurons_raw = get("neurons")
     n_heads = ARCHITECTURES[model]["n_heads"]
     neurons = [{"layer": k[0], "neuron": k[1], "token": v["token"], "congruence": v["congruence"]}
-               for k, v in ((_parse_key(k), v) for k, v in neurons_raw["neurons"].items())]
+               for k, v in ((_parse_authors_tuple(k), v) for k, v in neurons_raw["neurons"].items())]
     tokens = {(n["layer"], n["neuron"]): n["token"] for n in neurons}
     params = neurons_raw["parameters"]
     save_json(out / "neurons.json", {
@@ -468,8 +456,8 @@ def convert_raw(model: str, read: Reader, out: str | Path) -> Path:
         "neurons": neurons})
     heads = {}
     for split in ("train", "test"):
-        heads[split] = {_parse_key(k): v for k, v in get(f"{split}_heads")["head_attributions"].items()}
-        docs = {_parse_key(k): v for k, v in get(f"{split}_docs")["neuron_to_trunc_data"].items()}
+        heads[split] = {_parse_authors_tuple(k): v for k, v in get(f"{split}_heads")["head_attributions"].items()}
+        docs = {_parse_authors_tuple(k): v for k, v in get(f"{split}_docs")["neuron_to_trunc_data"].items()}
         save_json(out / f"{split}_prompts.json", {"model": model, "split": split, "num_samples_per_neuron": 30,
                                                   "act_ratio": 0.8, "max_prompt_tokens_exclusive": 100, "neurons": [
             {"layer": n[0], "neuron": n[1], "token": tokens[n], "n_prompts": len(heads[split][n]),
@@ -487,7 +475,7 @@ def convert_raw(model: str, read: Reader, out: str | Path) -> Path:
     return out
 
 
-def _parse_key(key: str) -> tuple[int, ...]:
+def _parse_authors_tuple(key: str) -> tuple[int, ...]:
     """``"(9, 5)"`` or ``"(9, 5, 88)"`` (the authors' dict keys) → a tuple of ints."""
     return tuple(int(x) for x in re.findall(r"-?\d+", key))
 
@@ -515,10 +503,10 @@ def _convert_explanations(prompts: dict[str, str], results: bytes, train_heads: 
         answers[text].append(response)
     by_prompt: dict[str, list[tuple[int, ...]]] = defaultdict(list)
     for key, text in prompts.items():
-        by_prompt[text].append(_parse_key(key))
+        by_prompt[text].append(_parse_authors_tuple(key))
     records = []
     for key, stored_prompt in prompts.items():
-        layer, neuron, head = _parse_key(key)
+        layer, neuron, head = _parse_authors_tuple(key)
         texts, top3 = list(train_heads[(layer, neuron)]), list(train_heads[(layer, neuron)].values())
         if head not in _selected_heads(top3):
             raise PaperDataError(f"Pair {key} is not selected by the > 25 % rule: the raw files do not match.")
@@ -582,7 +570,7 @@ def _convert_classifications(explanations: list[dict[str, Any]], test_heads: dic
         for idx, (text, top3) in enumerate(list(prompts.items())[:MAX_TEST_PROMPTS]):
             request = classification_prompt(pair["explanation"], text + pair["token"], "oct2023")
             if request not in answers:
-                raise PaperDataError(f"No classification answer for pair {_key(pair)}, test prompt {idx}.")
+                raise PaperDataError(f"No classification answer for pair {_pair_id(pair)}, test prompt {idx}.")
             used[request] += 1
             *discarded, (batch, answer) = answers[request]
             rows.append({"layer": pair["layer"], "neuron": pair["neuron"], "head": pair["head"], "test_prompt_idx": idx,

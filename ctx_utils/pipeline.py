@@ -29,19 +29,21 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
-from ctx_utils import ablate as ablate_step
-from ctx_utils import explain as explain_step
-from ctx_utils import heads as heads_step
-from ctx_utils import neurons as neurons_step
-from ctx_utils import prompts as prompts_step
 from ctx_utils import runtime
-from ctx_utils import held_out as held_out_step
-from ctx_utils import score as score_step
+from ctx_utils.ablate import ablation_effects, activity_matrix, ks_test
+from ctx_utils.explain import explain_pairs, explainer_name, llm_configured
+from ctx_utils.heads import attribute_neurons, heads_summary, pairs_from_attributions
+from ctx_utils.held_out import held_out_set
+from ctx_utils.llm import LLMClient
+from ctx_utils.neurons import default_layers, min_activity, random_neurons, rejected_tokens, select_next_token_neurons
+from ctx_utils.prompts import find_activating_prompts, max_activations, scan_top_documents
+from ctx_utils.score import score_explanations, summarize_scores
 from ctx_utils.corpus import corpus_for, is_named_corpus, load_corpus
 from ctx_utils.models import choose_model, load_model
-from ctx_utils.results import REPO_ROOT, SCHEMA_VERSION, ResultFileError, json_number, load_json, results_dir, save_json
+from ctx_utils.results import SCHEMA_VERSION, ResultFileError, json_number, load_json, results_dir, save_json
 from ctx_utils.session import SESSION
-from ctx_utils.settings import Settings, SettingsError, load_settings
+from ctx_utils.settings import KIT_ROOT, Settings, SettingsError, load_settings
+from ctx_utils.tokens import neuron_label
 
 if TYPE_CHECKING:  # the model type, for readers and type checkers; not imported at run time
     from transformer_lens.model_bridge import TransformerBridge
@@ -67,7 +69,7 @@ def resolve(settings: Settings, quiet: bool = False) -> Settings:
     test_corpus = corpus if settings.test_corpus == "auto" else _local_path(settings.test_corpus)
     explainer = settings.explainer
     if explainer == "auto":
-        explainer = "llm" if explain_step.llm_configured() else "offline"
+        explainer = "llm" if llm_configured() else "offline"
     return settings.replace(model=model, corpus=corpus, test_corpus=test_corpus, explainer=explainer)
 
 
@@ -75,7 +77,7 @@ def _local_path(value: str) -> str:
     """A relative path that exists from here, or else from the kit's root (notebooks run in ``notebooks/``), made
     absolute so every notebook and the script read the same file; any other value unchanged."""
     value = os.path.expanduser(value)  # '~/corpus.txt', quoted so the shell left it alone
-    for base in (Path.cwd(), REPO_ROOT):
+    for base in (Path.cwd(), KIT_ROOT):
         path = base / value
         if value and (Path(value).suffix or "/" in value) and path.exists():
             return str(path.resolve())
@@ -183,7 +185,7 @@ def _load_or_compute(settings: Settings, step: str, compute: Callable[[], dict],
 def activity(settings: Settings, model: TransformerBridge) -> dict:
     """Step 1's activity check: every late-layer neuron's largest activation on the first ``activity_docs``."""
     docs = documents(settings, max_docs=settings.activity_docs)
-    return prompts_step.max_activations(model, docs, neurons_step.default_layers(model), batch_size=settings.batch_size)
+    return max_activations(model, docs, default_layers(model), batch_size=settings.batch_size)
 
 
 def compute_neurons(settings: Settings, model: TransformerBridge, max_acts: dict | None = None) -> dict:
@@ -191,14 +193,12 @@ def compute_neurons(settings: Settings, model: TransformerBridge, max_acts: dict
 
     ``max_acts``: an :func:`activity` result already computed (notebook 01 shows it), else computed here.
     """
-    layers = neurons_step.default_layers(model)
+    layers = default_layers(model)
     max_acts = activity(settings, model) if max_acts is None else max_acts
-    min_activity = neurons_step.min_activity({layer: max_acts[layer] for layer in layers}, settings.min_share)
-    reject = list(neurons_step.rejected_tokens(settings.model))
-    selected = neurons_step.select_next_token_neurons(
-        model, layers, settings.per_layer, reject, activity=max_acts, min_activity=min_activity
-    )
-    return {"layers": layers, "reject": reject, "min_activity": min_activity,
+    threshold = min_activity({layer: max_acts[layer] for layer in layers}, settings.min_share)
+    reject = list(rejected_tokens(settings.model))
+    selected = select_next_token_neurons(model, layers, settings.per_layer, reject, activity=max_acts, min_activity=threshold)
+    return {"layers": layers, "reject": reject, "min_activity": threshold,
             "neurons": [{k: n[k] for k in ("layer", "neuron", "token", "token_id", "congruence", "rank")} for n in selected]}
 
 
@@ -218,7 +218,7 @@ class TopDocuments(dict):
 
 def random_candidates(settings: Settings, model: TransformerBridge) -> list[dict]:
     """The neurons the random baseline draws from: ``random_per_layer`` random neurons of each default layer."""
-    return neurons_step.random_neurons(model, neurons_step.default_layers(model), settings.random_per_layer,
+    return random_neurons(model, default_layers(model), settings.random_per_layer,
                                        seed=settings.random_seed)
 
 
@@ -228,21 +228,21 @@ def scan(settings: Settings, model: TransformerBridge, neuron_list: list[dict], 
     random candidates' (:attr:`TopDocuments.random`) read in the same forward passes."""
     docs = documents(settings) if docs is None else docs
     riders = random_candidates(settings, model)
-    both = prompts_step.scan_top_documents(model, docs, [*neuron_list, *riders], k=settings.top_k,
+    both = scan_top_documents(model, docs, [*neuron_list, *riders], k=settings.top_k,
                                            batch_size=settings.batch_size)
-    top = TopDocuments((key, both[key]) for key in _keys(neuron_list))
-    top.random = {key: both[key] for key in _keys(riders)}
+    top = TopDocuments((label, both[label]) for label in _labels(neuron_list))
+    top.random = {label: both[label] for label in _labels(riders)}
     return top
 
 
-def _keys(neuron_list: list[dict]) -> list[str]:
-    return [prompts_step.neuron_key(n["layer"], n["neuron"]) for n in neuron_list]
+def _labels(neuron_list: list[dict]) -> list[str]:
+    return [neuron_label(n["layer"], n["neuron"]) for n in neuron_list]
 
 
 def _find_prompts(settings: Settings, model: TransformerBridge, docs: list[str], neuron_list: list[dict],
                   top: dict | None = None, progress: bool = False) -> dict[str, list[dict]]:
     """Steps 2b-c on ``docs`` with the settings' sizes (``top``: a finished scan, else scanned here)."""
-    return prompts_step.find_activating_prompts(model, docs, neuron_list, k=settings.top_k, max_tokens=settings.max_tokens,
+    return find_activating_prompts(model, docs, neuron_list, k=settings.top_k, max_tokens=settings.max_tokens,
                                                 keep=settings.keep, ratio=settings.ratio, top=top,
                                                 batch_size=settings.batch_size, progress=progress)
 
@@ -257,14 +257,14 @@ def _with_random(settings: Settings, model: TransformerBridge, docs: list[str], 
     if top is not None:
         riders_top = getattr(top, "random", None)
         if riders_top is None:  # a scan without the riders: scan them alone
-            riders_top = prompts_step.scan_top_documents(model, docs, riders, k=settings.top_k,
+            riders_top = scan_top_documents(model, docs, riders, k=settings.top_k,
                                                          batch_size=settings.batch_size, progress=False)
         both_top = {**top, **riders_top}
     found = _find_prompts(settings, model, docs, [*neuron_list, *riders], both_top, progress=top is not None)
     random = {"random_per_layer": settings.random_per_layer, "random_seed": settings.random_seed,
               "neurons": [{k: n[k] for k in ("layer", "neuron", "token")} for n in riders],
-              "prompts": {key: found[key] for key in _keys(riders)}}
-    return {key: found[key] for key in _keys(neuron_list)}, random
+              "prompts": {label: found[label] for label in _labels(riders)}}
+    return {label: found[label] for label in _labels(neuron_list)}, random
 
 
 def compute_prompts(settings: Settings, model: TransformerBridge, neuron_list: list[dict], top: dict | None = None) -> dict:
@@ -284,9 +284,9 @@ def compute_heads(settings: Settings, model: TransformerBridge, neuron_list: lis
     ``attributions``: ``heads.attribute_neurons``'s result with these settings, already computed (notebook 03).
     """
     if attributions is None:
-        attributions = heads_step.attribute_neurons(model, neuron_list, prompt_sets, settings.same_layer, settings.batch_size)
-    pairs = heads_step.pairs_from_attributions(model, neuron_list, attributions, settings.rule, settings.band)
-    return {"pairs": pairs, "neurons": heads_step.heads_summary(model, attributions, settings.rule)}
+        attributions = attribute_neurons(model, neuron_list, prompt_sets, settings.same_layer, settings.batch_size)
+    pairs = pairs_from_attributions(model, neuron_list, attributions, settings.rule, settings.band)
+    return {"pairs": pairs, "neurons": heads_summary(model, attributions, settings.rule)}
 
 
 def compute_held_out(settings: Settings, model: TransformerBridge, neuron_list: list[dict],
@@ -298,31 +298,31 @@ def compute_held_out(settings: Settings, model: TransformerBridge, neuron_list: 
     """
     docs = documents(settings, held_out=True)
     found, random = _with_random(settings, model, docs, neuron_list)
-    return {"n_docs": len(docs), **_held_out_heads(settings, model, neuron_list, docs, found, training), "random": random}
+    return {"n_docs": len(docs), **_held_out_heads(settings, model, neuron_list, found, training), "random": random}
 
 
-def _held_out_heads(settings: Settings, model: TransformerBridge, neuron_list: list[dict], docs: list[str],
-                    found: dict[str, list[dict]], training: dict[str, list[dict]]) -> dict:
+def _held_out_heads(settings: Settings, model: TransformerBridge, neuron_list: list[dict], found: dict[str, list[dict]],
+                    training: dict[str, list[dict]]) -> dict:
     """`ctx_utils.held_out.held_out_set` from held-out prompts already found: training repeats removed, then the
     heads active on each."""
     if not neuron_list:
         return {"prompts": {}, "active": {}, "removed": {}}
-    return held_out_step.held_out_set(model, neuron_list, docs, training, rule=settings.rule,
-                                   include_same_layer=settings.same_layer, batch_size=settings.batch_size, found=found)
+    return held_out_set(model, neuron_list, found, training, rule=settings.rule, include_same_layer=settings.same_layer,
+                        batch_size=settings.batch_size)
 
 
 def connect(settings: Settings):
     """The LLM client the settings ask for, or None for the offline explainer."""
     if settings.explainer == "offline":
         return None
-    return explain_step.LLMClient(model=settings.llm_model, timeout=settings.llm_timeout,
+    return LLMClient(model=settings.llm_model, timeout=settings.llm_timeout,
                                   max_retries=settings.llm_retries, token_budget=settings.llm_token_budget)
 
 
 def compute_explanations(settings: Settings, pairs: list[dict], prompt_sets: dict, llm=None) -> dict:
     """Step 4: explain every pair from its positive and negative prompts."""
-    explained = explain_step.explain_pairs(pairs, prompt_sets, llm=llm, variant=settings.prompt_variant)
-    return {"explainer": explain_step.explainer_name(llm), "variant": settings.prompt_variant, "pairs": explained}
+    explained = explain_pairs(pairs, prompt_sets, llm=llm, variant=settings.prompt_variant)
+    return {"explainer": explainer_name(llm), "variant": settings.prompt_variant, "pairs": explained}
 
 
 def _summary(scored: list[dict]) -> dict | None:
@@ -330,14 +330,14 @@ def _summary(scored: list[dict]) -> dict | None:
     kept = [s for s in scored if s["E"] is not None]
     if not kept:
         return None
-    summary = {k: json_number(v) for k, v in score_step.summarize_scores([s["E"] for s in kept]).items()}
+    summary = {k: json_number(v) for k, v in summarize_scores([s["E"] for s in kept]).items()}
     return {**summary, "n_one_class": sum(1 for s in kept if s.get("one_class"))}
 
 
 def score_held_out(settings: Settings, explained: list[dict], held: dict, llm=None) -> list[dict]:
     """Each explained pair's E on its neuron's held-out prompts (the ground truth: ``held["active"]``)."""
-    prompts_by_key = {key: [p["text"] for p in entries] for key, entries in held["prompts"].items()}
-    return score_step.score_explanations(explained, prompts_by_key, held["active"], llm=llm,
+    prompts_by_neuron = {label: [p["text"] for p in entries] for label, entries in held["prompts"].items()}
+    return score_explanations(explained, prompts_by_neuron, held["active"], llm=llm,
                                          max_prompts=settings.max_held_out)
 
 
@@ -361,14 +361,14 @@ def random_baseline(settings: Settings, model: TransformerBridge, explained: lis
     ``held_out.json``); where missing or made for other candidates, the prompts are found here.
     """
     explained_neurons = {(r["layer"], r["neuron"]) for r in explained}
-    layers = sorted({layer for layer, _ in explained_neurons}) or neurons_step.default_layers(model)
+    layers = sorted({layer for layer, _ in explained_neurons}) or default_layers(model)
     real = max(sum(1 for layer, _ in explained_neurons if layer == l) for l in layers)
     per_layer = min(settings.random_per_layer, max(real, 1))
     train, held_out_random = saved if saved and all(_same_candidates(settings, r) for r in saved) else (None, None)
     candidates = random_candidates(settings, model) if train is None else train["neurons"]
     random_set = _draw(candidates, layers, per_layer, settings.random_seed)
     random_prompts = (_find_prompts(settings, model, documents(settings), random_set) if train is None
-                      else {key: train["prompts"][key] for key in _keys(random_set)})
+                      else {label: train["prompts"][label] for label in _labels(random_set)})
     random_pairs = compute_heads(settings, model, random_set, random_prompts)["pairs"]
     scored = []
     if random_pairs:
@@ -376,8 +376,8 @@ def random_baseline(settings: Settings, model: TransformerBridge, explained: lis
         with_pairs = pair_neurons(random_set, random_pairs)
         docs = documents(settings, held_out=True)
         found = (_find_prompts(settings, model, docs, with_pairs) if held_out_random is None
-                 else {key: held_out_random["prompts"][key] for key in _keys(with_pairs)})
-        held = _held_out_heads(settings, model, with_pairs, docs, found, random_prompts)
+                 else {label: held_out_random["prompts"][label] for label in _labels(with_pairs)})
+        held = _held_out_heads(settings, model, with_pairs, found, random_prompts)
         scored = score_held_out(settings, random_explained, held, llm)
     return {"neurons": [{k: n[k] for k in ("layer", "neuron", "token")} for n in random_set],
             "n_pairs": len(random_pairs), "held_out_removed": sum(held["removed"].values()) if random_pairs else 0,
@@ -409,7 +409,7 @@ def compute_ablation(settings: Settings, model: TransformerBridge, pairs: list[d
 
     The KS tests are None when a group has no value (no pairs, or no held-out prompt on one side).
     """
-    effects = ablate_step.ablation_effects(model, pairs, held["prompts"], ablate_step.activity_matrix(model, held, settings.same_layer),
+    effects = ablation_effects(model, pairs, held["prompts"], activity_matrix(model, held, settings.same_layer),
                                            batch_size=settings.batch_size)
     return {"pairs": effects, "ks": _ks(effects, "mean_decrease"), "ks_neuron_activation": _ks(effects, "mean_act_decrease")}
 
@@ -417,7 +417,7 @@ def compute_ablation(settings: Settings, model: TransformerBridge, pairs: list[d
 def _ks(effects: list[dict], field: str) -> dict | None:
     active = [e[f"{field}_active"] for e in effects if e.get(f"{field}_active") is not None]
     inactive = [e[f"{field}_inactive"] for e in effects if e.get(f"{field}_inactive") is not None]
-    return ablate_step.ks_test(active, inactive) if active and inactive else None
+    return ks_test(active, inactive) if active and inactive else None
 
 
 # ------------------------------------------------------------------------------- the calls notebooks make
@@ -461,7 +461,7 @@ def featured_neuron(settings: Settings, neuron_list: list[dict], prompt_sets: di
     """
     from ctx_utils.organism import answer_key
 
-    with_prompts = [n for n in neuron_list if prompt_sets.get(prompts_step.neuron_key(n["layer"], n["neuron"]))]
+    with_prompts = [n for n in neuron_list if prompt_sets.get(neuron_label(n["layer"], n["neuron"]))]
     if not with_prompts:
         raise ValueError(f"none of the {len(neuron_list)} neurons kept a prompt: scan more documents "
                          f"(N_DOCS, now {settings.n_docs}) or loosen RATIO (now {settings.ratio})")

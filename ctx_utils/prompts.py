@@ -56,22 +56,23 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 import torch
-from jaxtyping import Float
+from jaxtyping import Float, Int
 from torch import Tensor
 from tqdm.auto import tqdm
 
 from ctx_utils.indices import check_layer, check_neuron
 from ctx_utils.models import sdpa_twin
 from ctx_utils.settings import DEFAULTS
-from ctx_utils.tokens import mlp_post_hook, neuron_key, pad, tokenize  # noqa: F401  (re-exported: the tokenisation of step 2)
+from ctx_utils.tokens import mlp_post_hook, neuron_label, pad, tokenize
 
 if TYPE_CHECKING:  # the model type, for readers and type checkers; not imported at run time
     from transformer_lens.model_bridge import TransformerBridge
 
 
-def mlp_post(model: TransformerBridge, seqs: list[list[int]], layers: list[int]) -> tuple[dict[int, Tensor], Tensor]:
-    """Every neuron of ``layers``: ``{layer: Float[Tensor, "batch pos d_mlp"]}`` and the ``[batch, pos]`` mask
-    (:func:`neuron_post` with all columns)."""
+def mlp_post(
+    model: TransformerBridge, seqs: list[list[int]], layers: list[int]
+) -> tuple[dict[int, Float[Tensor, "batch pos d_mlp"]], Int[Tensor, "batch pos"]]:
+    """Every neuron of ``layers``: each layer's MLP activations and the mask (:func:`neuron_post` with all columns)."""
     return neuron_post(model, seqs, {layer: None for layer in layers})
 
 
@@ -81,12 +82,12 @@ class _StopForward(Exception):
 
 @torch.no_grad()
 def neuron_post(
-    model: TransformerBridge, seqs: list[list[int]], columns: dict[int, Tensor | None]
-) -> tuple[dict[int, Tensor], Tensor]:
+    model: TransformerBridge, seqs: list[list[int]], columns: dict[int, Int[Tensor, "n_columns"] | None]
+) -> tuple[dict[int, Float[Tensor, "batch pos n_columns"]], Int[Tensor, "batch pos"]]:
     """One batched forward: the neurons ``columns[layer]`` of each layer's ``hook_post``, and the mask.
 
-    Returns ``{layer: Float[Tensor, "batch pos n_columns"]}`` (all ``d_mlp`` neurons where ``columns[layer]``
-    is None) and ``mask [batch, pos]`` (1 = real token). The one forward of every step that reads no
+    Returns each layer's activations of those neurons (all ``d_mlp`` of them where ``columns[layer]`` is None)
+    and the mask (1 = real token). The one forward of every step that reads no
     attention hook — the scan, the truncation search, the activity check: it runs the model's SDPA twin
     (:func:`ctx_utils.models.sdpa_twin`: PyTorch's fused attention instead of the bridge's eager
     ``pos × pos`` patterns), keeps only the chosen neurons as each layer's activation passes and stops
@@ -111,9 +112,10 @@ def neuron_post(
 
 
 def _twin_mlp_post(
-    twin: torch.nn.Module, acts: list[torch.nn.Module], tokens: Tensor, columns: dict[int, Tensor | None]
-) -> dict[int, Tensor]:
-    """The twin's MLP activations ``{layer: [batch, pos, n_columns or d_mlp]}``, the forward stopped after the last."""
+    twin: torch.nn.Module, acts: list[torch.nn.Module], tokens: Int[Tensor, "batch pos"],
+    columns: dict[int, Int[Tensor, "n_columns"] | None],
+) -> dict[int, Float[Tensor, "batch pos n_columns"]]:
+    """The twin's MLP activations (``d_mlp`` columns where ``columns[layer]`` is None), the forward stopped after the last."""
     last = max(columns)
     out: dict[int, Tensor] = {}
 
@@ -137,7 +139,9 @@ def _twin_mlp_post(
     return out
 
 
-def _bridge_mlp_post(model: TransformerBridge, tokens: Tensor, columns: dict[int, Tensor | None]) -> dict[int, Tensor]:
+def _bridge_mlp_post(
+    model: TransformerBridge, tokens: Int[Tensor, "batch pos"], columns: dict[int, Int[Tensor, "n_columns"] | None]
+) -> dict[int, Float[Tensor, "batch pos n_columns"]]:
     """The same from the bridge: only the needed ``hook_post`` cached, the forward stopped after the last."""
     _, cache = model.run_with_cache(
         tokens, names_filter=[mlp_post_hook(layer) for layer in columns], stop_at_layer=max(columns) + 1
@@ -212,11 +216,11 @@ def scan_top_documents(
     neurons = check_neurons(model, neurons)
     layers = sorted({n["layer"] for n in neurons})
     columns = {layer: torch.tensor([n["neuron"] for n in neurons if n["layer"] == layer]) for layer in layers}
-    keys = [neuron_key(layer, int(i)) for layer in layers for i in columns[layer]]
+    labels = [neuron_label(layer, int(i)) for layer in layers for i in columns[layer]]
     seqs = tokenize(model, docs)
-    best_act = torch.empty(len(keys), 0)  # [n_neurons, <= k] running top-k
-    best_doc = torch.empty(len(keys), 0, dtype=torch.long)
-    best_pos = torch.empty(len(keys), 0, dtype=torch.long)
+    best_act = torch.empty(len(labels), 0)  # [n_neurons, <= k] running top-k
+    best_doc = torch.empty(len(labels), 0, dtype=torch.long)
+    best_pos = torch.empty(len(labels), 0, dtype=torch.long)
     batches = list(batches_by_length(seqs, batch_size))
     for index in tqdm(batches, desc="scan", disable=not progress):
         acts, mask = neuron_post(model, [seqs[i] for i in index], columns)
@@ -226,20 +230,20 @@ def scan_top_documents(
         picked = torch.cat([acts[layer] for layer in layers], dim=-1).cpu()
         picked = picked.masked_fill(~mask.cpu()[..., None], float("-inf"))
         act, pos = picked.max(dim=1)  # [batch, n_neurons]
-        doc = torch.tensor(index).expand(len(keys), -1)
+        doc = torch.tensor(index).expand(len(labels), -1)
         best_act, best_doc, best_pos = _top_k(
             torch.cat([best_act, act.T], 1), torch.cat([best_doc, doc], 1), torch.cat([best_pos, pos.T], 1), k
         )
     result, silent = {}, []
-    for row, key in enumerate(keys):
+    for row, label in enumerate(labels):
         entries = [
             {"doc": d, "activation": a, "position": p}
             for a, d, p in zip(best_act[row].tolist(), best_doc[row].tolist(), best_pos[row].tolist())
             if a > 0
         ]
-        result[key] = entries
+        result[label] = entries
         if not entries:
-            silent.append(key)
+            silent.append(label)
     if silent:
         warnings.warn(
             f"Neurons {', '.join(silent)} never activate above zero on this corpus: they get no documents. "
@@ -249,7 +253,9 @@ def scan_top_documents(
     return result
 
 
-def _top_k(act: Tensor, doc: Tensor, pos: Tensor, k: int) -> tuple[Tensor, Tensor, Tensor]:
+def _top_k(
+    act: Float[Tensor, "n_neurons n"], doc: Int[Tensor, "n_neurons n"], pos: Int[Tensor, "n_neurons n"], k: int
+) -> tuple[Float[Tensor, "n_neurons k"], Int[Tensor, "n_neurons k"], Int[Tensor, "n_neurons k"]]:
     """Keep, per row, the ``k`` largest activations; ties go to the smaller document index."""
     by_doc = doc.argsort(dim=1, stable=True)
     act, doc, pos = act.gather(1, by_doc), doc.gather(1, by_doc), pos.gather(1, by_doc)
@@ -259,8 +265,8 @@ def _top_k(act: Tensor, doc: Tensor, pos: Tensor, k: int) -> tuple[Tensor, Tenso
 
 def max_activations(
     model: TransformerBridge, docs: list[str], layers: list[int], batch_size: int = DEFAULTS.batch_size, progress: bool = True
-) -> dict[int, Tensor]:
-    """``{layer: Float[Tensor, "d_mlp"]}``: every neuron's largest activation over the corpus (BOS excluded).
+) -> dict[int, Float[Tensor, "d_mlp"]]:
+    """Every neuron's largest activation over the corpus (BOS excluded), per layer.
 
     The activation check that congruence alone lacks: a neuron with a high congruence but a maximum near
     zero never writes its token (see :func:`ctx_utils.neurons.select_next_token_neurons`'s ``activity``).
@@ -282,8 +288,8 @@ def max_activations(
 @torch.no_grad()
 def last_token_activations(
     model: TransformerBridge, seqs: list[list[int]], layer: int, neuron: int, batch_size: int = 64
-) -> Tensor:
-    """``Float[Tensor, "n"]``: the neuron's activation at the last real token of each sequence."""
+) -> Float[Tensor, "n_seqs"]:
+    """The neuron's activation at the last real token of each sequence."""
     layer, neuron = check_neuron(model, layer, neuron)
     out = torch.empty(len(seqs))
     for index in batches_by_length(seqs, batch_size):
@@ -294,8 +300,8 @@ def last_token_activations(
 
 
 @torch.no_grad()
-def token_activations(model: TransformerBridge, text: str, layer: int, neuron: int) -> tuple[list[str], Tensor]:
-    """A prompt's tokens (BOS left out) and the neuron's activation on each: ``Float[Tensor, "pos"]``.
+def token_activations(model: TransformerBridge, text: str, layer: int, neuron: int) -> tuple[list[str], Float[Tensor, "pos"]]:
+    """A prompt's tokens (BOS left out) and the neuron's activation on each.
 
     For pictures: hand the pair to ``ctx_utils.viz.token_activations``.
     """
@@ -561,7 +567,7 @@ def find_activating_prompts(
     if top is None:
         top = scan_top_documents(model, docs, neurons, k=k, batch_size=batch_size, progress=progress)
     check_corpus(docs)
-    keys = [neuron_key(n["layer"], n["neuron"]) for n in neurons]
+    keys = [neuron_label(n["layer"], n["neuron"]) for n in neurons]
     entries = {key: top.get(key, [])[:k] for key in keys}
     cuts = _top_document_cuts(model, docs, neurons, entries, max_tokens)
     searched = _search_until_kept(model, cuts, ratio, max_tokens, keep, progress)
@@ -604,7 +610,7 @@ def _top_document_cuts(
     doc_tokens = dict(zip(needed, tokenize(model, [docs[d] for d in needed], warn_long=False)))
     cuts = {}
     for n in neurons:
-        key = neuron_key(n["layer"], n["neuron"])
+        key = neuron_label(n["layer"], n["neuron"])
         cuts[key] = [
             _Cut(doc_tokens[e["doc"]], e["doc"], n["layer"], n["neuron"], e["position"], e["activation"],
                  _longest(e["position"], max_tokens), whole=e["activation"])

@@ -17,7 +17,6 @@ from typing import Any
 from ctx_utils.settings import KIT_ROOT, as_typed_path, env_path
 
 SCHEMA_VERSION = 2  # 2: every step result records its settings and their fingerprint
-REPO_ROOT = KIT_ROOT
 #: Which notebook writes each result file, for the message when one is missing or broken.
 WRITTEN_BY: dict[str, str] = {
     "neurons.json": "01_next_token_neurons",
@@ -54,7 +53,7 @@ def results_root() -> Path:
     ``CTX_RESULTS`` is read once per call as typed (:func:`ctx_utils.settings.env_path`): ``~`` expanded, a
     relative path taken from where it was typed, so the script and every notebook kernel use the same folder.
     """
-    return env_path("CTX_RESULTS") or REPO_ROOT / "results"
+    return env_path("CTX_RESULTS") or KIT_ROOT / "results"
 
 
 def results_name(model: str) -> str:
@@ -65,7 +64,7 @@ def results_name(model: str) -> str:
     if os.sep not in model and "/" not in model and not model.startswith("~"):
         return model
     path = as_typed_path(model)
-    bundled = REPO_ROOT / "data" / path.name
+    bundled = KIT_ROOT / "data" / path.name
     if bundled.is_dir() and path.resolve() != bundled.resolve():
         return f"{path.name}-local-{hashlib.sha256(str(path.resolve()).encode()).hexdigest()[:8]}"
     return path.name

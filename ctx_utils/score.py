@@ -28,7 +28,7 @@ from tqdm.auto import tqdm
 from ctx_utils.explain import HeadExplanation, classify_prompt
 from ctx_utils.llm import LLMClient
 from ctx_utils.settings import DEFAULTS
-from ctx_utils.tokens import neuron_key
+from ctx_utils.tokens import neuron_label
 
 @dataclass(frozen=True)
 class Confusion:
@@ -121,12 +121,12 @@ def score_explanations(
     """
     scored = []
     for record in tqdm(explained, desc="Classifying held-out prompts"):
-        key = neuron_key(record["layer"], record["neuron"])
-        if key not in held_out or key not in held_out_active:
-            raise ValueError(f"Neuron {key} is missing from the held-out set: build it with pipeline.held_out for these neurons.")
+        label = neuron_label(record["layer"], record["neuron"])
+        if label not in held_out or label not in held_out_active:
+            raise ValueError(f"Neuron {label} is missing from the held-out set: build it with pipeline.held_out for these neurons.")
         explanation = HeadExplanation.from_dict({k: record[k] for k in ("text", "source", "variant", "rule", "finish_reason")})
-        prompts = held_out[key][:max_prompts]
-        truth = [record["head"] in active for active in held_out_active[key][: len(prompts)]]
+        prompts = held_out[label][:max_prompts]
+        truth = [record["head"] in active for active in held_out_active[label][: len(prompts)]]
         answers = [classify_prompt(explanation, p, record["token"], llm) for p in prompts]
         kept = [(t, a) for t, a in zip(truth, answers) if a is not None]
         e = head_explanation_score(*zip(*kept), missing=missing) if kept else None

@@ -20,8 +20,8 @@ if TYPE_CHECKING:  # the model type, for readers and type checkers; not imported
     from transformer_lens.model_bridge import TransformerBridge
 
 
-def neuron_key(layer: int, neuron: int) -> str:
-    """The key of a neuron in result files: ``"<layer>.<neuron>"``."""
+def neuron_label(layer: int, neuron: int) -> str:
+    """The label of a neuron in result files (the keys of prompts.json's ``prompts``): ``"<layer>.<neuron>"``."""
     return f"{layer}.{neuron}"
 
 
@@ -100,28 +100,18 @@ def tokenize_prompts(model: TransformerBridge, texts: list[str]) -> tuple[Int[Te
     return tokens, mask.sum(dim=1) - 1
 
 
-def parse_neuron_key(key: str) -> tuple[int, int]:
-    """``"<layer>.<neuron>"`` → ``(layer, neuron)``; the inverse of :func:`neuron_key`."""
+def parse_neuron_label(label: str) -> tuple[int, int]:
+    """``"<layer>.<neuron>"`` → ``(layer, neuron)``; the inverse of :func:`neuron_label`."""
     try:
-        layer, neuron = (int(part) for part in key.split("."))
+        layer, neuron = (int(part) for part in label.split("."))
     except ValueError:
-        raise ValueError(f"{key!r} is not a neuron key: neuron keys look like '1.42' (layer 1, neuron 42).") from None
+        raise ValueError(f"{label!r} is not a neuron label: neuron labels look like '1.42' (layer 1, neuron 42).") from None
     return layer, neuron
-
-
-def split_head(n_heads: int, head: int) -> tuple[int, int]:
-    """Flat head index → ``(head_layer, head_index)``; flat = head_layer × n_heads + head_index."""
-    return divmod(int(head), n_heads)
 
 
 def head_name(head_layer: int, head_index: int) -> str:
     """``"L<layer>.H<index>"``, the name of a head in the notebooks and the paper's tables."""
     return f"L{head_layer}.H{head_index}"
-
-
-def head_label(n_heads: int, head: int) -> str:
-    """Flat head index → ``"L<layer>.H<index>"`` (:func:`head_name`)."""
-    return head_name(*split_head(n_heads, head))
 
 
 def z_hook(layer: int) -> str:

@@ -5,7 +5,7 @@ import torch
 
 from ctx_utils import prompts
 from ctx_utils.classroom import checks
-from ctx_utils.tokens import neuron_key
+from ctx_utils.tokens import neuron_label
 
 TEXTS = ["the cat sat on the mat", "for research purposes only as", "the cat"]  # different lengths: padding shows
 
@@ -202,12 +202,12 @@ def test_head_attribution_refuses_a_layer_without_earlier_heads(tiny_model):
 
 
 def examples_right(pair, prompt_sets):
-    texts = [p["text"] for p in prompt_sets[neuron_key(pair["layer"], pair["neuron"])]]
+    texts = [p["text"] for p in prompt_sets[neuron_label(pair["layer"], pair["neuron"])]]
     return [texts[i] + pair["token"] for i in pair["positive"]], [texts[i] + pair["token"] for i in pair["negative"]]
 
 
 def examples_no_token(pair, prompt_sets):
-    texts = [p["text"] for p in prompt_sets[neuron_key(pair["layer"], pair["neuron"])]]
+    texts = [p["text"] for p in prompt_sets[neuron_label(pair["layer"], pair["neuron"])]]
     return [texts[i] for i in pair["positive"]], [texts[i] for i in pair["negative"]]
 
 
@@ -216,7 +216,7 @@ def examples_swapped(pair, prompt_sets):
 
 
 def examples_extra_space(pair, prompt_sets):
-    texts = [p["text"] for p in prompt_sets[neuron_key(pair["layer"], pair["neuron"])]]
+    texts = [p["text"] for p in prompt_sets[neuron_label(pair["layer"], pair["neuron"])]]
     return [texts[i] + " " + pair["token"] for i in pair["positive"]], [texts[i] + " " + pair["token"] for i in pair["negative"]]
 
 

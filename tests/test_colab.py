@@ -15,9 +15,10 @@ import pytest
 
 from ctx_utils import runtime
 from ctx_utils.classroom import notebook_cells as cells
+from ctx_utils.settings import KIT_ROOT
 from ctx_utils.tools import colab
 
-ROOT = colab.REPO_ROOT
+ROOT = KIT_ROOT
 COLAB_PINS = {name: importlib.metadata.version(name) for name in colab.COLAB_KEEPS}
 
 SAMPLE_LOCK = """\

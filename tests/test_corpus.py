@@ -111,10 +111,10 @@ def test_a_missing_path_and_a_non_utf8_file_are_named(tmp_path):
 
 def test_a_trained_organism_folder_scans_its_own_corpus():
     """CTX_MODEL=<organism folder> reads the corpus that folder was trained on (its organism_config.json)."""
-    from ctx_utils.models import REPO_ROOT
+    from ctx_utils.settings import KIT_ROOT
     from ctx_utils.organism.corpus import config_for, generate_corpus
 
-    folder = str(REPO_ROOT / "data" / "organism")
+    folder = str(KIT_ROOT / "data" / "organism")
     config, seed = config_for(folder)
     assert corpus.corpus_for(folder) == folder and corpus.is_named_corpus(folder)
     assert corpus.load_corpus(folder, "test", max_docs=5) == generate_corpus("test", seed, config)[:5]

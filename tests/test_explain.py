@@ -27,6 +27,7 @@ from ctx_utils.explain import (
     explanation_prompt,
 )
 from ctx_utils.held_out import held_out_set
+from ctx_utils.prompts import find_activating_prompts
 from ctx_utils.score import score_explanations
 from ctx_utils.llm import LLMClient, LLMNotConfigured
 from ctx_utils.paper_data import SHIPPED_DIR
@@ -196,7 +197,8 @@ def test_held_out_set_gives_ground_truth_aligned_with_prompts(tiny_model):
     words = "the cat sat on mat for research purposes only as early such".split()
     docs = [" ".join(words[(i * 7 + j) % len(words)] for j in range(12)) for i in range(24)]
     neurons = [{"layer": 1, "neuron": n, "token": " only"} for n in range(4)]
-    held = held_out_set(tiny_model, neurons, docs, {}, rule="top3", keep=5)
+    held = held_out_set(tiny_model, neurons, find_activating_prompts(tiny_model, docs, neurons, keep=5, progress=False), {},
+                        rule="top3")
     prompts, active = held["prompts"], held["active"]
     assert sorted(prompts) == sorted(active) == ["1.0", "1.1", "1.2", "1.3"]
     assert any(prompts.values()), "no neuron got a held-out prompt"
@@ -237,10 +239,11 @@ def test_a_held_out_prompt_that_repeats_a_training_prompt_of_its_neuron_is_remov
     words = "the cat sat on mat for research purposes only as early such".split()
     docs = [" ".join(words[(i * 7 + j) % len(words)] for j in range(12)) for i in range(24)]
     neurons = [{"layer": 1, "neuron": n, "token": " only"} for n in range(2)]
-    everything = held_out_set(tiny_model, neurons, docs, {}, rule="top3", keep=5)
+    found = find_activating_prompts(tiny_model, docs, neurons, keep=5, progress=False)
+    everything = held_out_set(tiny_model, neurons, found, {}, rule="top3")
     assert everything["removed"] == {"1.0": 0, "1.1": 0}
     training = {"1.0": everything["prompts"]["1.0"][:2], "1.1": []}  # two of neuron 1.0's held-out prompts, as if trained on
-    held = held_out_set(tiny_model, neurons, docs, training, rule="top3", keep=5)
+    held = held_out_set(tiny_model, neurons, found, training, rule="top3")
     seen = {e["text"] for e in training["1.0"]}
     assert held["removed"]["1.0"] == sum(e["text"] in seen for e in everything["prompts"]["1.0"]) >= 2
     assert not seen & {e["text"] for e in held["prompts"]["1.0"]}, "a training prompt of the neuron was kept"

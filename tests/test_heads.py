@@ -12,7 +12,6 @@ import pytest
 import torch
 
 from ctx_utils import heads
-from ctx_utils.organism import answer_key
 
 PROMPTS = [
     " the cat sat on the mat",
@@ -100,24 +99,25 @@ def test_select_pairs_bounds():
     assert [h for h, _ in heads.select_pairs(active, band=">25")] == [2, 3, 4, 5]
 
 
-def test_find_head_pairs_partitions_prompts(model):
+def test_pairs_partition_prompts(model):
     neurons = [
         {"layer": 1, "neuron": 7, "token": " mat"},
         {"layer": 1, "neuron": 40, "token": " only"},
         {"layer": 1, "neuron": 8, "token": " such"},  # no prompts: skipped
     ]
     prompts = {"1.7": [{"text": t, "activation": 1.0} for t in PROMPTS], "1.40": [{"text": t} for t in PROMPTS[:4]]}
-    pairs = heads.find_head_pairs(model, neurons, prompts, rule="top3", band=">25", include_same_layer=True)
+    attributions = heads.attribute_neurons(model, neurons, prompts, include_same_layer=True)
+    pairs = heads.pairs_from_attributions(model, neurons, attributions, rule="top3", band=">25")
     assert pairs, "top-3 of 8 heads over 4-5 prompts must make some head active on > 25 % of prompts"
     for pair in pairs:
-        key = f"{pair['layer']}.{pair['neuron']}"
-        n = len(prompts[key])
+        label = f"{pair['layer']}.{pair['neuron']}"
+        n = len(prompts[label])
         assert sorted(pair["positive"] + pair["negative"]) == list(range(n))
         assert pair["active_fraction"] == pytest.approx(len(pair["positive"]) / n)
         assert pair["head"] == pair["head_layer"] * model.cfg.n_heads + pair["head_index"] and pair["head_layer"] <= 1
-        texts = [p["text"] for p in prompts[key]]
-        flags = heads.head_is_active(model, texts, pair["layer"], pair["neuron"], pair["head"], rule="top3", include_same_layer=True)
-        assert [i for i, on in enumerate(flags) if on] == pair["positive"]
+        texts = [p["text"] for p in prompts[label]]
+        attr = heads.head_attributions(model, texts, pair["layer"], pair["neuron"], include_same_layer=True)
+        assert heads.active_heads(attr, "top3")[:, pair["head"]].nonzero().flatten().tolist() == pair["positive"]
     assert {(p["layer"], p["neuron"]) for p in pairs} <= {(1, 7), (1, 40)}
 
 
@@ -141,29 +141,11 @@ def test_bad_input_gives_clear_errors(model, kwargs, match):
         heads.head_attributions(model, **args)
 
 
-def test_bad_rule_band_and_head(model):
+def test_bad_rule_and_band():
     with pytest.raises(ValueError, match="Unknown rule"):
         heads.active_heads(torch.zeros(2, 4), "top5")
     with pytest.raises(ValueError, match="Unknown band"):
         heads.select_pairs(torch.zeros(2, 4, dtype=torch.bool), band="30-70")
-    with pytest.raises(ValueError, match="include_same_layer=True to add"):
-        heads.head_is_active(model, PROMPTS, 1, 0, head=4)
-
-
-def test_context_recovery_scores_pairs_against_markers():
-    planted = [{"token": " as", "contexts": [{"name": "as/local", "marker": " as early"}, {"name": "as/topic", "marker": " deadline"}]}]
-    texts = [" we start as early", " they leave as early", " the deadline is near . we start early", "as early"]
-    prompts = {"1.7": [{"text": t} for t in texts]}
-    local_head = {"layer": 1, "neuron": 7, "token": " as", "head": 2, "positive": [0, 1, 3], "negative": [2]}
-    mixed_head = {"layer": 1, "neuron": 7, "token": " as", "head": 5, "positive": [0, 2], "negative": [1, 3]}
-    other_token = {"layer": 1, "neuron": 7, "token": " only", "head": 1, "positive": [2], "negative": [0, 1, 3]}
-    report = {r["context"]: r for r in answer_key.context_recovery([mixed_head, local_head, other_token], prompts, planted)}
-    local, topic = report["as/local"], report["as/topic"]
-    assert local["pair"] is local_head and local["positive_share"] == 1.0 and local["negative_other_share"] == 1.0
-    assert topic["pair"] is mixed_head and topic["positive_share"] == 0.5 and topic["negative_other_share"] == 1.0
-    assert len(local["candidates"]) == 2, "pairs of another token are not candidates"
-    assert answer_key.marker_share(texts, [" as early"]) == 0.75  # "as early" at a document start counts too
-    assert answer_key.context_recovery([], prompts, planted)[0]["pair"] is None
 
 
 def test_pairs_carry_step_1s_token_id(model):

@@ -48,8 +48,9 @@ def test_numpy_indices_work_in_every_step(tiny_model):
     torch.testing.assert_close(prompts.last_token_activations(tiny_model, seqs, layer, neuron),
                                prompts.last_token_activations(tiny_model, seqs, 1, 3))
     assert prompts.token_activations(tiny_model, PROMPTS[0], layer, neuron)[1].shape == (6,)
-    torch.testing.assert_close(ablate.neuron_activations(tiny_model, PROMPTS, layer, neuron, [(np.int64(0), np.int64(2))]),
-                               ablate.neuron_activations(tiny_model, PROMPTS, 1, 3, [(0, 2)]))
+    readout = [ablate.last_token_readout(tiny_model, PROMPTS, heads_, neuron_, logits=False)["activation"]
+               for heads_, neuron_ in (([(np.int64(0), np.int64(2))], (layer, neuron)), ([(0, 2)], (1, 3)))]
+    torch.testing.assert_close(*readout)
     assert heads.split_head(tiny_model, np.int64(6)) == (1, 2) and heads.head_label(tiny_model, torch.tensor(6)) == "L1.H2"
     top = prompts.scan_top_documents(tiny_model, PROMPTS, [{"layer": torch.tensor(1), "neuron": neuron}], k=2, progress=False)
     assert list(top) == ["1.3"]  # the result key, not "tensor(1).3"

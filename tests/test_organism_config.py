@@ -19,7 +19,6 @@ import torch
 from ctx_utils.models import CLEAN_ORGANISM_DIR, ORGANISM_DIR
 from ctx_utils.organism.config import CLEAN, NULL, PRESETS, REALISTIC, HeadRole, OrganismConfig, load_config
 from ctx_utils.organism.corpus import CONFIG_FILE, CorpusConfig, config_for, generate_corpus, planted_prompts
-from ctx_utils.results import REPO_ROOT
 
 REALISTIC_DIR = ORGANISM_DIR  # the default organism is the realistic one
 needs_realistic = pytest.mark.skipif(

@@ -17,7 +17,8 @@ import pytest
 
 from conftest import PAPER_RAW as RAW
 from ctx_utils import paper_data as pd
-from ctx_utils.results import REPO_ROOT, SCHEMA_VERSION, load_json
+from ctx_utils.results import SCHEMA_VERSION, load_json
+from ctx_utils.settings import KIT_ROOT
 
 DATA = pd.SHIPPED_DIR
 RAW_NEURONS = {(9, 1360), (10, 1687), (11, 2957)}  # the neurons of the raw subset (its README)
@@ -46,10 +47,15 @@ def published_summary(released):
     return pd.summary(released)
 
 
+def local_reader(folder: Path) -> pd.Reader:
+    """A reader over a local mirror of the authors' ``neuron_groups/`` (:func:`ctx_utils.paper_data.url_reader`'s stand-in)."""
+    return lambda path: (folder / path).read_bytes()
+
+
 @pytest.fixture(scope="module")
 def downloaded(tmp_path_factory):
     """GPT-2 small 'downloaded' from the subset of the authors' files, with pickle loading forbidden."""
-    raw = pd.local_reader(RAW / "gpt2-small")
+    raw = local_reader(RAW / "gpt2-small")
 
     def read(path: str) -> bytes:  # the licence sits beside the mirror, as LICENSE-original
         return (RAW / "LICENSE-original").read_bytes() if path == "LICENSE" else raw(path)
@@ -133,7 +139,7 @@ def test_conversion_gives_the_shipped_scores(downloaded, released):
 
 
 def test_conversion_rejects_files_that_do_not_match(tmp_path):
-    raw = pd.local_reader(RAW / "gpt2-small")
+    raw = local_reader(RAW / "gpt2-small")
     results = pd.RAW_FILES["gpt2-small"]["explain_results"]
 
     def tampered(path: str) -> bytes:  # drop the last explanation response
@@ -216,7 +222,7 @@ def test_cli_bad_input_exits_2_without_traceback(tmp_path):
     """A real process: a missing folder gives exit code 2 and one sentence, no traceback."""
     env = {k: v for k, v in os.environ.items() if k != "CTX_TORCH_THREADS"}  # paper_data needs no torch: start faster
     done = subprocess.run([sys.executable, "-m", "ctx_utils.paper_data", "--data", str(tmp_path / "missing"), "--json"],
-                          capture_output=True, text=True, cwd=REPO_ROOT, env=env, timeout=120)
+                          capture_output=True, text=True, cwd=KIT_ROOT, env=env, timeout=120)
     assert done.returncode == 2 and "Traceback" not in done.stderr
     assert "No folder" in done.stderr and "CTX_PAPER_DATA" in done.stderr and not done.stdout
 
@@ -252,7 +258,7 @@ def test_environment_variable_chooses_the_folder(tmp_path, monkeypatch):
 
 def test_without_the_variable_the_shipped_copy_is_used(monkeypatch):
     monkeypatch.delenv("CTX_PAPER_DATA", raising=False)
-    assert pd.resolve_data_dir() == pd.SHIPPED_DIR == REPO_ROOT / "data" / "paper-data"
+    assert pd.resolve_data_dir() == pd.SHIPPED_DIR == KIT_ROOT / "data" / "paper-data"
     assert list(pd.load_paper_data()) == ["gpt2-large", "gpt2-medium", "gpt2-small"]
 
 
@@ -289,7 +295,7 @@ def test_compare_with_kit_finds_the_shared_pairs(tmp_path, released):
 
 
 def test_committed_summary_is_up_to_date(published_summary):
-    path = REPO_ROOT / "results" / "paper-data" / "summary.json"
+    path = KIT_ROOT / "results" / "paper-data" / "summary.json"
     assert path.exists(), f"{path} is missing: run notebooks/07_paper_results.ipynb"
     assert load_json(path) == json.loads(json.dumps(published_summary))  # the current schema, too
 

@@ -15,7 +15,7 @@ import pytest
 from ctx_utils import pipeline
 from ctx_utils.results import SCHEMA_VERSION
 from ctx_utils.session import SESSION
-from ctx_utils.settings import DEFAULTS, SettingsError
+from ctx_utils.settings import DEFAULTS, KIT_ROOT, SettingsError
 
 NOTEBOOKS = Path(__file__).resolve().parents[1] / "notebooks"
 RESOLVED = DEFAULTS.replace(model="organism", corpus="organism", test_corpus="organism", explainer="offline")
@@ -143,6 +143,6 @@ def test_relative_paths_are_read_from_the_kit_root_in_any_folder(tmp_path, monke
     monkeypatch.chdir(tmp_path)
     settings = pipeline.resolve(DEFAULTS.replace(model="organism", corpus="data/pile-prompts/train.jsonl",
                                                  test_corpus="data/pile-prompts/test.jsonl"), quiet=True)
-    root = Path(pipeline.REPO_ROOT)
+    root = Path(KIT_ROOT)
     assert settings.corpus == str(root / "data/pile-prompts/train.jsonl")
     assert settings.test_corpus == str(root / "data/pile-prompts/test.jsonl")

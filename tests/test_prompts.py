@@ -56,7 +56,7 @@ def test_scan_equals_brute_force(tiny_model, docs, some_neurons):
             key=lambda t: (-t[0], t[2]),
         )
         expected = [e for e in expected if e[0] > 0][:5]
-        got = top[prompts.neuron_key(n["layer"], n["neuron"])]
+        got = top[prompts.neuron_label(n["layer"], n["neuron"])]
         assert [e["doc"] for e in got] == [e[2] for e in expected]
         assert [e["position"] for e in got] == [e[1] for e in expected]
         assert [e["activation"] for e in got] == pytest.approx([e[0] for e in expected], abs=1e-5)
@@ -127,7 +127,7 @@ def test_cuts_sharing_a_start_share_a_forward():
 
 def test_find_activating_prompts_filters(tiny_model, docs, some_neurons):
     found = prompts.find_activating_prompts(tiny_model, docs, some_neurons, k=10, max_tokens=6, keep=3, progress=False)
-    assert set(found) == {prompts.neuron_key(n["layer"], n["neuron"]) for n in some_neurons}
+    assert set(found) == {prompts.neuron_label(n["layer"], n["neuron"]) for n in some_neurons}
     assert any(found.values())
     for entries in found.values():
         assert len(entries) <= 3

@@ -10,7 +10,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from ctx_utils import pipeline
+from ctx_utils import pipeline, prompts
 from ctx_utils.settings import DEFAULTS
 
 pytestmark = pytest.mark.slow  # a small pipeline run on the organism, twice (about 30 s)
@@ -51,10 +51,10 @@ def run():
 
 
 def test_the_scan_of_the_real_neurons_is_the_same_with_riders(run):
-    alone = pipeline.prompts_step.scan_top_documents(run["model"], pipeline.documents(SETTINGS), run["neurons"],
-                                                     k=SETTINGS.top_k, batch_size=SETTINGS.batch_size, progress=False)
+    alone = prompts.scan_top_documents(run["model"], pipeline.documents(SETTINGS), run["neurons"],
+                                     k=SETTINGS.top_k, batch_size=SETTINGS.batch_size, progress=False)
     assert dict(run["top"]) == alone
-    assert set(run["top"].random) == set(pipeline._keys(pipeline.random_candidates(SETTINGS, run["model"])))
+    assert set(run["top"].random) == set(pipeline._labels(pipeline.random_candidates(SETTINGS, run["model"])))
 
 
 def test_the_real_neurons_prompts_are_the_same_with_riders(run):

@@ -22,6 +22,7 @@ import pytest
 
 from ctx_utils.models import CLEAN_ORGANISM_DIR as ORGANISM_DIR  # the clean organism: exact wired heads
 from ctx_utils.organism import answer_key
+from ctx_utils.tokens import neuron_label
 
 if not (ORGANISM_DIR / "config.json").exists() or not (ORGANISM_DIR / "ground_truth.json").exists():
     pytest.skip(
@@ -35,6 +36,61 @@ CONTEXTS = [(entry["token"], context["name"]) for entry in PLANTED for context i
 MIN_POSITIVE, MIN_NEGATIVE_OTHER = 0.9, 0.5
 
 
+def context_recovery(pairs: list[dict], prompts: dict[str, list[dict]], planted: list[dict]) -> list[dict]:
+    """For each planted context of the answer key (``ground_truth.json``'s ``planted``), the pair that isolates it.
+
+    A pair isolates a context when its positive prompts carry the context's marker and its negative prompts
+    carry the token's *other* contexts' markers. Per context returns ``{"token", "context", "marker", "pair",
+    "positive_share", "negative_other_share", "candidates"}``: ``pair`` is the best of the token's pairs
+    (highest positive share, then negative share; None if the token has no pair), ``candidates`` all of the
+    token's pairs with their two shares.
+    """
+    report = []
+    for entry in planted:
+        contexts = entry["contexts"]
+        for context in contexts:
+            others = [c["marker"] for c in contexts if c is not context]
+            candidates = []
+            for pair in (p for p in pairs if p["token"] == entry["token"]):
+                texts = [p["text"] for p in prompts[neuron_label(pair["layer"], pair["neuron"])]]
+                candidates.append(
+                    {
+                        "pair": pair,
+                        "positive_share": answer_key.marker_share([texts[i] for i in pair["positive"]], [context["marker"]]),
+                        "negative_other_share": answer_key.marker_share([texts[i] for i in pair["negative"]], others),
+                    }
+                )
+            best = max(candidates, key=lambda c: (c["positive_share"], c["negative_other_share"]), default=None)
+            report.append(
+                {
+                    "token": entry["token"],
+                    "context": context["name"],
+                    "marker": context["marker"],
+                    "pair": best and best["pair"],
+                    "positive_share": best["positive_share"] if best else 0.0,
+                    "negative_other_share": best["negative_other_share"] if best else 0.0,
+                    "candidates": candidates,
+                }
+            )
+    return report
+
+
+def test_context_recovery_scores_pairs_against_markers():
+    planted = [{"token": " as", "contexts": [{"name": "as/local", "marker": " as early"}, {"name": "as/topic", "marker": " deadline"}]}]
+    texts = [" we start as early", " they leave as early", " the deadline is near . we start early", "as early"]
+    prompts = {"1.7": [{"text": t} for t in texts]}
+    local_head = {"layer": 1, "neuron": 7, "token": " as", "head": 2, "positive": [0, 1, 3], "negative": [2]}
+    mixed_head = {"layer": 1, "neuron": 7, "token": " as", "head": 5, "positive": [0, 2], "negative": [1, 3]}
+    other_token = {"layer": 1, "neuron": 7, "token": " only", "head": 1, "positive": [2], "negative": [0, 1, 3]}
+    report = {r["context"]: r for r in context_recovery([mixed_head, local_head, other_token], prompts, planted)}
+    local, topic = report["as/local"], report["as/topic"]
+    assert local["pair"] is local_head and local["positive_share"] == 1.0 and local["negative_other_share"] == 1.0
+    assert topic["pair"] is mixed_head and topic["positive_share"] == 0.5 and topic["negative_other_share"] == 1.0
+    assert len(local["candidates"]) == 2, "pairs of another token are not candidates"
+    assert answer_key.marker_share(texts, [" as early"]) == 0.75  # "as early" at a document start counts too
+    assert context_recovery([], prompts, planted)[0]["pair"] is None
+
+
 @pytest.fixture(scope="module")
 def pipeline():
     from ctx_utils import pipeline as steps
@@ -45,7 +101,7 @@ def pipeline():
     found = steps.compute_neurons(settings, model)["neurons"]
     prompt_sets = steps.compute_prompts(settings, model, found)["prompts"]
     pairs = steps.compute_heads(settings, model, found, prompt_sets)["pairs"]
-    report = answer_key.context_recovery(pairs, prompt_sets, PLANTED)
+    report = context_recovery(pairs, prompt_sets, PLANTED)
     return {"settings": settings, "model": model, "neurons": found, "prompts": prompt_sets, "pairs": pairs,
             "report": {r["context"]: r for r in report}}
 

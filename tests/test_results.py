@@ -10,6 +10,7 @@ import pytest
 
 from ctx_utils import results
 from ctx_utils.results import SCHEMA_VERSION, ResultFileError, ResultsFolderError, load_json, save_json
+from ctx_utils.settings import KIT_ROOT
 
 
 class CrashAfter:
@@ -104,10 +105,10 @@ def test_the_result_files_the_kit_ships_are_of_the_current_schema():
     Shipped = tracked by git (a local run's own results, e.g. a benchmark's trained folders, are not shipped)."""
     import subprocess
 
-    listed = subprocess.run(["git", "ls-files", "results"], cwd=results.REPO_ROOT, capture_output=True, text=True)
+    listed = subprocess.run(["git", "ls-files", "results"], cwd=KIT_ROOT, capture_output=True, text=True)
     if listed.returncode != 0:
         pytest.skip("not a git checkout: the shipped files cannot be told from local results")
-    shipped = sorted(results.REPO_ROOT / name for name in listed.stdout.split() if name.endswith(".json"))
+    shipped = sorted(KIT_ROOT / name for name in listed.stdout.split() if name.endswith(".json"))
     assert shipped, "the kit ships results/paper-data/*.json"
     for path in shipped:
         load_json(path)  # raises ResultFileError naming the file
@@ -119,10 +120,10 @@ def test_the_result_files_the_kit_ships_are_of_the_current_schema():
 def test_a_relative_results_folder_is_the_same_from_the_kit_root_and_from_a_notebook_kernel(tmp_path, monkeypatch):
     """Item 4: the script wrote ./x, notebook kernels (which run in notebooks/) notebooks/x."""
     monkeypatch.setenv("CTX_RESULTS", "x")
-    monkeypatch.chdir(results.REPO_ROOT)
+    monkeypatch.chdir(KIT_ROOT)
     from_root = results.results_root()
-    monkeypatch.chdir(results.REPO_ROOT / "notebooks")
-    assert results.results_root() == from_root == results.REPO_ROOT / "x"
+    monkeypatch.chdir(KIT_ROOT / "notebooks")
+    assert results.results_root() == from_root == KIT_ROOT / "x"
     monkeypatch.chdir(tmp_path)
     assert results.results_root() == tmp_path / "x"
 
@@ -140,7 +141,7 @@ def test_a_local_folder_named_organism_does_not_share_the_bundled_results(tmp_pa
     """Item 9: a local model folder named organism wrote over the bundled organism's results."""
     monkeypatch.setenv("CTX_RESULTS", str(tmp_path / "results"))
     bundled = results.results_dir("organism")
-    assert results.results_dir(str(results.REPO_ROOT / "data" / "organism")) == bundled
+    assert results.results_dir(str(KIT_ROOT / "data" / "organism")) == bundled
     mine = results.results_dir(str(tmp_path / "organism"))
     assert mine != bundled and mine.name.startswith("organism-local-")
     assert results.results_dir(str(tmp_path / "organism")) == mine  # the same folder every time

@@ -92,8 +92,8 @@ def test_held_out_documents_are_never_training_documents(model_name):
 
 @pytest.mark.parametrize("rule", ["top3", "2sigma"])
 def test_held_out_truth_uses_the_training_rule(monkeypatch, organism_model, rule):
-    """The held-out ground truth must mean what step 3's positives meant. Wrong edit seen failing: compute_held_out
-    passing `rule=DEFAULTS.rule` instead of `settings.rule`."""
+    """The held-out ground truth must mean what step 3's positives meant. Wrong edit seen failing:
+    pipeline._held_out_heads passing `rule=DEFAULTS.rule` to held_out_set instead of `settings.rule`."""
     seen: list[str] = []
     real = held_out.active_heads
 
@@ -123,8 +123,8 @@ def test_the_ks_test_compares_per_pair_means_not_prompts(monkeypatch):
         active = [j % 2 == 0 for j in range(n)]
         effects.append({"layer": 1, "neuron": i, "head": 0, "head_layer": 0, "head_index": 0, "token": " a"}
                        | ablate._summarise(normal.tolist(), ablated.tolist(), active, None, None))
-    monkeypatch.setattr(ablate, "ablation_effects", lambda *a, **k: effects)
-    monkeypatch.setattr(ablate, "activity_matrix", lambda *a, **k: {})
+    monkeypatch.setattr(pipeline, "ablation_effects", lambda *a, **k: effects)
+    monkeypatch.setattr(pipeline, "activity_matrix", lambda *a, **k: {})
     result = pipeline.compute_ablation(DEFAULTS, None, [], {"prompts": {}})
     expected = stats.ks_2samp([e["mean_decrease_active"] for e in effects], [e["mean_decrease_inactive"] for e in effects])
     assert result["ks"]["n_active"] == result["ks"]["n_inactive"] == len(effects), result["ks"]

@@ -14,8 +14,7 @@ import pytest
 import torch
 
 from ctx_utils import models, pipeline, runtime
-from ctx_utils.results import REPO_ROOT
-from ctx_utils.settings import DEFAULTS, PRESETS
+from ctx_utils.settings import DEFAULTS, KIT_ROOT, PRESETS
 
 T4_BYTES = 15_828_320_256  # torch.cuda.get_device_properties(0).total_memory on a Colab T4
 
@@ -142,7 +141,7 @@ def test_results_in_drive_are_said_to_be_kept(colab, monkeypatch, capsys):
 
 
 def test_every_notebook_that_reads_settings_knows_its_steps():
-    for path in sorted((REPO_ROOT / "notebooks").glob("[0-9][0-9]_*.ipynb")):
+    for path in sorted((KIT_ROOT / "notebooks").glob("[0-9][0-9]_*.ipynb")):
         if "pipeline.setup(" in path.read_text():
             assert path.name[:2] in runtime.NOTEBOOK_STEPS, f"{path.name}: add its steps to runtime.NOTEBOOK_STEPS"
     assert set(runtime.NOTEBOOK_STEPS["08"][0]) == set(pipeline.STEPS) == set(runtime.MEASURED["organism", "default"].seconds) - {"load"}
@@ -160,14 +159,14 @@ def test_the_quoted_times_are_the_measured_ones():
     """Each figure of runtime.MEASURED equals its source: the shipped CPU-preset benchmark at GPT-2-small size (CPU
     seconds) and the organism's step benchmark, both shipped."""
     found: dict[str, float] = {}
-    steps = json.loads((REPO_ROOT / "benchmarks" / "course-steps-gpt2-small-cpu.json").read_text())["course"]["steps"]
+    steps = json.loads((KIT_ROOT / "benchmarks" / "course-steps-gpt2-small-cpu.json").read_text())["course"]["steps"]
     for name, step in steps.items():
         [target] = [t for prefix, t in BENCH_ROWS.items() if name.startswith(prefix)]
         found[target] = found.get(target, 0) + step["cpu_seconds"]
     gpt2 = runtime.MEASURED["gpt2-small", "cpu"]
     expected = {**{s: v for s, v in gpt2.seconds.items() if s != "explanations"}, **gpt2.extra}
     assert found.keys() == expected.keys() and all(abs(found[k] - expected[k]) < 1e-6 for k in found), (found, expected)
-    shipped = json.loads((REPO_ROOT / "results" / "bench-steps-organism.json").read_text())
+    shipped = json.loads((KIT_ROOT / "results" / "bench-steps-organism.json").read_text())
     assert runtime.MEASURED["organism", "default"].seconds == shipped["seconds"]
 
 

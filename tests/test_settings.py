@@ -68,8 +68,7 @@ def test_fingerprint_changes_only_with_the_settings_that_shape_the_step():
 
 @pytest.mark.parametrize("fn, name, field", [
     (heads.active_heads, "rule", "rule"), (heads.pairs_from_attributions, "rule", "rule"),
-    (heads.pairs_from_attributions, "band", "band"), (heads.find_head_pairs, "rule", "rule"),
-    (heads.head_is_active, "rule", "rule"), (heads.heads_summary, "rule", "rule"),
+    (heads.pairs_from_attributions, "band", "band"), (heads.heads_summary, "rule", "rule"),
     (heads.attribute_neurons, "include_same_layer", "same_layer"), (held_out.held_out_set, "rule", "rule"),
     (prompts.find_activating_prompts, "ratio", "ratio"), (prompts.find_activating_prompts, "k", "top_k"),
     (prompts.find_activating_prompts, "keep", "keep"), (prompts.find_activating_prompts, "max_tokens", "max_tokens"),

@@ -228,7 +228,7 @@ def test_notebook_08_recomputes_a_step_rerun_with_other_settings(tmp_path, monke
     import nbformat
 
     from ctx_utils import pipeline
-    from ctx_utils.results import REPO_ROOT
+    from ctx_utils.settings import KIT_ROOT
     from ctx_utils.tools import run_notebooks
 
     monkeypatch.setenv("CTX_RESULTS", str(tmp_path / "results"))
@@ -238,7 +238,7 @@ def test_notebook_08_recomputes_a_step_rerun_with_other_settings(tmp_path, monke
     pipeline.scores(settings, quiet=True)
     pipeline.heads(settings.replace(rule="top3"), quiet=True)
     assert widgets.mixed_settings(widgets.load_results("organism"))  # the folder now mixes rules
-    ok, _, error = run_notebooks.execute_notebook(REPO_ROOT / "notebooks" / "08_explorer.ipynb", tmp_path / "out")
+    ok, _, error = run_notebooks.execute_notebook(KIT_ROOT / "notebooks" / "08_explorer.ipynb", tmp_path / "out")
     assert ok, error
     nb = nbformat.read(tmp_path / "out" / "08_explorer.ipynb", as_version=4)
     printed = "".join(o.get("text", "") for c in nb.cells if c.cell_type == "code" for o in c.outputs)

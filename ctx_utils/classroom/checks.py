@@ -26,6 +26,7 @@ from torch import Tensor
 
 from ctx_utils import ablate, explain, heads, llm, neurons, prompts, score
 from ctx_utils.settings import DEFAULTS
+from ctx_utils.tokens import tokenize_prompts
 
 if TYPE_CHECKING:  # the model type, for readers and type checkers; not imported at run time
     from transformer_lens.model_bridge import TransformerBridge
@@ -358,7 +359,7 @@ def hook_z_stack(model: TransformerBridge, texts: Sequence[str], n_head_layers: 
     Prompts are tokenised as step 3 does (BOS first, right-padded); ``z`` stacks ``blocks.{l}.attn.hook_z`` of
     layers ``0 … n_head_layers - 1`` on a new dimension 2.
     """
-    tokens, last = heads.tokenize_prompts(model, list(texts))
+    tokens, last = tokenize_prompts(model, list(texts))
     names = [f"blocks.{l}.attn.hook_z" for l in range(n_head_layers)]
     with torch.no_grad():
         _, cache = model.run_with_cache(tokens.to(model.cfg.device), names_filter=names, stop_at_layer=n_head_layers)
@@ -869,7 +870,7 @@ def check_ablation_hook(fn: Callable[[int, int], tuple[str, Callable]], model: T
     :func:`ablate.next_token_probs` with that head ablated (its value vectors zeroed at every position).
     """
     n_heads = model.cfg.n_heads
-    tokens, last = heads.tokenize_prompts(model, list(texts))
+    tokens, last = tokenize_prompts(model, list(texts))
     got_hook = _call("head_ablation_hook", fn, layer, head_index)
     if not (isinstance(got_hook, tuple) and len(got_hook) == 2 and isinstance(got_hook[0], str) and callable(got_hook[1])):
         raise AssertionError("head_ablation_hook should return a pair (hook name, hook function), e.g. "

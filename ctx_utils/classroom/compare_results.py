@@ -21,7 +21,7 @@ from typing import Any
 from ctx_utils import results as result_files
 from ctx_utils.results import load_json
 from ctx_utils.settings import Settings
-from ctx_utils.tokens import parse_neuron_key
+from ctx_utils.tokens import parse_neuron_label
 
 PAIR = ("layer", "neuron", "head")
 #: file → (where its records are, the fields that identify a record, the fields compared)
@@ -81,7 +81,7 @@ def records(name: str, data: dict) -> dict[tuple, dict]:
     where, keys, _ = SPECS[name]
     if name == "prompts.json":
         rows = [
-            dict(zip(("layer", "neuron"), parse_neuron_key(k)), texts=[p["text"] for p in v],
+            dict(zip(("layer", "neuron"), parse_neuron_label(k)), texts=[p["text"] for p in v],
                  activations=[p["activation"] for p in v])
             for k, v in data[where].items()
         ]

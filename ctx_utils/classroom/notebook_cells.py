@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from ctx_utils.results import REPO_ROOT
+from ctx_utils.settings import KIT_ROOT
 
 # Publishing: the repository's address and the branch or tag Colab installs. Change them here, then run
 # `python -m ctx_utils.tools.colab --sync`: every badge and setup cell follows.
@@ -19,7 +19,7 @@ REPO_URL = "https://github.com/ctx-lookups/context-lookups-kit"
 KIT_REF = "main"
 REPO_SLUG = REPO_URL.removeprefix("https://github.com/")
 KIT_DIR = "/content/kit"  # where the setup cell puts the kit on Colab
-NOTEBOOKS_DIR = REPO_ROOT / "notebooks"
+NOTEBOOKS_DIR = KIT_ROOT / "notebooks"
 
 SETUP_TEMPLATE = '''\
 # Setup. On Colab: fetch the kit from {repo} at "{ref}" and install it (Colab's torch, numpy and transformers stay).

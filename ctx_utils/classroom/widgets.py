@@ -29,10 +29,10 @@ from torch import Tensor
 from ctx_utils import viz
 from ctx_utils.classroom.compare_results import mixed_settings
 from ctx_utils.heads import head_attributions, head_label
-from ctx_utils.prompts import neuron_key, token_activations
+from ctx_utils.prompts import token_activations
 from ctx_utils.results import load_json, results_dir
 from ctx_utils.settings import DEFAULTS, Settings
-from ctx_utils.tokens import head_name, parse_neuron_key
+from ctx_utils.tokens import head_name, neuron_label, parse_neuron_label
 
 #: The result files the explorer reads, and the notebook that writes each.
 RESULT_FILES: dict[str, str] = {
@@ -101,27 +101,27 @@ def check_results(results: dict[str, dict]) -> None:
         )
 
 
-def _neuron(results: dict[str, dict], key: str) -> tuple[int, int, list[dict]]:
+def _neuron(results: dict[str, dict], label: str) -> tuple[int, int, list[dict]]:
     """``(layer, neuron, prompts)`` of the neuron ``"<layer>.<neuron>"``, refusing one without prompts."""
     check_results(results)
-    prompts = results["prompts.json"]["prompts"].get(key)
+    prompts = results["prompts.json"]["prompts"].get(label)
     if not prompts:
-        raise ValueError(f"Neuron {key!r} has no prompts in prompts.json: pick one of neuron_options(results).")
-    layer, neuron = parse_neuron_key(key)
+        raise ValueError(f"Neuron {label!r} has no prompts in prompts.json: pick one of neuron_options(results).")
+    layer, neuron = parse_neuron_label(label)
     return layer, neuron, prompts
 
 
-def _pairs(results: dict[str, dict], key: str) -> list[dict]:
-    """heads.json's pairs of the neuron ``key``, by flat head index."""
-    pairs = [p for p in results["heads.json"]["pairs"] if neuron_key(p["layer"], p["neuron"]) == key]
+def _pairs(results: dict[str, dict], label: str) -> list[dict]:
+    """heads.json's pairs of the neuron ``label``, by flat head index."""
+    pairs = [p for p in results["heads.json"]["pairs"] if neuron_label(p["layer"], p["neuron"]) == label]
     return sorted(pairs, key=lambda p: p["head"])
 
 
-def _pair(results: dict[str, dict], key: str, head: int) -> dict:
-    for pair in _pairs(results, key):
+def _pair(results: dict[str, dict], label: str, head: int) -> dict:
+    for pair in _pairs(results, label):
         if pair["head"] == head:
             return pair
-    raise ValueError(f"Head {head} is not selected for neuron {key!r} in heads.json: pick one of head_options(results, {key!r}).")
+    raise ValueError(f"Head {head} is not selected for neuron {label!r} in heads.json: pick one of head_options(results, {label!r}).")
 
 
 def _record(results: dict[str, dict], file: str, pair: dict) -> dict | None:
@@ -133,12 +133,12 @@ def _record(results: dict[str, dict], file: str, pair: dict) -> dict | None:
     return None
 
 
-def _token(results: dict[str, dict], key: str) -> str | None:
+def _token(results: dict[str, dict], label: str) -> str | None:
     """The neuron's token, from neurons.json or, without it, from its pairs in heads.json."""
     for item in results.get("neurons.json", {}).get("neurons", []):
-        if neuron_key(item["layer"], item["neuron"]) == key:
+        if neuron_label(item["layer"], item["neuron"]) == label:
             return item["token"]
-    pairs = _pairs(results, key)
+    pairs = _pairs(results, label)
     return pairs[0]["token"] if pairs else None
 
 
@@ -146,33 +146,34 @@ def _token(results: dict[str, dict], key: str) -> str | None:
 
 
 def neuron_options(results: dict[str, dict]) -> list[tuple[str, str]]:
-    """``(label, "<layer>.<neuron>")`` for a Dropdown: every neuron with prompts, those with selected heads first."""
+    """``(text shown, neuron label "<layer>.<neuron>")`` for a Dropdown: every neuron with prompts, those with selected
+    heads first."""
     check_results(results)
-    keys = [key for key, prompts in results["prompts.json"]["prompts"].items() if prompts]
-    n_heads = {key: len(_pairs(results, key)) for key in keys}
-    order = sorted(keys, key=lambda k: (n_heads[k] == 0, *parse_neuron_key(k)))
+    labels = [label for label, prompts in results["prompts.json"]["prompts"].items() if prompts]
+    n_heads = {label: len(_pairs(results, label)) for label in labels}
+    order = sorted(labels, key=lambda k: (n_heads[k] == 0, *parse_neuron_label(k)))
     options = []
-    for key in order:
-        layer, neuron = parse_neuron_key(key)
-        heads = f"{n_heads[key]} head{'s' * (n_heads[key] != 1)}"
-        options.append((f"L{layer}.N{neuron} → {_token(results, key)!r} · {heads}", key))
+    for label in order:
+        layer, neuron = parse_neuron_label(label)
+        heads = f"{n_heads[label]} head{'s' * (n_heads[label] != 1)}"
+        options.append((f"L{layer}.N{neuron} → {_token(results, label)!r} · {heads}", label))
     return options
 
 
-def head_options(results: dict[str, dict], key: str) -> list[tuple[str, int]]:
-    """``(label, flat head)`` for a Dropdown: the heads step 3 selected for the neuron, with their share and E."""
-    _neuron(results, key)
+def head_options(results: dict[str, dict], label: str) -> list[tuple[str, int]]:
+    """``(text shown, flat head)`` for a Dropdown: the heads step 3 selected for the neuron, with their share and E."""
+    _neuron(results, label)
     options = []
-    for pair in _pairs(results, key):
-        label = f"{head_name(pair['head_layer'], pair['head_index'])} · active on {pair['active_fraction']:.0%}"
+    for pair in _pairs(results, label):
+        text = f"{head_name(pair['head_layer'], pair['head_index'])} · active on {pair['active_fraction']:.0%}"
         score = _record(results, "scores.json", pair)
         if score is not None and score["E"] is not None:
-            label += f" · E {score['E']:.2f}"
-        options.append((label, pair["head"]))
+            text += f" · E {score['E']:.2f}"
+        options.append((text, pair["head"]))
     return options
 
 
-def neuron_view(model: Any, results: dict[str, dict], key: str, n_prompts: int = 6) -> viz.Panel:
+def neuron_view(model: Any, results: dict[str, dict], label: str, n_prompts: int = 6) -> viz.Panel:
     """The neuron's top prompts, each token coloured by the neuron's activation, under a one-line legend.
 
     One colour scale, centred at zero, for all the prompts (:func:`viz.prompts_activations`): red where the
@@ -180,23 +181,23 @@ def neuron_view(model: Any, results: dict[str, dict], key: str, n_prompts: int =
     prompts.json's order (highest activation first); the activations are recomputed on the model, so the last
     token of each prompt, where the neuron fires, is usually the reddest of its prompt.
     """
-    layer, neuron, prompts = _neuron(results, key)
+    layer, neuron, prompts = _neuron(results, label)
     if n_prompts < 1:
         raise ValueError(f"n_prompts must be at least 1, got {n_prompts}.")
     shown = prompts[:n_prompts]
     coloured = [token_activations(model, p["text"], layer, neuron) for p in shown]
     titles = [f"prompt {i}: activation {p['activation']:.2f} at the last token" for i, p in enumerate(shown)]
     header = viz.as_text(
-        f"Neuron L{layer}.N{neuron} writes {_token(results, key)!r}. Its top {len(shown)} of {len(prompts)} prompts, "
+        f"Neuron L{layer}.N{neuron} writes {_token(results, label)!r}. Its top {len(shown)} of {len(prompts)} prompts, "
         "each token coloured by the neuron's activation:"
     )
     return viz.Panel([header, viz.prompts_activations(coloured, titles)], None, direction="column")
 
 
-def pair_attributions(model: Any, results: dict[str, dict], key: str, head: int) -> Tensor:
+def pair_attributions(model: Any, results: dict[str, dict], label: str, head: int) -> Tensor:
     """``Float[Tensor, "n_prompts"]``: the head's direct attribution to the neuron on each of its prompts."""
-    layer, neuron, prompts = _neuron(results, key)
-    pair = _pair(results, key, head)
+    layer, neuron, prompts = _neuron(results, label)
+    pair = _pair(results, label, head)
     include_same_layer = bool(results["heads.json"].get("settings", {}).get("same_layer", DEFAULTS.same_layer))
     attr = head_attributions(model, [p["text"] for p in prompts], layer, neuron, include_same_layer)
     if pair["head"] >= attr.shape[1]:
@@ -235,11 +236,11 @@ def attribution_figure(attr: Tensor, active: list[bool], texts: list[str], title
     return fig
 
 
-def _summary(results: dict[str, dict], pair: dict, label: str) -> str:
+def _summary(results: dict[str, dict], pair: dict, head_text: str) -> str:
     """Explanation, score and ablation of a pair as plain text, naming the notebook to run for what is missing."""
     n_prompts = len(pair["positive"]) + len(pair["negative"])
     lines = [
-        f"Head {label} → neuron L{pair['layer']}.N{pair['neuron']} ({pair['token']!r}): active on "
+        f"Head {head_text} → neuron L{pair['layer']}.N{pair['neuron']} ({pair['token']!r}): active on "
         f"{len(pair['positive'])} of {n_prompts} prompts ({pair['active_fraction']:.0%})."
     ]
     explanation = _record(results, "explanations.json", pair)
@@ -271,31 +272,31 @@ def _summary(results: dict[str, dict], pair: dict, label: str) -> str:
     return "\n".join(lines)
 
 
-def head_view(model: Any, results: dict[str, dict], key: str, head: int) -> HeadView:
+def head_view(model: Any, results: dict[str, dict], label: str, head: int) -> HeadView:
     """Everything about one (neuron, head) pair: attribution per prompt, attention, explanation, E, ablation.
 
     The attention panel shows the active prompt where the head pushes the neuron hardest and the inactive
     prompt where it pushes least: the clearest contrast of what the head looks at.
     """
-    layer, neuron, prompts = _neuron(results, key)
-    pair = _pair(results, key, head)
+    layer, neuron, prompts = _neuron(results, label)
+    pair = _pair(results, label, head)
     texts = [p["text"] for p in prompts]
-    attr = pair_attributions(model, results, key, head)
-    label = head_label(model, pair["head"])
+    attr = pair_attributions(model, results, label, head)
+    head_text = head_label(model, pair["head"])
     positive = set(pair["positive"])
     active = [i in positive for i in range(len(texts))]
-    figure = attribution_figure(attr, active, texts, f"Head {label} → neuron L{layer}.N{neuron} ({pair['token']!r}), per prompt")
+    figure = attribution_figure(attr, active, texts, f"Head {head_text} → neuron L{layer}.N{neuron} ({pair['token']!r}), per prompt")
 
     views, titles = [], []
     if pair["positive"]:
         best = max(pair["positive"], key=lambda i: float(attr[i]))
         views.append(viz.attention_head(model, texts[best], pair["head_layer"], pair["head_index"]))
-        titles.append(f"{label} active (prompt {best}): …{texts[best][-60:]}")
+        titles.append(f"{head_text} active (prompt {best}): …{texts[best][-60:]}")
     if pair["negative"]:
         least = min(pair["negative"], key=lambda i: float(attr[i]))
         views.append(viz.attention_head(model, texts[least], pair["head_layer"], pair["head_index"]))
-        titles.append(f"{label} inactive (prompt {least}): …{texts[least][-60:]}")
-    return HeadView(figure, viz.side_by_side(*views, titles=titles), viz.as_text(_summary(results, pair, label)))
+        titles.append(f"{head_text} inactive (prompt {least}): …{texts[least][-60:]}")
+    return HeadView(figure, viz.side_by_side(*views, titles=titles), viz.as_text(_summary(results, pair, head_text)))
 
 
 # ------------------------------------------------------------------------------------------------- wiring

@@ -42,8 +42,7 @@ import torch
 from torch import Tensor
 
 from ctx_utils.organism.corpus import config_for, planted_prompts
-from ctx_utils.prompts import pad
-from ctx_utils.tokens import neuron_key
+from ctx_utils.tokens import pad
 
 GROUPS = ("local", "topic", "both", "inhibited", "distractor")
 THRESHOLD = 0.2
@@ -408,42 +407,3 @@ def marker_share(texts: list[str], markers: list[str]) -> float:
     if not texts:
         return 0.0
     return sum(any(m in " " + text.strip() for m in markers) for text in texts) / len(texts)
-
-
-def context_recovery(pairs: list[dict], prompts: dict[str, list[dict]], planted: list[dict]) -> list[dict]:
-    """For each planted context of an answer key (the organism's ``ground_truth.json``), the pair that isolates it.
-
-    A pair isolates a context when its positive prompts carry the context's marker and its negative prompts
-    carry the token's *other* contexts' markers. Per context returns ``{"token", "context", "marker", "pair",
-    "positive_share", "negative_other_share", "candidates"}``: ``pair`` is the best of the token's pairs
-    (highest positive share, then negative share; None if the token has no pair), ``candidates`` all of the
-    token's pairs with their two shares.
-    """
-    report = []
-    for entry in planted:
-        contexts = entry["contexts"]
-        for context in contexts:
-            others = [c["marker"] for c in contexts if c is not context]
-            candidates = []
-            for pair in (p for p in pairs if p["token"] == entry["token"]):
-                texts = [p["text"] for p in prompts[neuron_key(pair["layer"], pair["neuron"])]]
-                candidates.append(
-                    {
-                        "pair": pair,
-                        "positive_share": marker_share([texts[i] for i in pair["positive"]], [context["marker"]]),
-                        "negative_other_share": marker_share([texts[i] for i in pair["negative"]], others),
-                    }
-                )
-            best = max(candidates, key=lambda c: (c["positive_share"], c["negative_other_share"]), default=None)
-            report.append(
-                {
-                    "token": entry["token"],
-                    "context": context["name"],
-                    "marker": context["marker"],
-                    "pair": best and best["pair"],
-                    "positive_share": best["positive_share"] if best else 0.0,
-                    "negative_other_share": best["negative_other_share"] if best else 0.0,
-                    "candidates": candidates,
-                }
-            )
-    return report

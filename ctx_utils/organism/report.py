@@ -23,8 +23,9 @@ import pandas as pd
 from scipy import stats
 
 from ctx_utils import ablate
-from ctx_utils.heads import head_label, neuron_key, pairs_from_attributions
+from ctx_utils.heads import head_label, pairs_from_attributions
 from ctx_utils.organism import answer_key
+from ctx_utils.tokens import neuron_label
 from ctx_utils.viz import text_table
 
 SEED = 0  # the bootstrap's random generator seed: the same results print the same intervals
@@ -244,7 +245,7 @@ def check_prompts(settings, neuron_list: list[dict], found: dict[str, list[dict]
     rows = []
     for plant in truth["planted"]:
         texts = [e["text"] for n in neuron_list if n["token"] == plant["token"]
-                 for e in found.get(neuron_key(n["layer"], n["neuron"]), [])]
+                 for e in found.get(neuron_label(n["layer"], n["neuron"]), [])]
         row = {"token": repr(plant["token"]), "prompts": len(texts)}
         for context in plant["contexts"]:
             row[f"with {context['name'].split('/')[-1]} markers"] = f"{answer_key.marker_share(texts, answer_key.markers(context)):.0%}"

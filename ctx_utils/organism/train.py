@@ -53,8 +53,9 @@ from ctx_utils.organism.corpus import (
 )
 from ctx_utils.organism.roles import apply_roles, build_roles, init_roles
 from ctx_utils.organism.wiring import Wiring, apply_wiring, build_wiring, init_wiring
-from ctx_utils.prompts import pad
-from ctx_utils.results import REPO_ROOT, save_json
+from ctx_utils.tokens import pad
+from ctx_utils.results import save_json
+from ctx_utils.settings import KIT_ROOT
 
 SPECIAL = "<|endoftext|>"  # beginning/end of document and padding, as in GPT-2
 UNKNOWN = "<unk>"
@@ -254,7 +255,7 @@ def platform_note() -> str:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description="Train a model organism of the kit (2-7 minutes on one CPU thread).")
-    parser.add_argument("--out", type=Path, default=REPO_ROOT / "data" / "organism", help="output folder (default: the bundled organism's)")
+    parser.add_argument("--out", type=Path, default=KIT_ROOT / "data" / "organism", help="output folder (default: the bundled organism's)")
     parser.add_argument("--seed", type=int, default=0, help="seed for corpus, initialisation and batch order")
     parser.add_argument("--config", default="realistic", help=f"a preset ({', '.join(PRESETS)}) or an organism_config.json")
     args = parser.parse_args()

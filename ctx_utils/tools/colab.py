@@ -36,11 +36,12 @@ from packaging.utils import canonicalize_name
 
 from ctx_utils import runtime
 from ctx_utils.classroom.notebook_cells import NOTEBOOKS_DIR, expected_sources
-from ctx_utils.results import REPO_ROOT, results_root
+from ctx_utils.results import results_root
+from ctx_utils.settings import KIT_ROOT
 
 DRIVE_RESULTS = "/content/drive/MyDrive/ctx-lookups-kit/results"
-LOCK_FILE = REPO_ROOT / "requirements-lock.txt"  # the tested package set (pip freeze style), if the kit has one
-CONSTRAINTS = REPO_ROOT / ".cache" / "colab-constraints.txt"  # written by each install from the pins below
+LOCK_FILE = KIT_ROOT / "requirements-lock.txt"  # the tested package set (pip freeze style), if the kit has one
+CONSTRAINTS = KIT_ROOT / ".cache" / "colab-constraints.txt"  # written by each install from the pins below
 COLAB_KEEPS = ("torch", "numpy", "transformers")  # Colab's own builds: replacing them breaks its runtime
 
 
@@ -96,7 +97,7 @@ def install(unpin: Iterable[str] = ()) -> None:
     """``pip install -e`` the kit under :func:`constraints`, its output streamed into the cell."""
     CONSTRAINTS.parent.mkdir(parents=True, exist_ok=True)
     CONSTRAINTS.write_text(constraints(unpin))
-    output = run([sys.executable, "-m", "pip", "install", "-c", str(CONSTRAINTS), "-e", str(REPO_ROOT)])
+    output = run([sys.executable, "-m", "pip", "install", "-c", str(CONSTRAINTS), "-e", str(KIT_ROOT)])
     if output is not None:
         raise RuntimeError(f"`pip install` of the kit failed: its output is above. {conflict_advice(output, unpin)}")
 
@@ -170,11 +171,11 @@ def main(argv: list[str] | None = None) -> int:
     for path in notebook_paths():
         if args.sync:
             if sync_notebook(path):
-                print(f"synced {path.relative_to(REPO_ROOT)}")
+                print(f"synced {path.relative_to(KIT_ROOT)}")
         elif stale_cells(path):
             stale.append(path)
     for path in stale:
-        print(f"out of date: {path.relative_to(REPO_ROOT)} (run `python -m ctx_utils.tools.colab --sync`)")
+        print(f"out of date: {path.relative_to(KIT_ROOT)} (run `python -m ctx_utils.tools.colab --sync`)")
     return 1 if stale else 0
 
 

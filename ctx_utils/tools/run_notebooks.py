@@ -42,10 +42,10 @@ from nbconvert.filters.markdown_mistune import IPythonRenderer, MarkdownWithMath
 
 from ctx_utils import viz
 from ctx_utils.models import ModelNotFoundError, choose_model
-from ctx_utils.results import REPO_ROOT, ResultsFolderError, folder_error, results_dir, save_json, write_text_atomic
-from ctx_utils.settings import SettingsError, absolute_path_variables, load_settings
+from ctx_utils.results import ResultsFolderError, folder_error, results_dir, save_json, write_text_atomic
+from ctx_utils.settings import KIT_ROOT, SettingsError, absolute_path_variables, load_settings
 
-NOTEBOOKS_DIR = REPO_ROOT / "notebooks"
+NOTEBOOKS_DIR = KIT_ROOT / "notebooks"
 PLOTLY_MIME = "application/vnd.plotly.v1+json"
 PLOTLY_JS = "plotly.min.js"  # next to the pages, written once per folder
 PLOTLY_RENDERER = "plotly_mimetype"  # figures leave the kernel as plotly's JSON only, never with plotly.js
