@@ -395,7 +395,7 @@ def _longest(position: int, max_tokens: int | None) -> int:
 class _Cut:
     """One truncation search over the suffixes of ``doc`` that end at ``position``, by length in document tokens.
 
-    ``key`` names the document: cuts with the same key and start may share a forward. ``whole`` is the
+    ``doc_id`` names the document: cuts with the same document and start may share a forward. ``whole`` is the
     whole prefix's activation (``doc[: position + 1]``) when it is already measured (the scan's, or
     :func:`truncate`'s default target), so that cut is not run again. ``lo`` is the longest length known
     to fail (0: none yet), ``hi`` the shortest known to pass (None: none yet); ``tried`` maps each length
@@ -403,7 +403,7 @@ class _Cut:
     """
 
     doc: list[int]
-    key: int
+    doc_id: int
     layer: int
     neuron: int
     position: int
@@ -487,41 +487,41 @@ def _round_activations(model: TransformerBridge, jobs: list[tuple[_Cut, int]], s
     whole prefix, else measured, candidates that begin another of the same document and start sharing its run."""
     acts = [cut.known(seq) for (cut, _), seq in zip(jobs, seqs)]
     run = [i for i, act in enumerate(acts) if act is None]
-    keys = [(jobs[i][0].key, jobs[i][1]) for i in run]
+    origins = [(jobs[i][0].doc_id, jobs[i][1]) for i in run]  # (document, start)
     neurons = [(jobs[i][0].layer, jobs[i][0].neuron) for i in run]
-    for i, act in zip(run, _shared_last_token_activations(model, [seqs[i] for i in run], keys, neurons, batch_size)):
+    for i, act in zip(run, _shared_last_token_activations(model, [seqs[i] for i in run], origins, neurons, batch_size)):
         acts[i] = act
     return acts
 
 
-def _merge_prefixes(seqs: list[list[int]], keys: list[tuple]) -> tuple[list[list[int]], list[int]]:
+def _merge_prefixes(seqs: list[list[int]], origins: list[tuple]) -> tuple[list[list[int]], list[int]]:
     """The sequences to run, and for each of ``seqs`` the run it begins: a sequence that begins a longer one
-    with the same key is read from that one's forward instead of being run (causal attention: same values)."""
+    with the same origin (document and start) is read from that one's forward instead of being run (causal attention: same values)."""
     runs: list[list[int]] = []
     run_of = [0] * len(seqs)
-    by_key: dict[tuple, list[int]] = defaultdict(list)
+    by_origin: dict[tuple, list[int]] = defaultdict(list)
     for i in sorted(range(len(seqs)), key=lambda i: -len(seqs[i])):
         n = len(seqs[i])
-        run = next((r for r in by_key[keys[i]] if runs[r][:n] == seqs[i]), None)
+        run = next((r for r in by_origin[origins[i]] if runs[r][:n] == seqs[i]), None)
         if run is None:
             run = len(runs)
             runs.append(seqs[i])
-            by_key[keys[i]].append(run)
+            by_origin[origins[i]].append(run)
         run_of[i] = run
     return runs, run_of
 
 
 @torch.no_grad()
 def _shared_last_token_activations(
-    model: TransformerBridge, seqs: list[list[int]], keys: list[tuple], neurons: list[tuple[int, int]], batch_size: int
+    model: TransformerBridge, seqs: list[list[int]], origins: list[tuple], neurons: list[tuple[int, int]], batch_size: int
 ) -> list[float]:
     """Neuron ``neurons[i]`` = ``(layer, neuron)`` at the last token of ``seqs[i]``, for every ``i``.
 
-    Sequences that begin a longer one with the same key (the same document cut at the same start, for a
+    Sequences that begin a longer one with the same origin (the same document cut at the same start, for a
     neuron that fires later in it) share its forward (:func:`_merge_prefixes`). All runs go through the
     same forwards, which compute every needed neuron and stop after the deepest needed layer.
     """
-    runs, run_of = _merge_prefixes(seqs, keys)
+    runs, run_of = _merge_prefixes(seqs, origins)
     needed = sorted(set(neurons))
     columns = {layer: torch.tensor([n for l, n in needed if l == layer]) for layer in {l for l, _ in needed}}
     column_of = {pair: j for layer, cols in columns.items() for j, pair in enumerate((layer, int(n)) for n in cols)}
@@ -567,11 +567,11 @@ def find_activating_prompts(
     if top is None:
         top = scan_top_documents(model, docs, neurons, k=k, batch_size=batch_size, progress=progress)
     check_corpus(docs)
-    keys = [neuron_label(n["layer"], n["neuron"]) for n in neurons]
-    entries = {key: top.get(key, [])[:k] for key in keys}
+    labels = [neuron_label(n["layer"], n["neuron"]) for n in neurons]
+    entries = {label: top.get(label, [])[:k] for label in labels}
     cuts = _top_document_cuts(model, docs, neurons, entries, max_tokens)
     searched = _search_until_kept(model, cuts, ratio, max_tokens, keep, progress)
-    return {key: _kept_prompts(entries[key], [cut.result() for cut in searched[key]], max_tokens, keep) for key in entries}
+    return {label: _kept_prompts(entries[label], [cut.result() for cut in searched[label]], max_tokens, keep) for label in entries}
 
 
 def _search_until_kept(model: TransformerBridge, cuts: dict[str, list[_Cut]], ratio: float, max_tokens: int, keep: int,
@@ -582,21 +582,21 @@ def _search_until_kept(model: TransformerBridge, cuts: dict[str, list[_Cut]], ra
     lacks, all neurons together (:func:`_search_cuts`). A document after a neuron's ``keep``-th kept prompt
     would be dropped by :func:`_kept_prompts` anyway, so it is never searched: the prompts are those of
     searching them all (with the paper's 30 documents and 20 prompts, up to a third of the searches saved).
-    Returns each neuron's searched cuts, a prefix of ``cuts[key]``.
+    Returns each neuron's searched cuts, a prefix of ``cuts[label]``.
     """
-    searched: dict[str, list[_Cut]] = {key: [] for key in cuts}
+    searched: dict[str, list[_Cut]] = {label: [] for label in cuts}
     with tqdm(total=sum(map(len, cuts.values())), desc="truncate", disable=not progress) as bar:
         while True:
             wave = {}
-            for key, key_cuts in cuts.items():
-                lacking = keep - sum(_kept(cut.result(), max_tokens) for cut in searched[key])
-                wave[key] = key_cuts[len(searched[key]) : len(searched[key]) + max(lacking, 0)]
+            for label, neuron_cuts in cuts.items():
+                lacking = keep - sum(_kept(cut.result(), max_tokens) for cut in searched[label])
+                wave[label] = neuron_cuts[len(searched[label]) : len(searched[label]) + max(lacking, 0)]
             if not any(wave.values()):
                 bar.update(bar.total - bar.n)  # the documents left need no search: enough prompts before them
                 return searched
-            _search_cuts(model, [cut for key_cuts in wave.values() for cut in key_cuts], ratio, WINDOW, CUT_BATCH, bar)
-            for key, key_cuts in wave.items():
-                searched[key].extend(key_cuts)
+            _search_cuts(model, [cut for neuron_cuts in wave.values() for cut in neuron_cuts], ratio, WINDOW, CUT_BATCH, bar)
+            for label, neuron_cuts in wave.items():
+                searched[label].extend(neuron_cuts)
 
 
 def _top_document_cuts(
@@ -610,11 +610,11 @@ def _top_document_cuts(
     doc_tokens = dict(zip(needed, tokenize(model, [docs[d] for d in needed], warn_long=False)))
     cuts = {}
     for n in neurons:
-        key = neuron_label(n["layer"], n["neuron"])
-        cuts[key] = [
+        label = neuron_label(n["layer"], n["neuron"])
+        cuts[label] = [
             _Cut(doc_tokens[e["doc"]], e["doc"], n["layer"], n["neuron"], e["position"], e["activation"],
                  _longest(e["position"], max_tokens), whole=e["activation"])
-            for e in entries[key]
+            for e in entries[label]
         ]
     return cuts
 

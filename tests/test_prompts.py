@@ -119,8 +119,8 @@ def test_truncation_is_exact_when_short_or_monotone_and_a_boundary_always(tiny_m
 def test_cuts_sharing_a_start_share_a_forward():
     """A candidate that begins a longer one of the same document and start is read from that one's forward."""
     seqs = [[0, 5, 6], [0, 5, 6, 7], [0, 5], [0, 5, 6], [0, 9, 6]]
-    keys = [(1, 2), (1, 2), (1, 2), (2, 2), (1, 2)]
-    runs, run_of = prompts._merge_prefixes(seqs, keys)
+    origins = [(1, 2), (1, 2), (1, 2), (2, 2), (1, 2)]
+    runs, run_of = prompts._merge_prefixes(seqs, origins)
     assert runs == [[0, 5, 6, 7], [0, 5, 6], [0, 9, 6]]  # other document; not a prefix
     assert run_of == [0, 0, 0, 1, 2]
 
