@@ -28,6 +28,7 @@ from tqdm.auto import tqdm
 
 from ctx_utils.heads import n_candidate_heads
 from ctx_utils.indices import as_index, check_heads, check_neuron
+from ctx_utils.models import StopForward
 from ctx_utils.settings import DEFAULTS
 from ctx_utils.tokens import head_name, neuron_label, parse_neuron_label, tokenize_prompts, v_hook
 
@@ -130,15 +131,28 @@ def last_token_readout(
             return post
 
         hooks.append((f"blocks.{layer}.mlp.hook_post", grab))
-    stop = None if logits else layer + 1
+    final: list[Tensor] = []
+    if logits:  # the last block's output is read and the pass ends there: the final norm and the unembedding run
+        # at the prompts' last tokens only, not at every position (each position's logits are d_vocab numbers)
+
+        def keep_final(resid: Float[Tensor, "batch pos d_model"], hook) -> None:
+            final.append(resid)
+            raise StopForward
+
+        hooks.append((f"blocks.{model.cfg.n_layers - 1}.hook_resid_post", keep_final))
     probs, acts = [], []
     with model.hooks(fwd_hooks=hooks):
         for tokens, last in _batches(model, texts, batch_size):
             grabbed.clear()
-            out = model(tokens, stop_at_layer=stop)  # [batch, pos, d_vocab] logits (when not stopped early)
+            final.clear()
+            try:
+                model(tokens, stop_at_layer=None if logits else layer + 1)
+            except StopForward:
+                pass
             rows = torch.arange(len(last), device=last.device)
             if logits:
-                probs.append(out[rows, last].float().softmax(-1).cpu())
+                out = model.unembed(model.ln_final(final[0][rows, last][:, None]))[:, 0]  # [batch, d_vocab]
+                probs.append(out.float().softmax(-1).cpu())
             if neuron is not None:
                 acts.append(grabbed[0][rows, last].float().cpu())
     return ({"probs": torch.cat(probs)} if logits else {}) | ({"activation": torch.cat(acts)} if neuron else {})

@@ -315,6 +315,6 @@ def look_back(model: TransformerBridge, text: str, layer: int, head_index: int) 
     attention-weighted distance, 0 for the token itself. A local context look-up reads a word or two back; a topic
     look-up, a sentence or more."""
     hook = f"blocks.{layer}.attn.hook_pattern"
-    _, cache = model.run_with_cache(model.to_tokens(text, prepend_bos=True), names_filter=hook)
+    _, cache = model.run_with_cache(model.to_tokens(text, prepend_bos=True), names_filter=hook, stop_at_layer=layer + 1)
     weights = cache[hook][0, head_index, -1]  # [pos]: where the last token attends
     return float(weights @ torch.arange(len(weights) - 1, -1, -1, dtype=weights.dtype))

@@ -385,6 +385,10 @@ def _check_recorded_architecture(folder: Path, config) -> None:
         raise _refuse(folder, f"config.json does not describe the trained model: {'; '.join(wrong)}.")
 
 
+class StopForward(Exception):
+    """Raised by a hook to end a forward pass as soon as what we need has been read (the scan, an ablation)."""
+
+
 def load_model(name_or_folder: str = "organism", device: str | None = None):
     """Load a model as a ``TransformerBridge`` with compatibility mode on (folded LN, centred weights), frozen.
 

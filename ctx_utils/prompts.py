@@ -61,7 +61,7 @@ from torch import Tensor
 from tqdm.auto import tqdm
 
 from ctx_utils.indices import check_layer, check_neuron
-from ctx_utils.models import sdpa_twin
+from ctx_utils.models import StopForward, sdpa_twin
 from ctx_utils.settings import DEFAULTS
 from ctx_utils.tokens import mlp_post_hook, neuron_label, pad, tokenize
 
@@ -74,10 +74,6 @@ def mlp_post(
 ) -> tuple[dict[int, Float[Tensor, "batch pos d_mlp"]], Int[Tensor, "batch pos"]]:
     """Every neuron of ``layers``: each layer's MLP activations and the mask (:func:`neuron_post` with all columns)."""
     return neuron_post(model, seqs, {layer: None for layer in layers})
-
-
-class _StopForward(Exception):
-    """Raised by a hook to end a forward pass as soon as what we need has been read."""
 
 
 @torch.no_grad()
@@ -124,14 +120,14 @@ def _twin_mlp_post(
             cols = columns[layer]
             out[layer] = post if cols is None else post[..., cols.to(post.device)]
             if layer == last:
-                raise _StopForward
+                raise StopForward
 
         return hook
 
     handles = [acts[layer].register_forward_hook(keep(layer)) for layer in columns]
     try:
         twin(tokens, use_cache=False)
-    except _StopForward:
+    except StopForward:
         pass
     finally:
         for handle in handles:

@@ -148,6 +148,23 @@ def test_truncation_measures_only_suffixes_a_prompt_can_be(tiny_model, monkeypat
     assert max(max(lengths) for lengths in measured) <= 8 + 1  # BOS + at most 7 document tokens (re-tokenised)
 
 
+def test_truncation_stops_measuring_a_chunk_past_the_first_passing_suffix(tiny_model):
+    """The real document's suffixes are measured 16 lengths at a time, up to one chunk past the first that passes:
+    each value is the one measuring every suffix gives, and the shortest passing suffix is the same."""
+    text = " ".join(["the cat sat on the mat for research purposes only as early"] * 8)
+    doc = prompts.tokenize(tiny_model, [text], warn_long=False)[0]
+    position, layer = len(doc) - 1, 1
+    neuron = int(prompts.mlp_post(tiny_model, [doc], [layer])[0][layer][0, position].argmax())
+    every = checks._suffix_activations(tiny_model, doc, layer, neuron, position, 100, float("inf"))  # nothing passes
+    assert len(every) == min(position, 99)
+    threshold = float(every[20])  # the first suffix above this is the shortest that passes
+    first = next(n for n, a in enumerate(every.tolist()) if a > threshold)
+    some = checks._suffix_activations(tiny_model, doc, layer, neuron, position, 100, threshold)
+    assert len(some) == min((first // 16 + 2) * 16, len(every))  # to the end of the chunk after the first pass
+    assert len(some) < len(every), "premise: the first passing suffix is short"
+    torch.testing.assert_close(some, every[: len(some)], atol=1e-5, rtol=0)
+
+
 # ---------------------------------------------------------------------------------- 03 head attribution
 
 

@@ -159,16 +159,6 @@ def check_congruence(
     wrong_axis = f"One value per neuron: take the max over the vocabulary (dim=-1, {d_vocab} tokens), not over the neurons (dim=0)."
     _shape(expected_scores, scores, "scores", wrong_axis if scores.shape == (d_vocab,) else "")
     _shape(expected_tokens, tokens, "tokens", wrong_axis if tokens.shape == (d_vocab,) else "")
-    with torch.no_grad():
-        logits = w_out @ w_u  # [d_mlp, d_vocab]
-        cosine = (w_out / w_out.norm(dim=-1, keepdim=True)) @ (w_u / w_u.norm(dim=0, keepdim=True))
-        mistakes = {
-            "It matches the cosine similarity: the paper's congruence is the plain dot product W_out[n] @ W_U "
-            "(no normalising), so a neuron with larger weights counts more.": cosine.max(-1).values,
-            "It matches the largest |W_out @ W_U|: congruence is the largest *signed* value (the token pushed up).":
-                logits.abs().max(-1).values,
-            "It matches the minimum: that is the token the neuron pushes down most; congruence is the max.": logits.min(-1).values,
-        }
     if not _close(scores, expected_scores):
         (n,), largest = _first_difference(expected_scores, scores)
         got_token = int(tokens[n]) if 0 <= int(tokens[n]) < d_vocab else None
@@ -176,7 +166,7 @@ def check_congruence(
         raise AssertionError(
             f"neuron {n}: expected token {neurons.token_string(model, expected_tokens[n])!r} "
             f"(congruence {float(expected_scores[n]):.4g}), got {shown} ({float(scores[n]):.4g}); "
-            f"largest difference over the layer {largest:.3g}." + _mistake(scores, mistakes)
+            f"largest difference over the layer {largest:.3g}." + _mistake(scores, _congruence_mistakes(w_out, w_u))
         )
     if not torch.equal(tokens, expected_tokens):
         n = int((tokens != expected_tokens).nonzero()[0])
@@ -186,6 +176,20 @@ def check_congruence(
             "vocabulary (`.max(dim=-1).indices` or `.argmax(dim=-1)`)."
         )
     _passed(f"check_congruence passed: {d_mlp} neurons of layer {layer} match neurons.congruence.")
+
+
+@torch.no_grad()
+def _congruence_mistakes(w_out: Float[Tensor, "d_mlp d_model"], w_u: Float[Tensor, "d_model d_vocab"]) -> dict[str, Tensor]:
+    """What the usual wrong congruences give (computed only for a wrong answer: two more vocabulary products)."""
+    logits = w_out @ w_u  # [d_mlp, d_vocab]
+    cosine = (w_out / w_out.norm(dim=-1, keepdim=True)) @ (w_u / w_u.norm(dim=0, keepdim=True))
+    return {
+        "It matches the cosine similarity: the paper's congruence is the plain dot product W_out[n] @ W_U "
+        "(no normalising), so a neuron with larger weights counts more.": cosine.max(-1).values,
+        "It matches the largest |W_out @ W_U|: congruence is the largest *signed* value (the token pushed up).":
+            logits.abs().max(-1).values,
+        "It matches the minimum: that is the token the neuron pushes down most; congruence is the max.": logits.min(-1).values,
+    }
 
 
 # ------------------------------------------------------------------------------- 01 · the activation check
@@ -292,9 +296,10 @@ def check_truncation(
     ``suffix_acts[i]`` is the neuron's activation at the last token of the document's last ``i + 1`` tokens.
     The hand-made cases test the rule; then, on the real ``text``, the rule must pick the shortest suffix that
     keeps more than ``ratio`` of neuron ``(layer, neuron)``'s activation at token ``position`` (BOS is 0),
-    measured on every suffix that could become a prompt: fewer than ``max_tokens`` tokens (the paper drops
-    longer prompts, and so does the pipeline). Only those are measured — one short forward each, however long
-    the document — so the check costs seconds, not the minutes of every suffix of a 500-token document.
+    measured on the suffixes that could become a prompt: fewer than ``max_tokens`` tokens (the paper drops
+    longer prompts, and so does the pipeline), shortest first, 16 lengths at a time, until 16 past the first that
+    passes (:func:`_suffix_activations`) — so the check costs seconds, not the minutes of every suffix of a
+    500-token document.
     (:func:`prompts.truncate` finds that cut with a few batched forwards instead,
     exactly when the activation falls as the prompt shortens, as the paper's binary search assumes; the
     message says when the two differ.) By default: the last layer, token 23 (or the text's last), and the
@@ -318,7 +323,7 @@ def check_truncation(
     target = float(full[neuron])
     if target <= 0:
         raise ValueError(f"Neuron L{layer}.N{neuron} does not fire at token {position} (activation {target:.3g}): pick a token where it does.")
-    acts = _suffix_activations(model, doc, layer, neuron, position, max_tokens)  # suffixes of 1, 2, … tokens
+    acts = _suffix_activations(model, doc, layer, neuron, position, max_tokens, ratio * target)  # 1, 2, … tokens
     expected = next((n + 1 for n, a in enumerate(acts.tolist()) if a > ratio * target), None)
     got = _count(_call("shortest_suffix", fn, acts.clone(), target, ratio))
     if got != expected:
@@ -336,16 +341,28 @@ def check_truncation(
 
 
 def _suffix_activations(
-    model: TransformerBridge, doc: list[int], layer: int, neuron: int, position: int, max_tokens: int
+    model: TransformerBridge, doc: list[int], layer: int, neuron: int, position: int, max_tokens: int, threshold: float,
+    chunk: int = 16,
 ) -> Float[Tensor, "n_suffixes"]:
-    """The neuron at the last token of each suffix of ``doc`` ending at ``position``, shortest first: the
-    suffixes a prompt can be (fewer than ``max_tokens`` tokens, as :func:`prompts.truncate` searches them),
-    each decoded and re-tokenised with BOS as step 3 reads it."""
+    """The neuron at the last token of each suffix of ``doc`` ending at ``position``, shortest first, each decoded
+    and re-tokenised with BOS as step 3 reads it: the suffixes a prompt can be (fewer than ``max_tokens`` tokens,
+    as :func:`prompts.truncate` searches them), ``chunk`` lengths at a time, up to one chunk past the first that
+    keeps more than ``threshold``. A longer suffix cannot be the shortest that passes, and measuring every one
+    would cost a forward per length (O(n²) tokens): the answer is the same, the tensor shorter."""
     longest = min(position, max_tokens - 1)
     bos = model.tokenizer.bos_token_id
-    texts = [prompts.prompt_text(model, doc, position + 1 - n, position) for n in range(1, longest + 1)]
-    seqs = [[bos, *ids] for ids in model.tokenizer(texts, add_special_tokens=False)["input_ids"]]
-    return prompts.last_token_activations(model, seqs, layer, neuron)
+    measured: list[Tensor] = []
+    passed_in = None  # the chunk in which a suffix first passed
+    for first in range(1, longest + 1, chunk):
+        lengths = range(first, min(first + chunk, longest + 1))
+        texts = [prompts.prompt_text(model, doc, position + 1 - n, position) for n in lengths]
+        seqs = [[bos, *ids] for ids in model.tokenizer(texts, add_special_tokens=False)["input_ids"]]
+        measured.append(prompts.last_token_activations(model, seqs, layer, neuron))
+        if passed_in is None and bool((measured[-1] > threshold).any()):
+            passed_in = len(measured)
+        if passed_in is not None and len(measured) > passed_in:
+            break
+    return torch.cat(measured)
 
 
 # --------------------------------------------------------------------------------- 03 · head attribution
