@@ -173,29 +173,28 @@ def select_next_token_neurons(
 def random_neurons(model: TransformerBridge, layers: list[int], per_layer: int, seed: int = 0) -> list[dict]:
     """The paper's baseline: ``per_layer`` neurons drawn uniformly per layer, with no token filter.
 
-    Same dict shape as :func:`select_next_token_neurons` (the token is still the argmax token, for display),
-    ordered by layer then neuron index; the draw depends only on ``seed``.
+    Dicts ``{"layer", "neuron", "token", "token_id", "congruence"}`` as :func:`select_next_token_neurons`
+    gives (the token is the argmax token, for display; no congruence rank, which would need the whole layer's
+    vocabulary product: only the drawn neurons' rows are projected), ordered by layer then neuron index; the
+    draw depends only on ``seed``.
     """
     generator = torch.Generator().manual_seed(seed)
     chosen = []
     for layer in [check_layer(model, layer) for layer in layers]:
         if not 1 <= per_layer <= model.cfg.d_mlp:
             raise ValueError(f"per_layer must be between 1 and d_mlp = {model.cfg.d_mlp}, got {per_layer}.")
-        scores, tokens = congruence(model, layer)
-        order = torch.argsort(scores, descending=True, stable=True)
-        ranks = torch.empty_like(order)
-        ranks[order] = torch.arange(len(order))
         picked = torch.randperm(model.cfg.d_mlp, generator=generator)[:per_layer].sort().values
+        with torch.no_grad():
+            scores, tokens = _congruence(model.blocks[layer].mlp.W_out[picked], model.W_U)  # [per_layer] each
         chosen.extend(
             {
                 "layer": layer,
                 "neuron": int(n),
-                "token": token_string(model, tokens[n]),
-                "token_id": int(tokens[n]),
-                "congruence": float(scores[n]),
-                "rank": int(ranks[n]),
+                "token": token_string(model, token),
+                "token_id": int(token),
+                "congruence": float(score),
             }
-            for n in picked.tolist()
+            for n, score, token in zip(picked.tolist(), scores, tokens)
         )
     return chosen
 

@@ -70,6 +70,10 @@ def test_random_neurons_are_seeded_and_unfiltered(tiny_model):
     assert len(a) == 20 and len({(n["layer"], n["neuron"]) for n in a}) == 20
     # 20 draws from 256 neurons: with no token filter, some tokens fail the rule (half the vocab has no space)
     assert any(not neurons.passes_token_rule(n["token"]) for n in a)
+    for n in a:  # only the drawn rows are projected: the same congruence and token as the whole layer's product
+        scores, tokens = neurons.congruence(tiny_model, n["layer"])
+        assert n["congruence"] == pytest.approx(float(scores[n["neuron"]]), abs=1e-5)
+        assert n["token_id"] == int(tokens[n["neuron"]])
 
 
 def test_vocab_moments_match_scipy(tiny_model):
