@@ -14,6 +14,7 @@ unembedding), as the paper's TransformerLens flags do.
 from __future__ import annotations
 
 from collections.abc import Iterable
+from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 import torch
@@ -65,35 +66,75 @@ def token_string(model: TransformerBridge, token: int) -> str:
     return model.tokenizer.decode([int(token)])
 
 
-@torch.no_grad()
-def congruence(model: TransformerBridge, layer: int) -> tuple[Float[Tensor, "d_mlp"], Int[Tensor, "d_mlp"]]:
-    """Each neuron's congruence and token: max and argmax over the vocabulary of ``W_out[layer] @ W_U``.
+@dataclass(frozen=True)
+class VocabProjection:
+    """A layer's neurons projected on the vocabulary, ``W_out[layer] @ W_U`` (``[d_mlp, d_vocab]``), summarised
+    per neuron in the two ways the kit reads it: the paper's congruence (the row's max, and its argmax token) and
+    Gurnee et al.'s shape of the row (skew and kurtosis of its cosines, :func:`vocab_moments`).
+    ``skew`` and ``kurtosis`` are None where only the congruence was asked for."""
 
-    Returns ``(scores, tokens)``, both of shape ``[d_mlp]``. The ``[d_mlp, d_vocab]`` product is computed in
-    chunks of neurons so GPT-2's 3072 × 50257 matrix never sits in memory at once. It is computed once per
-    model and layer (GPT-2 small: about 5 CPU seconds a layer; step 1, its exercise and the random baseline all
-    read it) and again only when the weights are replaced or edited in place (their storage or version changes).
+    congruence: Float[Tensor, "d_mlp"]
+    token: Int[Tensor, "d_mlp"]
+    skew: Float[Tensor, "d_mlp"] | None = None
+    kurtosis: Float[Tensor, "d_mlp"] | None = None
+
+
+@torch.no_grad()
+def vocab_projection(model: TransformerBridge, layer: int) -> VocabProjection:
+    """Layer ``layer``'s :class:`VocabProjection`, computed once per model and layer.
+
+    The ``[d_mlp, d_vocab]`` product is computed in chunks of neurons, so GPT-2's 3072 × 50257 matrix never sits in
+    memory at once, and each chunk serves both summaries: the product is the cost (GPT-2 small: about 5 CPU
+    seconds a layer; the moments add about 2). Step 1, its exercise and notebook 01's figures all read it; it is
+    computed again only when the weights are replaced or edited in place (their storage or version changes).
     """
     layer = check_layer(model, layer)
     w_out = model.blocks[layer].mlp.W_out  # [d_mlp, d_model]; model.W_out would stack every layer's copy
     w_u = model.W_U  # [d_model, d_vocab]
     weights = tuple((w.data_ptr(), w._version, tuple(w.shape)) for w in (w_out, w_u))
-    cache = SESSION.cache_of(model).congruence  # kept while the model lives (ctx_utils.session)
+    cache = SESSION.cache_of(model).vocab  # kept while the model lives (ctx_utils.session)
     saved = cache.get(layer)
     if saved is None or saved[0] != weights:
-        saved = cache[layer] = weights, _congruence(w_out, w_u)
-    return saved[1][0].clone(), saved[1][1].clone()
+        saved = cache[layer] = weights, _project(w_out, w_u, moments=True)
+    return saved[1]
 
 
-def _congruence(
-    w_out: Float[Tensor, "d_mlp d_model"], w_u: Float[Tensor, "d_model d_vocab"]
-) -> tuple[Float[Tensor, "d_mlp"], Int[Tensor, "d_mlp"]]:
-    scores, tokens = [], []
+def congruence(model: TransformerBridge, layer: int) -> tuple[Float[Tensor, "d_mlp"], Int[Tensor, "d_mlp"]]:
+    """Each neuron's congruence and token: max and argmax over the vocabulary of ``W_out[layer] @ W_U``.
+
+    Returns ``(scores, tokens)``, both of shape ``[d_mlp]`` (copies: editing them leaves the cache alone), from
+    :func:`vocab_projection`.
+    """
+    projection = vocab_projection(model, layer)
+    return projection.congruence.clone(), projection.token.clone()
+
+
+def _project(w_out: Float[Tensor, "n d_model"], w_u: Float[Tensor, "d_model d_vocab"], moments: bool) -> VocabProjection:
+    """The :class:`VocabProjection` of the rows ``w_out``, chunk by chunk; the moments only when ``moments``.
+
+    The moments are those of the cosines ``cos(W_out[n], W_U[:, t])``: dividing the row by ``|W_out[n]|`` changes
+    no standardised moment, so only the columns are scaled (by ``1 / |W_U[:, t]|``), then centred; with
+    ``d`` the centred row and ``var`` its population variance, skew = mean(d³) / var^1.5, kurtosis = mean(d⁴) / var².
+    """
+    inverse_norms = 1 / w_u.norm(dim=0) if moments else None  # [d_vocab]
+    parts: dict[str, list[Tensor]] = {"congruence": [], "token": [], "skew": [], "kurtosis": []}
     for start in range(0, w_out.shape[0], CHUNK):
-        best = (w_out[start : start + CHUNK] @ w_u).max(dim=-1)  # [chunk]
-        scores.append(best.values)
-        tokens.append(best.indices)
-    return torch.cat(scores).float().cpu(), torch.cat(tokens).cpu()
+        product = w_out[start : start + CHUNK] @ w_u  # [chunk, d_vocab]
+        best = product.max(dim=-1)
+        parts["congruence"].append(best.values)
+        parts["token"].append(best.indices)
+        if moments:
+            d = product.mul_(inverse_norms)  # the cosines, times a per-row constant
+            var, mean = torch.var_mean(d, dim=-1, unbiased=False, keepdim=True)  # [chunk, 1]
+            d = d.sub_(mean)
+            d2 = d * d
+            parts["skew"].append(torch.linalg.vecdot(d2, d) / d.shape[-1] / var[:, 0] ** 1.5)
+            parts["kurtosis"].append(torch.linalg.vecdot(d2, d2) / d.shape[-1] / var[:, 0] ** 2)
+    return VocabProjection(
+        torch.cat(parts["congruence"]).float().cpu(),
+        torch.cat(parts["token"]).cpu(),
+        *((torch.cat(parts[name]).float().cpu() for name in ("skew", "kurtosis")) if moments else ()),
+    )
 
 
 def passes_token_rule(token: str, reject: Iterable[str] = ()) -> bool:
@@ -185,7 +226,8 @@ def random_neurons(model: TransformerBridge, layers: list[int], per_layer: int, 
             raise ValueError(f"per_layer must be between 1 and d_mlp = {model.cfg.d_mlp}, got {per_layer}.")
         picked = torch.randperm(model.cfg.d_mlp, generator=generator)[:per_layer].sort().values
         with torch.no_grad():
-            scores, tokens = _congruence(model.blocks[layer].mlp.W_out[picked], model.W_U)  # [per_layer] each
+            rows = _project(model.blocks[layer].mlp.W_out[picked], model.W_U, moments=False)  # [per_layer] each
+        scores, tokens = rows.congruence, rows.token
         chosen.extend(
             {
                 "layer": layer,
@@ -199,13 +241,13 @@ def random_neurons(model: TransformerBridge, layers: list[int], per_layer: int, 
     return chosen
 
 
-@torch.no_grad()
-def vocab_moments(model: TransformerBridge, layer: int, neurons: list[int] | Int[Tensor, "n"] | None = None) -> dict:
+def vocab_moments(model: TransformerBridge, layer: int, neurons: list[int] | Tensor | None = None) -> dict:
     """Gurnee et al.'s view: skew and kurtosis of ``cos(W_U[:, t], W_out[layer][n])`` over all tokens t.
 
     With z the standardised cosines (population std), skew = mean(z³) and kurtosis = mean(z⁴) (not excess:
     a Gaussian gives 3). A *prediction* neuron has high kurtosis and positive skew (a few tokens pushed up
     hard), a *suppression* neuron high kurtosis and negative skew. ``neurons`` defaults to all of the layer.
+    Read from the layer's :func:`vocab_projection` (the same product as the congruence: computed once).
 
     Returns ``{"layer", "neurons": list[int], "skew": Float[Tensor, "n"], "kurtosis": Float[Tensor, "n"]}``.
     """
@@ -214,18 +256,5 @@ def vocab_moments(model: TransformerBridge, layer: int, neurons: list[int] | Int
         index = torch.arange(model.cfg.d_mlp)
     else:  # checked one by one before any conversion: torch.as_tensor would turn 1.5 into 1 and -1 into the last
         index = torch.tensor([check_neuron(model, layer, n)[1] for n in neurons], dtype=torch.long)
-    w_u = model.W_U / model.W_U.norm(dim=0, keepdim=True)  # [d_model, d_vocab], unit columns
-    w_layer = model.blocks[layer].mlp.W_out  # [d_mlp, d_model]; model.W_out would stack every layer's copy
-    skews, kurts = [], []
-    for start in range(0, len(index), CHUNK):
-        w_out = w_layer[index[start : start + CHUNK]]  # [chunk, d_model]
-        cos = (w_out / w_out.norm(dim=-1, keepdim=True)) @ w_u  # [chunk, d_vocab]
-        z = (cos - cos.mean(-1, keepdim=True)) / cos.std(-1, unbiased=False, keepdim=True)
-        skews.append((z**3).mean(-1))
-        kurts.append((z**4).mean(-1))
-    return {
-        "layer": layer,
-        "neurons": index.tolist(),
-        "skew": torch.cat(skews).float().cpu(),
-        "kurtosis": torch.cat(kurts).float().cpu(),
-    }
+    projection = vocab_projection(model, layer)
+    return {"layer": layer, "neurons": index.tolist(), "skew": projection.skew[index], "kurtosis": projection.kurtosis[index]}

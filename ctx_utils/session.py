@@ -29,9 +29,10 @@ class ModelCache:
     #: The SDPA twin (:func:`ctx_utils.models.sdpa_twin`): None until first asked for, then the twin, or False
     #: where it cannot stand in for the bridge (the bridge then runs). Building it costs what loading the model does.
     twin: Twin | Literal[False] | None = None
-    #: Step 1's congruence per layer (:func:`ctx_utils.neurons.congruence`), beside the identity of the weights it
-    #: was computed from: seconds per layer on GPT-2, read by step 1, its exercise and the random baseline.
-    congruence: dict[int, tuple[tuple, tuple[torch.Tensor, torch.Tensor]]] = field(default_factory=dict)
+    #: Each layer's neurons projected on the vocabulary (:func:`ctx_utils.neurons.vocab_projection`: the congruence
+    #: and Gurnee et al.'s moments), beside the identity of the weights it was computed from: seconds per layer
+    #: on GPT-2, read by step 1, its exercise and notebook 01's figures.
+    vocab: dict[int, tuple[tuple, object]] = field(default_factory=dict)  # object: a neurons.VocabProjection
 
 
 class Session:
@@ -39,7 +40,7 @@ class Session:
 
     * ``models``: each model :func:`ctx_utils.pipeline.model` loaded, by ``(name, device)``, so that a notebook's
       own cells and the pipeline's steps share one copy (GPT-2 small takes seconds and 0.5 GB to load).
-    * :meth:`cache_of` a model: its :class:`ModelCache` (where it came from, its SDPA twin, its congruence).
+    * :meth:`cache_of` a model: its :class:`ModelCache` (where it came from, its SDPA twin, its vocabulary projections).
       These are held by weak reference to the model: when the last user drops a model, they go with it.
     * ``depth``: how many load-or-compute calls of :mod:`ctx_utils.pipeline` are running, one inside the other,
       so that only the outer one prints "loaded" and each inner line is indented under the step that needed it.

@@ -27,14 +27,14 @@ def test_a_notebook_and_the_pipeline_share_one_loaded_model(tiny_model_dir, monk
     assert pipeline.model(settings) is model and SESSION.models == {(str(tiny_model_dir), "cpu"): model}
 
 
-def test_a_dropped_model_frees_its_twin_and_congruence(tiny_model_dir):
+def test_a_dropped_model_frees_its_twin_and_vocabulary_projection(tiny_model_dir):
     model = models.load_model(str(tiny_model_dir), device="cpu")
     twin = models.sdpa_twin(model)
     assert twin is not None and models.sdpa_twin(model) is twin  # built once
     neurons.congruence(model, 1)
     cache = SESSION.cache_of(model)
-    assert cache.source == str(tiny_model_dir) and cache.twin is twin and list(cache.congruence) == [1]
-    kept = [weakref.ref(obj) for obj in (cache, twin[0], cache.congruence[1][1][0])]
+    assert cache.source == str(tiny_model_dir) and cache.twin is twin and list(cache.vocab) == [1]
+    kept = [weakref.ref(obj) for obj in (cache, twin[0], cache.vocab[1][1].congruence)]
     del model, twin, cache
     gc.collect()
     assert [ref() for ref in kept] == [None, None, None], "the session keeps a dropped model's caches alive"
