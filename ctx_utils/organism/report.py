@@ -25,7 +25,7 @@ from scipy import stats
 from ctx_utils import ablate
 from ctx_utils.heads import head_label, pairs_from_attributions
 from ctx_utils.organism import answer_key
-from ctx_utils.tokens import neuron_label
+from ctx_utils.tokens import head_name, neuron_label
 from ctx_utils.viz import text_table
 
 SEED = 0  # the bootstrap's random generator seed: the same results print the same intervals
@@ -278,7 +278,7 @@ def check_heads(settings, model, neuron_list: list[dict], attributions: dict, pa
                  f"not carriers; carriers missed: {missed}.")
 
 
-def check_explanations(settings, model, explained: list[dict]) -> Check | None:
+def check_explanations(settings, explained: list[dict]) -> Check | None:
     """04: do key pairs' explanations name the context their head carries (by its marker words)?"""
     truth = _truth(settings)
     if truth is None:
@@ -289,7 +289,7 @@ def check_explanations(settings, model, explained: list[dict]) -> Check | None:
         if role.startswith("carries "):
             named = answer_key.named_contexts(r["text"], truth, r["token"])
             rows.append({"neuron": f"L{r['layer']}.N{r['neuron']}", "token": repr(r["token"]),
-                         "head": head_label(model, r["head"]), "carries": role.removeprefix("carries "),
+                         "head": head_name(r["head_layer"], r["head_index"]), "carries": role.removeprefix("carries "),
                          "explanation names it": role.removeprefix("carries ") in named})
     table = pd.DataFrame(rows, columns=["neuron", "token", "head", "carries", "explanation names it"])
     return Check(table, f"{int(table['explanation names it'].sum())} of {len(table)} key pairs' explanations name the "
@@ -331,7 +331,7 @@ def check_ablation(settings, model, effects: list[dict], pairs: list[dict]) -> C
         acc = {r["ablated"]: r["top1_accuracy"] for r in ablate.top1_accuracy(model, {k["context"]: groups[k["context"]]},
                                                                                  k["token"], [head])}
         rows.append({"context": k["context"], "carrier": head_label(model, k["head"]),
-                     "top-1 normally": acc["none"], "top-1 ablated": acc[ablate.head_name(*head)]})
+                     "top-1 normally": acc["none"], "top-1 ablated": acc[head_name(*head)]})
     table = pd.DataFrame(rows).round(2)  # a redundant pair: two carriers of one context, one row each
     everything, confirmed = (answer_key.recovery(chosen, truth) for chosen in
                              (effects, [e for e in effects if answer_key.ablation_confirms(e)]))
