@@ -3,8 +3,9 @@
 On Colab a learner clicks a badge and gets whatever runtime Colab hands out, usually a CPU. With no ``MODEL`` and
 no preset given, :func:`fit` picks the size that fits it:
 
-* a CPU runtime: the CPU preset (``CTX_PRESET=cpu``), measured to run the whole course at GPT-2-small size in
-  about 12 minutes on one CPU core (docs/performance.md); the organism, faster still, is one setting away (``MODEL = "organism"``);
+* a CPU runtime: the CPU preset (``CTX_PRESET=cpu``), sized and measured to run the whole course at GPT-2-small
+  size on one CPU core (the figures: docs/performance.md); the organism, faster still, is one setting away
+  (``MODEL = "organism"``);
 * a GPU runtime with at least :data:`MIN_GPU_GIB` of memory (a T4 has 15 GB): the default size (600 documents,
   20 neurons per layer).
 
