@@ -67,7 +67,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from ctx_utils import fixtures, neurons, prompts  # noqa: E402
+from ctx_utils import activations, fixtures, neurons, prompts  # noqa: E402
 from ctx_utils.models import ORGANISM_DIR, load_model, resolve_source  # noqa: E402
 from ctx_utils.results import results_root, save_json  # noqa: E402
 from ctx_utils.settings import DEFAULTS, PRESETS  # noqa: E402
@@ -111,7 +111,7 @@ def bench_scan(model, folder: str, docs: list[str], chosen: list[dict], batch_si
     seqs = tokenize(model, docs)
     n_tokens = sum(len(s) for s in seqs)
     corpus_order = [list(range(i, min(i + batch_size, len(seqs)))) for i in range(0, len(seqs), batch_size)]
-    sorted_order = list(prompts.batches_by_length(seqs, batch_size))
+    sorted_order = list(activations.batches_by_length(seqs, batch_size))
     bare_forward(hf, seqs, corpus_order[:1])  # warm-up
     t_bare, _ = timed(lambda: bare_forward(hf, seqs, corpus_order), repeat)
     t_bare_sorted, _ = timed(lambda: bare_forward(hf, seqs, sorted_order), repeat)
@@ -145,7 +145,7 @@ def binary_search_cut(model, doc: list[int], layer: int, neuron: int, position: 
         start = (low + high) // 2
         text = prompts.prompt_text(model, doc, start, position)
         seq = [bos, *model.tokenizer(text, add_special_tokens=False)["input_ids"]]
-        act = float(prompts.last_token_activations(model, [seq], layer, neuron)[0])
+        act = float(activations.last_token_activations(model, [seq], layer, neuron)[0])
         if act > ratio * target:
             best, low = (text, act), start + 1
         else:
@@ -343,7 +343,7 @@ def course_profile(args) -> dict:
         print(f"{len(docs)} documents, {n_tokens} tokens ({n_tokens / len(docs):.0f} per document)", flush=True)
         layers, bs = neurons.default_layers(model), args.batch_size
         activity = measured(steps, "1 activity scan (activity_docs)",
-                            lambda: prompts.max_activations(model, docs[: args.activity_docs], layers, bs, progress=False))
+                            lambda: neurons.max_activations(model, docs[: args.activity_docs], layers, bs, progress=False))
         min_activity = 0.1 * max(float(activity[layer].max()) for layer in layers)
         chosen = measured(steps, "1 congruence, 3 x 3072 x 50257", lambda: neurons.select_next_token_neurons(
             model, layers, args.per_layer, activity=activity, min_activity=min_activity))

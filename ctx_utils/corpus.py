@@ -29,6 +29,16 @@ LOCAL_FORMATS = (
 )
 
 
+def check_corpus(docs: list[str]) -> None:
+    """Raise a clear error for an empty corpus or one that is not a list of strings."""
+    if isinstance(docs, str):
+        raise ValueError("`docs` is a single string: pass a list of documents, e.g. [text].")
+    if len(docs) == 0:
+        raise ValueError("The corpus is empty: pass at least one document (see ctx_utils.corpus.load_corpus).")
+    if not all(isinstance(d, str) for d in docs):
+        raise ValueError("Every document must be a string.")
+
+
 def organism_config(name: str):
     """``(CorpusConfig, seed)`` when ``name`` is the folder of an organism trained by the kit (its
     ``organism_config.json``), else None: such a folder's corpus is the one it was trained on."""

@@ -5,7 +5,9 @@ it fires; dotted with the unembedding ``W_U`` that is the neuron's *direct* effe
 (arXiv 2402.15055) calls the largest of these dot products the neuron's **congruence** and its argmax the
 neuron's **token**; a "next-token neuron" is one with high congruence whose token is a real word. Gurnee et
 al. (2024) look at the same vocabulary projection through its *shape* instead (kurtosis and skew of the
-cosine similarities; arXiv 2401.12181): :func:`vocab_moments` gives that view for comparison.
+cosine similarities; arXiv 2401.12181): :func:`vocab_moments` gives that view for comparison. Congruence reads
+only the weights, so a neuron that never fires can top the list: :func:`max_activations` (one pass over a corpus,
+through :mod:`ctx_utils.activations`) gives the activity check the paper does not make.
 
 All weights are read after ``enable_compatibility_mode()`` (folded LayerNorm, centred writing weights and
 unembedding), as the paper's TransformerLens flags do.
@@ -20,10 +22,14 @@ from typing import TYPE_CHECKING
 import torch
 from jaxtyping import Float, Int
 from torch import Tensor
+from tqdm.auto import tqdm
 
+from ctx_utils.activations import batches_by_length, mlp_post
+from ctx_utils.corpus import check_corpus
 from ctx_utils.indices import check_layer, check_neuron
 from ctx_utils.session import SESSION
 from ctx_utils.settings import DEFAULTS
+from ctx_utils.tokens import tokenize
 
 if TYPE_CHECKING:  # the model type, for readers and type checkers; not imported at run time
     from transformer_lens.model_bridge import TransformerBridge
@@ -142,6 +148,28 @@ def passes_token_rule(token: str, reject: Iterable[str] = ()) -> bool:
     return token.startswith(" ") and len(token) > 2 and token not in set(reject)
 
 
+def max_activations(
+    model: TransformerBridge, docs: list[str], layers: list[int], batch_size: int = DEFAULTS.batch_size, progress: bool = True
+) -> dict[int, Float[Tensor, "d_mlp"]]:
+    """Every neuron's largest activation over the corpus (BOS excluded), per layer.
+
+    The activation check that congruence alone lacks: a neuron with a high congruence but a maximum near
+    zero never writes its token (see :func:`select_next_token_neurons`'s ``activity``).
+    """
+    check_corpus(docs)
+    layers = [check_layer(model, layer) for layer in layers]
+    seqs = tokenize(model, docs)
+    best = {layer: torch.full((model.cfg.d_mlp,), float("-inf")) for layer in layers}
+    for index in tqdm(list(batches_by_length(seqs, batch_size)), desc="activations", disable=not progress):
+        acts, mask = mlp_post(model, [seqs[i] for i in index], layers)
+        mask = mask.bool().clone()
+        mask[:, 0] = False
+        for layer in layers:
+            layer_max = acts[layer].masked_fill(~mask[..., None], float("-inf")).amax(dim=(0, 1)).cpu()
+            best[layer] = torch.maximum(best[layer], layer_max)
+    return best
+
+
 def min_activity(max_acts: dict[int, Float[Tensor, "d_mlp"]], min_share: float = DEFAULTS.min_share) -> float:
     """The activation check's threshold: ``min_share`` of the strongest neuron's maximum over every layer given.
 
@@ -167,7 +195,7 @@ def select_next_token_neurons(
     ``" RandomRedditor"``). Several neurons may share a token.
 
     ``activity`` (optional, each neuron's largest activation per layer, e.g. from
-    :func:`ctx_utils.prompts.max_activations`) adds a check the paper does not make: skip neurons whose
+    :func:`max_activations`) adds a check the paper does not make: skip neurons whose
     largest activation on the corpus is ``<= min_activity``. Congruence reads only the weights, so a silent
     neuron can top the list (the organism shows this); those neurons get ``"skipped_silent"`` counted.
 

@@ -35,8 +35,8 @@ from ctx_utils.explain import explain_pairs, explainer_name, llm_configured
 from ctx_utils.heads import attribute_neurons, heads_summary, pairs_from_attributions
 from ctx_utils.held_out import held_out_set
 from ctx_utils.llm import LLMClient
-from ctx_utils.neurons import default_layers, min_activity, random_neurons, rejected_tokens, select_next_token_neurons
-from ctx_utils.prompts import find_activating_prompts, max_activations, scan_top_documents
+from ctx_utils.neurons import default_layers, max_activations, min_activity, random_neurons, rejected_tokens, select_next_token_neurons
+from ctx_utils.prompts import find_activating_prompts, scan_top_documents
 from ctx_utils.score import score_explanations, summarize_scores
 from ctx_utils.corpus import corpus_for, is_named_corpus, load_corpus
 from ctx_utils.models import choose_model, load_model

@@ -4,10 +4,8 @@ Three stages (arXiv 2402.15055; the authors' code, ``notebooks/2_find_max_activa
 
 1. **Scan** (:func:`scan_top_documents`): run the corpus through the model once, in batches, and keep per
    neuron the ``k`` documents with the largest maximum activation (``blocks.{l}.mlp.hook_post``) and the
-   position of that maximum. No attention hook is read, so the forward (:func:`neuron_post`) runs with
-   PyTorch's fused attention (SDPA) instead of the bridge's eager patterns, keeps only the selected neurons
-   and stops after the last needed layer's MLP activation (no later blocks, no unembedding): that is why
-   the scan beats a plain forward pass.
+   position of that maximum. The forward is :mod:`ctx_utils.activations`' (fused attention, only the
+   selected neurons, stopped after the last needed layer's MLP), as is every forward of the truncation search.
 2. **Truncate**: the shortest suffix of the document, ending at the max-activating token, on which the
    neuron still reaches more than ``ratio`` (80 %) of its document maximum. :func:`shortest_cut_reference`
    is that rule written plainly (every length, shortest first); :func:`truncate` is the batched search
@@ -51,7 +49,6 @@ from __future__ import annotations
 
 import warnings
 from collections import defaultdict
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
@@ -60,127 +57,14 @@ from jaxtyping import Float, Int
 from torch import Tensor
 from tqdm.auto import tqdm
 
-from ctx_utils.indices import check_layer, check_neuron
-from ctx_utils.models import StopForward, sdpa_twin
+from ctx_utils.activations import batches_by_length, batches_by_padding, last_token_activations, neuron_post
+from ctx_utils.corpus import check_corpus
+from ctx_utils.indices import check_neuron
 from ctx_utils.settings import DEFAULTS
-from ctx_utils.tokens import mlp_post_hook, neuron_label, pad, tokenize
+from ctx_utils.tokens import neuron_label, tokenize
 
 if TYPE_CHECKING:  # the model type, for readers and type checkers; not imported at run time
     from transformer_lens.model_bridge import TransformerBridge
-
-
-def mlp_post(
-    model: TransformerBridge, seqs: list[list[int]], layers: list[int]
-) -> tuple[dict[int, Float[Tensor, "batch pos d_mlp"]], Int[Tensor, "batch pos"]]:
-    """Every neuron of ``layers``: each layer's MLP activations and the mask (:func:`neuron_post` with all columns)."""
-    return neuron_post(model, seqs, {layer: None for layer in layers})
-
-
-@torch.no_grad()
-def neuron_post(
-    model: TransformerBridge, seqs: list[list[int]], columns: dict[int, Int[Tensor, "n_columns"] | None]
-) -> tuple[dict[int, Float[Tensor, "batch pos n_columns"]], Int[Tensor, "batch pos"]]:
-    """One batched forward: the neurons ``columns[layer]`` of each layer's ``hook_post``, and the mask.
-
-    Returns each layer's activations of those neurons (all ``d_mlp`` of them where ``columns[layer]`` is None)
-    and the mask (1 = real token). The one forward of every step that reads no
-    attention hook — the scan, the truncation search, the activity check: it runs the model's SDPA twin
-    (:func:`ctx_utils.models.sdpa_twin`: PyTorch's fused attention instead of the bridge's eager
-    ``pos × pos`` patterns), keeps only the chosen neurons as each layer's activation passes and stops
-    after the last needed layer's MLP activation (no later blocks, no unembedding). Without a twin it runs
-    the bridge (``run_with_cache`` of the needed hooks, ``stop_at_layer``): the same numbers up to float
-    rounding (tests/test_sdpa.py).
-
-    No attention mask goes to the model: with right padding, causal attention already keeps the pads (which
-    come last) out of every real token's view, and positions count from 0 in every row; a mask would only
-    add work. The returned mask is for the reader, who must ignore the pad positions.
-    """
-    columns = {
-        check_layer(model, layer): None if cols is None
-        else torch.tensor([check_neuron(model, layer, n)[1] for n in cols], dtype=torch.long)
-        for layer, cols in columns.items()
-    }
-    tokens, mask = pad(seqs, model.tokenizer.pad_token_id or 0)
-    tokens = tokens.to(model.cfg.device)
-    twin = sdpa_twin(model)
-    acts = _bridge_mlp_post(model, tokens, columns) if twin is None else _twin_mlp_post(*twin, tokens, columns)
-    return {layer: acts[layer].float() for layer in columns}, mask
-
-
-def _twin_mlp_post(
-    twin: torch.nn.Module, acts: list[torch.nn.Module], tokens: Int[Tensor, "batch pos"],
-    columns: dict[int, Int[Tensor, "n_columns"] | None],
-) -> dict[int, Float[Tensor, "batch pos n_columns"]]:
-    """The twin's MLP activations (``d_mlp`` columns where ``columns[layer]`` is None), the forward stopped after the last."""
-    last = max(columns)
-    out: dict[int, Tensor] = {}
-
-    def keep(layer: int):
-        def hook(module: torch.nn.Module, args: tuple, post: Float[Tensor, "batch pos d_mlp"]) -> None:
-            cols = columns[layer]
-            out[layer] = post if cols is None else post[..., cols.to(post.device)]
-            if layer == last:
-                raise StopForward
-
-        return hook
-
-    handles = [acts[layer].register_forward_hook(keep(layer)) for layer in columns]
-    try:
-        twin(tokens, use_cache=False)
-    except StopForward:
-        pass
-    finally:
-        for handle in handles:
-            handle.remove()
-    return out
-
-
-def _bridge_mlp_post(
-    model: TransformerBridge, tokens: Int[Tensor, "batch pos"], columns: dict[int, Int[Tensor, "n_columns"] | None]
-) -> dict[int, Float[Tensor, "batch pos n_columns"]]:
-    """The same from the bridge: only the needed ``hook_post`` cached, the forward stopped after the last."""
-    _, cache = model.run_with_cache(
-        tokens, names_filter=[mlp_post_hook(layer) for layer in columns], stop_at_layer=max(columns) + 1
-    )
-    return {layer: cache[mlp_post_hook(layer)] if cols is None else cache[mlp_post_hook(layer)][..., cols.to(tokens.device)]
-            for layer, cols in columns.items()}
-
-
-def batches_by_length(seqs: list[list[int]], batch_size: int) -> Iterator[list[int]]:
-    """Indices of ``seqs`` in batches of similar length (stable sort by length): little padding, same result."""
-    order = sorted(range(len(seqs)), key=lambda i: len(seqs[i]))
-    for start in range(0, len(order), batch_size):
-        yield order[start : start + batch_size]
-
-
-#: What one more forward costs, counted in padded tokens (:func:`_batches_by_padding`).
-FORWARD_COST_TOKENS = 64
-
-
-def _batches_by_padding(seqs: list[list[int]], batch_size: int) -> Iterator[list[int]]:
-    """Like :func:`batches_by_length`, for sequences of very different lengths (candidate cuts): a batch also
-    ends where taking the next, longer sequence would pad its rows by more than :data:`FORWARD_COST_TOKENS`."""
-    order = sorted(range(len(seqs)), key=lambda i: len(seqs[i]))
-    batch: list[int] = []
-    tokens = 0  # real tokens in the batch
-    for i in order:
-        if batch and (len(batch) == batch_size or len(batch) * len(seqs[i]) - tokens > FORWARD_COST_TOKENS):
-            yield batch
-            batch, tokens = [], 0
-        batch.append(i)
-        tokens += len(seqs[i])
-    if batch:
-        yield batch
-
-
-def check_corpus(docs: list[str]) -> None:
-    """Raise a clear error for an empty corpus or one that is not a list of strings."""
-    if isinstance(docs, str):
-        raise ValueError("`docs` is a single string: pass a list of documents, e.g. [text].")
-    if len(docs) == 0:
-        raise ValueError("The corpus is empty: pass at least one document (see ctx_utils.corpus.load_corpus).")
-    if not all(isinstance(d, str) for d in docs):
-        raise ValueError("Every document must be a string.")
 
 
 def check_neurons(model: TransformerBridge, neurons: list[dict]) -> list[dict]:
@@ -243,7 +127,7 @@ def scan_top_documents(
     if silent:
         warnings.warn(
             f"Neurons {', '.join(silent)} never activate above zero on this corpus: they get no documents. "
-            "Scan more documents, or check that these neurons fire at all (ctx_utils.prompts.max_activations).",
+            "Scan more documents, or check that these neurons fire at all (ctx_utils.neurons.max_activations).",
             stacklevel=2,
         )
     return result
@@ -257,54 +141,6 @@ def _top_k(
     act, doc, pos = act.gather(1, by_doc), doc.gather(1, by_doc), pos.gather(1, by_doc)
     order = act.argsort(dim=1, descending=True, stable=True)[:, :k]
     return act.gather(1, order), doc.gather(1, order), pos.gather(1, order)
-
-
-def max_activations(
-    model: TransformerBridge, docs: list[str], layers: list[int], batch_size: int = DEFAULTS.batch_size, progress: bool = True
-) -> dict[int, Float[Tensor, "d_mlp"]]:
-    """Every neuron's largest activation over the corpus (BOS excluded), per layer.
-
-    The activation check that congruence alone lacks: a neuron with a high congruence but a maximum near
-    zero never writes its token (see :func:`ctx_utils.neurons.select_next_token_neurons`'s ``activity``).
-    """
-    check_corpus(docs)
-    layers = [check_layer(model, layer) for layer in layers]
-    seqs = tokenize(model, docs)
-    best = {layer: torch.full((model.cfg.d_mlp,), float("-inf")) for layer in layers}
-    for index in tqdm(list(batches_by_length(seqs, batch_size)), desc="activations", disable=not progress):
-        acts, mask = mlp_post(model, [seqs[i] for i in index], layers)
-        mask = mask.bool().clone()
-        mask[:, 0] = False
-        for layer in layers:
-            layer_max = acts[layer].masked_fill(~mask[..., None], float("-inf")).amax(dim=(0, 1)).cpu()
-            best[layer] = torch.maximum(best[layer], layer_max)
-    return best
-
-
-@torch.no_grad()
-def last_token_activations(
-    model: TransformerBridge, seqs: list[list[int]], layer: int, neuron: int, batch_size: int = 64
-) -> Float[Tensor, "n_seqs"]:
-    """The neuron's activation at the last real token of each sequence."""
-    layer, neuron = check_neuron(model, layer, neuron)
-    out = torch.empty(len(seqs))
-    for index in batches_by_length(seqs, batch_size):
-        acts, mask = neuron_post(model, [seqs[i] for i in index], {layer: torch.tensor([neuron])})
-        last = mask.sum(dim=1) - 1  # [batch]
-        out[index] = acts[layer][torch.arange(len(index)), last, 0].cpu()
-    return out
-
-
-@torch.no_grad()
-def token_activations(model: TransformerBridge, text: str, layer: int, neuron: int) -> tuple[list[str], Float[Tensor, "pos"]]:
-    """A prompt's tokens (BOS left out) and the neuron's activation on each.
-
-    For pictures: hand the pair to ``ctx_utils.viz.token_activations``.
-    """
-    layer, neuron = check_neuron(model, layer, neuron)
-    seq = tokenize(model, [text])[0]
-    acts, _ = mlp_post(model, [seq], [layer])
-    return [model.tokenizer.decode([t]) for t in seq[1:]], acts[layer][0, 1:, neuron].cpu()
 
 
 #: Candidate cuts per document per round of the truncation search (module docstring).
@@ -525,7 +361,7 @@ def _shared_last_token_activations(
     for i, run in enumerate(run_of):
         reads[run].append(i)
     out = [0.0] * len(seqs)
-    for index in _batches_by_padding(runs, batch_size):
+    for index in batches_by_padding(runs, batch_size):
         acts, _ = neuron_post(model, [runs[run] for run in index], columns)
         for row, run in enumerate(index):
             for i in reads[run]:

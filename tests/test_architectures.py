@@ -15,7 +15,7 @@ import re
 import pytest
 import torch
 
-from ctx_utils import ablate, fixtures, heads, neurons, prompts
+from ctx_utils import ablate, activations, fixtures, heads, neurons
 
 TEXTS = fixtures.sample_texts("train")[:6]
 LAYER, NEURON = 2, 7  # a neuron of the last layer: layers 0 and 1 hold its candidate heads
@@ -160,7 +160,7 @@ def test_hook_post_equals_hugging_face_mlp_activation(bpe_fixture):
     arch, _, model, hf = bpe_fixture
     seqs = [bos_ids(model, text) for text in TEXTS]
     layers = list(range(model.cfg.n_layers))
-    acts, lengths = prompts.mlp_post(model, seqs, layers)  # the scan's batched, right-padded read
+    acts, lengths = activations.mlp_post(model, seqs, layers)  # the scan's batched, right-padded read
     for i, ids in enumerate(seqs):
         _, post, _ = hf_run(hf, arch, ids)
         for layer in layers:

@@ -3,9 +3,9 @@
 import pytest
 import torch
 
-from ctx_utils import prompts
+from ctx_utils import activations
 from ctx_utils.classroom import checks
-from ctx_utils.tokens import neuron_label
+from ctx_utils.tokens import neuron_label, tokenize
 
 TEXTS = ["the cat sat on the mat", "for research purposes only as", "the cat"]  # different lengths: padding shows
 
@@ -130,7 +130,7 @@ def test_truncation_measures_only_suffixes_a_prompt_can_be(tiny_model, monkeypat
     every suffix back to BOS: the rule sees exactly those, shortest first, each re-tokenised with BOS."""
     text = " ".join(["the cat sat on the mat for research purposes only as early"] * 4)
     measured, seen = [], []
-    real = prompts.last_token_activations
+    real = activations.last_token_activations
 
     def counting(model, seqs, layer, neuron, batch_size=64):
         measured.append([len(s) for s in seqs])
@@ -140,8 +140,8 @@ def test_truncation_measures_only_suffixes_a_prompt_can_be(tiny_model, monkeypat
         seen.append(len(suffix_acts))
         return shortest_right(suffix_acts, target, ratio)
 
-    monkeypatch.setattr(checks.prompts, "last_token_activations", counting)
-    position = len(prompts.tokenize(tiny_model, [text])[0]) - 1
+    monkeypatch.setattr(checks.activations, "last_token_activations", counting)
+    position = len(tokenize(tiny_model, [text])[0]) - 1
     assert position > 12
     checks.check_truncation(rule, tiny_model, text, position=position, max_tokens=8)  # the neuron firing most there
     assert seen[-1] == 7  # suffixes of 1 … 7 tokens: prompts of < 8 tokens
@@ -152,9 +152,9 @@ def test_truncation_stops_measuring_a_chunk_past_the_first_passing_suffix(tiny_m
     """The real document's suffixes are measured 16 lengths at a time, up to one chunk past the first that passes:
     each value is the one measuring every suffix gives, and the shortest passing suffix is the same."""
     text = " ".join(["the cat sat on the mat for research purposes only as early"] * 8)
-    doc = prompts.tokenize(tiny_model, [text], warn_long=False)[0]
+    doc = tokenize(tiny_model, [text], warn_long=False)[0]
     position, layer = len(doc) - 1, 1
-    neuron = int(prompts.mlp_post(tiny_model, [doc], [layer])[0][layer][0, position].argmax())
+    neuron = int(activations.mlp_post(tiny_model, [doc], [layer])[0][layer][0, position].argmax())
     every = checks._suffix_activations(tiny_model, doc, layer, neuron, position, 100, float("inf"))  # nothing passes
     assert len(every) == min(position, 99)
     threshold = float(every[20])  # the first suffix above this is the shortest that passes

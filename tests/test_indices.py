@@ -10,8 +10,9 @@ import numpy as np
 import pytest
 import torch
 
-from ctx_utils import ablate, heads, neurons, prompts
+from ctx_utils import ablate, activations, heads, neurons, prompts
 from ctx_utils.indices import as_index, check_heads, check_layer, check_neuron
+from ctx_utils.tokens import tokenize
 
 PROMPTS = ["the cat sat on the mat", "for research purposes", "as early as such"]
 
@@ -44,10 +45,10 @@ def test_numpy_indices_work_in_every_step(tiny_model):
     torch.testing.assert_close(neurons.congruence(tiny_model, layer)[0], neurons.congruence(tiny_model, 1)[0])
     assert neurons.vocab_moments(tiny_model, layer, np.array([3, 5]))["neurons"] == [3, 5]
     torch.testing.assert_close(heads.head_attributions(tiny_model, PROMPTS, layer, neuron), heads.head_attributions(tiny_model, PROMPTS, 1, 3))
-    seqs = prompts.tokenize(tiny_model, PROMPTS)
-    torch.testing.assert_close(prompts.last_token_activations(tiny_model, seqs, layer, neuron),
-                               prompts.last_token_activations(tiny_model, seqs, 1, 3))
-    assert prompts.token_activations(tiny_model, PROMPTS[0], layer, neuron)[1].shape == (6,)
+    seqs = tokenize(tiny_model, PROMPTS)
+    torch.testing.assert_close(activations.last_token_activations(tiny_model, seqs, layer, neuron),
+                               activations.last_token_activations(tiny_model, seqs, 1, 3))
+    assert activations.token_activations(tiny_model, PROMPTS[0], layer, neuron)[1].shape == (6,)
     readout = [ablate.last_token_readout(tiny_model, PROMPTS, heads_, neuron_, logits=False)["activation"]
                for heads_, neuron_ in (([(np.int64(0), np.int64(2))], (layer, neuron)), ([(0, 2)], (1, 3)))]
     torch.testing.assert_close(*readout)
@@ -57,10 +58,10 @@ def test_numpy_indices_work_in_every_step(tiny_model):
 
 
 def test_the_functions_that_skipped_the_checks_now_name_the_range(tiny_model):
-    """prompts.last_token_activations and heads.read_directions failed with a bare IndexError / KeyError."""
-    seqs = prompts.tokenize(tiny_model, PROMPTS)
+    """activations.last_token_activations and heads.read_directions failed with a bare IndexError / KeyError."""
+    seqs = tokenize(tiny_model, PROMPTS)
     with pytest.raises(ValueError, match=r"Neuron 999 is out of range: each MLP layer has neurons 0 to 127"):
-        prompts.last_token_activations(tiny_model, seqs, 1, 999)
+        activations.last_token_activations(tiny_model, seqs, 1, 999)
     with pytest.raises(ValueError, match=r"Layer 5 is out of range: this model has layers 0 to 1"):
         heads.read_directions(tiny_model, 5, 0)
     with pytest.raises(ValueError, match="include_same_layer=True"):
@@ -68,9 +69,9 @@ def test_the_functions_that_skipped_the_checks_now_name_the_range(tiny_model):
     with pytest.raises(ValueError, match=r"Neuron -2 is out of range"):
         neurons.vocab_moments(tiny_model, 1, [-2])
     with pytest.raises(ValueError, match=r"Neuron -1 is out of range"):
-        prompts.neuron_post(tiny_model, seqs, {1: torch.tensor([-1])})
+        activations.neuron_post(tiny_model, seqs, {1: torch.tensor([-1])})
     with pytest.raises(ValueError, match=r"Layer 2 is out of range"):
-        prompts.mlp_post(tiny_model, seqs, [2])
+        activations.mlp_post(tiny_model, seqs, [2])
     with pytest.raises(TypeError, match=r"A flat head number must be a whole number"):
         heads.split_head(tiny_model, 1.5)
     with pytest.raises(TypeError, match=r"Neuron must be a whole number"):

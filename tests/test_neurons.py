@@ -128,12 +128,11 @@ def test_finds_the_authors_gpt2_small_neurons():
 def test_every_planted_token_has_a_next_token_neuron():
     from ctx_utils.corpus import load_corpus
     from ctx_utils.models import load_model
-    from ctx_utils.prompts import max_activations
 
     truth = json.loads((ORGANISM_DIR / "ground_truth.json").read_text())
     model = load_model("organism", device="cpu")
     layers = neurons.default_layers(model)
-    activity = max_activations(model, load_corpus("organism", "train", max_docs=200), layers, progress=False)
+    activity = neurons.max_activations(model, load_corpus("organism", "train", max_docs=200), layers, progress=False)
     threshold = 0.1 * max(float(activity[layer].max()) for layer in layers)  # notebook 01's default
     chosen = neurons.select_next_token_neurons(model, layers, per_layer=20, activity=activity, min_activity=threshold)
     found = {n["token"] for n in chosen}

@@ -6,9 +6,9 @@ import warnings
 import pytest
 import torch
 
-from ctx_utils import prompts
+from ctx_utils import activations, neurons, prompts
 from ctx_utils.models import load_model
-from ctx_utils.session import SESSION
+from ctx_utils.tokens import mlp_post_hook
 from conftest import save_tiny_gpt2
 
 WORDS = ["the", "cat", "sat", "on", "mat", "for", "research", "purposes", "only", "as", "early", "such"]
@@ -38,8 +38,8 @@ def some_neurons():
 def brute_force_max(model, doc: str, layer: int, neuron: int) -> tuple[float, int]:
     """One document alone, through the model's own tokenizer: max activation over positions after BOS."""
     tokens = model.to_tokens(doc, prepend_bos=True)
-    _, cache = model.run_with_cache(tokens, names_filter=[prompts.mlp_post_hook(layer)])
-    acts = cache[prompts.mlp_post_hook(layer)][0, 1:, neuron]
+    _, cache = model.run_with_cache(tokens, names_filter=[mlp_post_hook(layer)])
+    acts = cache[mlp_post_hook(layer)][0, 1:, neuron]
     return float(acts.max()), int(acts.argmax()) + 1
 
 
@@ -77,7 +77,7 @@ def brute_force_cuts(model, doc: list[int], position: int, layer: int, neuron: i
     for n in range(1, position + 1):
         text = prompts.prompt_text(model, doc, position + 1 - n, position)
         seq = prompts.tokenize(model, [text])[0]
-        act = float(prompts.last_token_activations(model, [seq], layer, neuron)[0])
+        act = float(activations.last_token_activations(model, [seq], layer, neuron)[0])
         cuts[n] = (text, act, act > 0.8 * target)
     return cuts
 
@@ -227,35 +227,16 @@ def silenced_model(tmp_path_factory):
 
 
 def test_a_neuron_that_never_fires_warns(silenced_model, docs):
-    neurons = [{"layer": LAYER, "neuron": 0}, {"layer": LAYER, "neuron": 7}]
+    chosen = [{"layer": LAYER, "neuron": 0}, {"layer": LAYER, "neuron": 7}]
     with pytest.warns(UserWarning, match="never activate above zero"):
-        found = prompts.find_activating_prompts(silenced_model, docs, neurons, progress=False)
+        found = prompts.find_activating_prompts(silenced_model, docs, chosen, progress=False)
     assert found[f"{LAYER}.0"] == [] and found[f"{LAYER}.7"]
-    activity = prompts.max_activations(silenced_model, docs, [LAYER], progress=False)
+    activity = neurons.max_activations(silenced_model, docs, [LAYER], progress=False)
     assert activity[LAYER][0] <= 0 < activity[LAYER][7]
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         with pytest.raises(ValueError, match="nothing to keep 80 %"):
             prompts.truncate(silenced_model, docs[0], LAYER, 0, 2)
-
-
-def test_neuron_post_keeps_exactly_the_chosen_neurons_on_both_paths(tiny_model, monkeypatch):
-    """The chosen columns of the full hook_post, through the SDPA twin and through the bridge (no twin)."""
-    from ctx_utils import models
-
-    seqs = prompts.tokenize(tiny_model, ["the cat sat on the mat", "for research purposes only", "the"])
-    columns = {0: torch.tensor([3, 1]), 1: torch.tensor([0, 5, 17])}
-    assert models.sdpa_twin(tiny_model) is not None  # the fast path is the one taken
-    full, mask = prompts.mlp_post(tiny_model, seqs, [0, 1])
-    fast, fast_mask = prompts.neuron_post(tiny_model, seqs, columns)
-    assert torch.equal(mask, fast_mask)
-    real = mask.bool()
-    for layer, cols in columns.items():
-        assert fast[layer].shape == (len(seqs), mask.shape[1], len(cols))
-        assert torch.equal(fast[layer][real], full[layer][..., cols][real])
-    monkeypatch.setattr(SESSION.cache_of(tiny_model), "twin", False)  # no twin: the bridge's run_with_cache
-    slow, _ = prompts.neuron_post(tiny_model, seqs, columns)
-    assert all(torch.allclose(slow[layer][real], fast[layer][real], atol=1e-5) for layer in columns)
 
 
 def test_the_batched_search_equals_the_plain_reference_on_the_organism():
@@ -289,7 +270,7 @@ def test_a_cut_that_keeps_exactly_the_ratio_fails(tiny_model, docs, search):
     for entry in top[f"{LAYER}.7"]:
         doc, position = prompts.tokenize(tiny_model, [docs[entry["doc"]]])[0], entry["position"]
         one = prompts.tokenize(tiny_model, [prompts.prompt_text(tiny_model, doc, position, position)])[0]
-        a1 = float(prompts.last_token_activations(tiny_model, [one], LAYER, 7)[0])
+        a1 = float(activations.last_token_activations(tiny_model, [one], LAYER, 7)[0])
         if a1 > 0 and position >= 3:
             break
     else:

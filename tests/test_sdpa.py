@@ -22,10 +22,11 @@ import pytest
 import torch
 from transformers.activations import ACT2FN
 
-from ctx_utils import fixtures, models, prompts
+from ctx_utils import activations, fixtures, models, prompts
 from ctx_utils.corpus import load_corpus
 from ctx_utils.models import CLEAN_ORGANISM_DIR, ORGANISM_DIR, load_model
 from ctx_utils.session import SESSION
+from ctx_utils.tokens import mlp_post_hook, tokenize
 
 ATOL, RTOL = 1e-5, 1e-4
 
@@ -56,7 +57,7 @@ def case(request):
 
 def bridge_hook_post(model, seq: list[int], layers: list[int]) -> dict[int, torch.Tensor]:
     """The reference: the bridge's whole forward on one unpadded sequence, ``{layer: [pos, d_mlp]}``."""
-    names = [prompts.mlp_post_hook(layer) for layer in layers]
+    names = [mlp_post_hook(layer) for layer in layers]
     with torch.no_grad():
         _, cache = model.run_with_cache(torch.tensor([seq]), names_filter=names)
     return {layer: cache[name][0].float() for layer, name in zip(layers, names)}
@@ -88,10 +89,10 @@ def test_the_twin_computes_gpt2s_gelu_with_the_fused_kernel(case):
 def test_batched_activations_equal_the_bridges_hook_post(case):
     """Every layer, every neuron, right-padded batches of mixed lengths: equal to the bridge one by one."""
     _, model, docs = case
-    seqs = prompts.tokenize(model, docs, warn_long=False)
+    seqs = tokenize(model, docs, warn_long=False)
     layers = list(range(model.cfg.n_layers))
     assert len({len(s) for s in seqs}) > 3, "the batch must mix lengths, so that padding is exercised"
-    acts, mask = prompts.mlp_post(model, seqs, layers)
+    acts, mask = activations.mlp_post(model, seqs, layers)
     assert mask.sum(1).tolist() == [len(s) for s in seqs]
     for i, seq in enumerate(seqs):
         reference = bridge_hook_post(model, seq, layers)
@@ -102,16 +103,33 @@ def test_batched_activations_equal_the_bridges_hook_post(case):
 def test_chosen_neurons_of_some_layers_equal_the_bridges(case):
     """The scan's read: a few neurons of the last layers only, the forward stopped after the deepest."""
     _, model, docs = case
-    seqs = prompts.tokenize(model, docs[:8], warn_long=False)
+    seqs = tokenize(model, docs[:8], warn_long=False)
     n_layers, d_mlp = model.cfg.n_layers, model.cfg.d_mlp
     columns = {n_layers - 1: torch.tensor([d_mlp - 1, 0, 5])}
     if n_layers > 2:
         columns[n_layers - 2] = torch.tensor([3])
-    acts, _ = prompts.neuron_post(model, seqs, columns)
+    acts, _ = activations.neuron_post(model, seqs, columns)
     for i, seq in enumerate(seqs):
         reference = bridge_hook_post(model, seq, sorted(columns))
         for layer, cols in columns.items():
             torch.testing.assert_close(acts[layer][i, : len(seq)], reference[layer][:, cols], atol=ATOL, rtol=RTOL)
+
+
+def test_neuron_post_keeps_exactly_the_chosen_neurons_on_both_paths(tiny_model, monkeypatch):
+    """The chosen columns of the full hook_post, through the SDPA twin and through the bridge (no twin)."""
+    seqs = tokenize(tiny_model, ["the cat sat on the mat", "for research purposes only", "the"])
+    columns = {0: torch.tensor([3, 1]), 1: torch.tensor([0, 5, 17])}
+    assert models.sdpa_twin(tiny_model) is not None  # the fast path is the one taken
+    full, mask = activations.mlp_post(tiny_model, seqs, [0, 1])
+    fast, fast_mask = activations.neuron_post(tiny_model, seqs, columns)
+    assert torch.equal(mask, fast_mask)
+    real = mask.bool()
+    for layer, cols in columns.items():
+        assert fast[layer].shape == (len(seqs), mask.shape[1], len(cols))
+        assert torch.equal(fast[layer][real], full[layer][..., cols][real])
+    monkeypatch.setattr(SESSION.cache_of(tiny_model), "twin", False)  # no twin: the bridge's run_with_cache
+    slow, _ = activations.neuron_post(tiny_model, seqs, columns)
+    assert all(torch.allclose(slow[layer][real], fast[layer][real], atol=1e-5) for layer in columns)
 
 
 def test_the_scan_finds_the_same_documents_and_positions_as_the_bridge(case, monkeypatch):
@@ -144,8 +162,8 @@ def test_a_bridge_the_kit_did_not_load_has_no_twin(tiny_model, monkeypatch):
     monkeypatch.setattr(cache, "source", None)
     monkeypatch.setattr(cache, "twin", None)  # not built yet
     assert models.sdpa_twin(tiny_model) is None
-    seqs = prompts.tokenize(tiny_model, ["the cat sat", "on the mat for research"])
-    acts, _ = prompts.mlp_post(tiny_model, seqs, [1])  # the bridge's path, still right
+    seqs = tokenize(tiny_model, ["the cat sat", "on the mat for research"])
+    acts, _ = activations.mlp_post(tiny_model, seqs, [1])  # the bridge's path, still right
     torch.testing.assert_close(acts[1][0, :len(seqs[0])], bridge_hook_post(tiny_model, seqs[0], [1])[1])
 
 
@@ -156,5 +174,5 @@ def test_a_folder_gone_since_the_load_falls_back_to_the_bridge_with_a_warning(tm
     shutil.rmtree(tmp_path / "tiny")
     with pytest.warns(UserWarning, match="Keep the model's folder in place"):
         assert models.sdpa_twin(model) is None
-    seqs = prompts.tokenize(model, ["the cat sat"])
-    torch.testing.assert_close(prompts.mlp_post(model, seqs, [0])[0][0][0], bridge_hook_post(model, seqs[0], [0])[0])
+    seqs = tokenize(model, ["the cat sat"])
+    torch.testing.assert_close(activations.mlp_post(model, seqs, [0])[0][0][0], bridge_hook_post(model, seqs[0], [0])[0])

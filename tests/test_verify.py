@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from ctx_utils import ablate, heads, neurons, prompts
+from ctx_utils import ablate, activations, heads, neurons
 from ctx_utils.fixtures import sample_texts
 from ctx_utils.models import load_model
 from ctx_utils.results import save_json
@@ -30,7 +30,7 @@ def model(gpt2_fixture_dir):
 def _top_prompts(model, texts: list[str], layer: int, neuron: int) -> tuple[list[str], list[float], list[int]]:
     """The ``N_PROMPTS`` texts on which the neuron fires most at the last token (no BOS), as the authors cut them."""
     seqs = [model.to_tokens(t, prepend_bos=False)[0].tolist() for t in texts]
-    acts = prompts.last_token_activations(model, seqs, layer, neuron)
+    acts = activations.last_token_activations(model, seqs, layer, neuron)
     best = acts.argsort(descending=True)[:N_PROMPTS].tolist()
     return [texts[i] for i in best], [float(acts[i]) for i in best], [len(seqs[i]) for i in best]
 

@@ -24,9 +24,9 @@ from jaxtyping import Float, Int
 from scipy import stats
 from torch import Tensor
 
-from ctx_utils import ablate, explain, heads, llm, neurons, prompts, score
+from ctx_utils import ablate, activations, explain, heads, llm, neurons, prompts, score
 from ctx_utils.settings import DEFAULTS
-from ctx_utils.tokens import tokenize_prompts
+from ctx_utils.tokens import tokenize, tokenize_prompts
 
 if TYPE_CHECKING:  # the model type, for readers and type checkers; not imported at run time
     from transformer_lens.model_bridge import TransformerBridge
@@ -313,12 +313,12 @@ def check_truncation(
                 hint = "No suffix keeps more than 80 %: return None."
             raise AssertionError(f"suffix activations {acts}, target {target}: expected {expected}, got {got!r}. {hint}".rstrip())
     layer = model.cfg.n_layers - 1 if layer is None else layer
-    doc = prompts.tokenize(model, [text], warn_long=False)[0]
+    doc = tokenize(model, [text], warn_long=False)[0]
     position = min(len(doc) - 1, 23) if position is None else position
     if not 2 <= position < len(doc):
         raise ValueError(f"position {position} must index a token of the text after its second (BOS is 0, the last is {len(doc) - 1}).")
     doc = doc[: position + 1]
-    full = prompts.mlp_post(model, [doc], [layer])[0][layer][0, position].cpu()  # [d_mlp]
+    full = activations.mlp_post(model, [doc], [layer])[0][layer][0, position].cpu()  # [d_mlp]
     neuron = int(full.argmax()) if neuron is None else neuron
     target = float(full[neuron])
     if target <= 0:
@@ -357,7 +357,7 @@ def _suffix_activations(
         lengths = range(first, min(first + chunk, longest + 1))
         texts = [prompts.prompt_text(model, doc, position + 1 - n, position) for n in lengths]
         seqs = [[bos, *ids] for ids in model.tokenizer(texts, add_special_tokens=False)["input_ids"]]
-        measured.append(prompts.last_token_activations(model, seqs, layer, neuron))
+        measured.append(activations.last_token_activations(model, seqs, layer, neuron))
         if passed_in is None and bool((measured[-1] > threshold).any()):
             passed_in = len(measured)
         if passed_in is not None and len(measured) > passed_in:

@@ -28,8 +28,8 @@ from torch import Tensor
 
 from ctx_utils import viz
 from ctx_utils.classroom.compare_results import mixed_settings
+from ctx_utils.activations import token_activations
 from ctx_utils.heads import head_attributions, head_label
-from ctx_utils.prompts import token_activations
 from ctx_utils.results import load_json, results_dir
 from ctx_utils.settings import DEFAULTS, Settings
 from ctx_utils.tokens import head_name, neuron_label, parse_neuron_label

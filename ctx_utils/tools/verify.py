@@ -33,7 +33,7 @@ from typing import Any
 
 import torch
 
-from ctx_utils import ablate, heads, neurons, prompts
+from ctx_utils import ablate, activations, heads, neurons
 from ctx_utils.paper_data import PaperDataError, read_json, resolve_data_dir
 from ctx_utils.settings import DEFAULTS
 
@@ -120,7 +120,7 @@ def verify_prompts(model: Any, data: Path, keys: set[tuple[int, int]], ratio: fl
         for entry in _neuron_entries(data, f"{split}_prompts.json", keys):
             docs = _document_of_each_prompt(entry)
             seqs = [model.to_tokens(text, prepend_bos=False)[0].tolist() for text in entry["prompts"]]
-            acts = prompts.last_token_activations(model, seqs, entry["layer"], entry["neuron"])
+            acts = activations.last_token_activations(model, seqs, entry["layer"], entry["neuron"])
             for i, (text, doc, seq) in enumerate(zip(entry["prompts"], docs, seqs)):
                 if doc is None:
                     skipped += 1
