@@ -6,7 +6,6 @@ CUDA answers faked for a GPU runtime (a T4: 15 GB). What is checked is what a le
 """
 
 import json
-import re
 import sys
 import types
 
