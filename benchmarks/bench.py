@@ -345,11 +345,11 @@ def course_profile(args) -> dict:
         activity = measured(steps, "1 activity scan (activity_docs)",
                             lambda: neurons.max_activations(model, docs[: args.activity_docs], layers, bs, progress=False))
         min_activity = 0.1 * max(float(activity[layer].max()) for layer in layers)
-        chosen = measured(steps, "1 congruence, 3 x 3072 x 50257", lambda: neurons.select_next_token_neurons(
+        # One vocabulary product per layer gives the congruence and notebook 01's moments (neurons.vocab_projection).
+        chosen = measured(steps, "1 congruence and moments, 3 x 3072 x 50257", lambda: neurons.select_next_token_neurons(
             model, layers, args.per_layer, activity=activity, min_activity=min_activity))
-        measured(steps, "1 vocab moments, all neurons (nb 01)", lambda: [neurons.vocab_moments(model, l) for l in layers])
         # The random baseline's candidates ride in the real neurons' passes (steps 2 and 5), as the pipeline runs them.
-        random_set = measured(steps, "5 random neurons (congruence again)",
+        random_set = measured(steps, "5 random neurons (their rows of W_out @ W_U)",
                               lambda: neurons.random_neurons(model, layers, args.random_per_layer))
         both = [*chosen, *random_set]
         top = measured(steps, "2 scan (n_docs), + random", lambda: prompts.scan_top_documents(

@@ -26,7 +26,7 @@ import math
 import os
 import sys
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from ctx_utils.settings import DEFAULTS, PRESETS, Settings
@@ -44,7 +44,6 @@ class Measured:
 
     source: str
     seconds: dict[str, float]
-    extra: dict[str, float] = field(default_factory=dict)  # a notebook's own work beyond its steps (seconds)
 
 
 #: Measured times, by (model, size): a size is a preset name, ``default`` when no size setting is changed.
@@ -52,9 +51,8 @@ MEASURED: dict[tuple[str, str], Measured] = {
     ("gpt2-small", "cpu"): Measured(
         "the CPU-preset benchmark (benchmarks/bench.py --course --preset cpu: GPT-2-small size, random weights, "
         "CPU seconds of one core; benchmarks/course-steps-gpt2-small-cpu.json, docs/performance.md)",
-        {"load": 4.05, "neurons": 27.58 + 16.81, "prompts": 61.18 + 102.11, "heads": 5.49, "held_out": 131.22 + 4.45,
-         "explanations": 0, "scores": 0.0 + 6.04, "ablation": 33.26},
-        extra={"01": 27.85},  # the vocabulary moments of every neuron, notebook 01's comparison with prediction neurons
+        {"load": 4.29, "neurons": 25.31 + 16.96, "prompts": 56.99 + 56.59, "heads": 3.76, "held_out": 77.08 + 3.55,
+         "explanations": 0, "scores": 0.07 + 4.54, "ablation": 20.86},
     ),
     ("organism", "default"): Measured(
         "benchmarks/step_times.py --model organism (one core of a 2-core machine, wall seconds; "
@@ -185,7 +183,7 @@ def estimate(key: tuple[str, str], notebook: str, saved: Callable[[str], bool]) 
     measured = MEASURED[key]
     needs, own = NOTEBOOK_STEPS.get(notebook, (_ALL, _ALL))
     missing = [step for step in needs if step not in own and not saved(step)]
-    here = measured.seconds["load"] + sum(measured.seconds[s] for s in own) + measured.extra.get(notebook, 0)
+    here = measured.seconds["load"] + sum(measured.seconds[s] for s in own)
     return here, sum(measured.seconds[s] for s in missing), missing
 
 

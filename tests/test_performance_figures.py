@@ -17,16 +17,17 @@ ROOT = Path(__file__).resolve().parents[1]
 def test_the_course_table_is_the_benchmarks():
     figures = json.loads((ROOT / "benchmarks" / "course-gpt2-small-cpu.json").read_text())
     doc = (ROOT / "docs" / "performance.md").read_text()
-    before, after = figures["before"], figures["after"]
-    assert before.keys() == after.keys() and len(before) >= 9, "every notebook, before and after"
-    for number in before:
-        b, a = before[number], after[number]
-        row = (f"| {b['cpu_seconds']:.0f} → {a['cpu_seconds']:.0f} | {b['seconds']:.0f} → {a['seconds']:.0f} | "
-               f"{b['peak_rss_gib']:.2f} → {a['peak_rss_gib']:.2f} |")
+    runs = [figures[k] for k in ("before", "start", "after")]
+    assert all(run.keys() == runs[-1].keys() for run in runs) and len(runs[-1]) >= 9, "every notebook, in every run"
+    for number, now in runs[-1].items():
+        cpu = " → ".join(f"{run[number]['cpu_seconds']:.0f}" for run in runs)
+        row = f"| {cpu} | {now['seconds']:.0f} | {now['peak_rss_gib']:.2f} |"
         assert re.search(rf"^\| {number} · .*{re.escape(row)}$", doc, re.M), f"notebook {number}: {row}"
-    total = [sum(r["cpu_seconds"] for r in side.values()) for side in (before, after)]
-    assert f"**{total[0]:,.0f} → {total[1]:,.0f}**" in doc
-    peak = max(r["peak_rss_gib"] for r in after.values())
+    total = [sum(r["cpu_seconds"] for r in run.values()) for run in runs]
+    assert f"**{' → '.join(f'{t:,.0f}' for t in total)}**" in doc
+    minutes, seconds = divmod(round(total[-1]), 60)
+    assert f"Time: met, {total[-1]:.0f} CPU s ({minutes} min {seconds} s" in doc and total[-1] <= 600
+    peak = max(r["peak_rss_gib"] for r in runs[-1].values())
     assert f"Peak: met ({peak:.2f} GiB)" in doc and peak <= 3.5 * 10**9 / 2**30
 
 
@@ -45,3 +46,10 @@ def test_the_truncation_speedups_quoted_are_bench_json():
     notebook = (ROOT / "notebooks" / "02_activating_prompts.ipynb").read_text()
     for text in (notebook, (ROOT / "docs" / "performance.md").read_text()):
         assert all(figure in text for figure in speedups), speedups
+
+
+def test_instructors_quote_the_course_time_measured():
+    figures = json.loads((ROOT / "benchmarks" / "course-gpt2-small-cpu.json").read_text())
+    minutes = round(sum(r["cpu_seconds"] for r in figures["after"].values()) / 60)
+    text = " ".join((ROOT / "INSTRUCTORS.md").read_text().split())
+    assert f"every notebook in about {minutes} CPU minutes at GPT-2-small size" in text

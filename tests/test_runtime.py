@@ -59,7 +59,7 @@ def test_a_cpu_runtime_gets_the_cpu_preset_and_the_measured_time(colab, capsys):
     before = runtime.duration(measured(key, ["neurons", "prompts", "heads", "explanations"]))
     assert lines[2].startswith(f"Time here: {here} for notebook 05, after {before} for the earlier steps no saved "
                                "result covers (neurons, prompts, heads, explanations)")
-    assert (here, before) == ("about 2 min", "about 4 min")
+    assert (here, before) == ("about 1 min", "about 3 min")
     assert "Measured: the CPU-preset benchmark" in lines[2]
     assert "lost when the runtime ends: USE_DRIVE = True" in lines[3]
     assert lines[4].startswith('Another size: MODEL = "organism" in the parameters cell') and "CTX_PRESET=" in lines[4]
@@ -73,7 +73,7 @@ def test_a_t4_gets_the_default_size_and_says_its_time_is_not_measured(colab, cap
     assert lines[1].startswith("Runtime: Colab with a GPU (Tesla T4, 15 GiB). Size: the default size (600 documents, "
                                "20 neurons per layer) on gpt2-small, because it fits this GPU's memory")
     assert lines[2].startswith("Time here: not measured for gpt2-small at this size")
-    assert lines[3].startswith("  For scale, the CPU preset: about 2 min for notebook 05"), "a measured figure, named"
+    assert lines[3].startswith("  For scale, the CPU preset: about 1 min for notebook 05"), "a measured figure, named"
 
 
 def test_a_gpu_too_small_for_the_default_size_gets_the_cpu_preset(colab, capsys):
@@ -129,7 +129,7 @@ def test_steps_saved_by_earlier_notebooks_or_sessions_are_not_counted(colab, cap
     pipeline._load_or_compute(settings, "explanations", lambda: {}, quiet=True)
     pipeline.setup(model=None)
     [line] = [l for l in plan_lines(capsys) if l.startswith("Time here")]
-    assert "earlier steps" not in line and line.startswith("Time here: about 2 min for notebook 05.")
+    assert "earlier steps" not in line and line.startswith("Time here: about 1 min for notebook 05.")
 
 
 def test_results_in_drive_are_said_to_be_kept(colab, monkeypatch, capsys):
@@ -146,9 +146,8 @@ def test_every_notebook_that_reads_settings_knows_its_steps():
     assert set(runtime.NOTEBOOK_STEPS["08"][0]) == set(pipeline.STEPS) == set(runtime.MEASURED["organism", "default"].seconds) - {"load"}
 
 
-BENCH_ROWS = {  # the CPU-preset benchmark's steps → the kit's step (or notebook 01's extra work) they time
-    "load model": "load", "1 activity scan": "neurons", "1 congruence": "neurons", "1 vocab moments": "01",
-    "5 random neurons (congruence": "scores", "2 scan": "prompts", "2 truncation": "prompts", "3 attribution": "heads",
+BENCH_ROWS = {  # the CPU-preset benchmark's steps → the kit's step they time
+    "load model": "load", "1 activity scan": "neurons", "1 congruence": "neurons", "5 random neurons": "scores", "2 scan": "prompts", "2 truncation": "prompts", "3 attribution": "heads",
     "5 held-out scan": "held_out", "5 held-out attribution": "held_out", "5 random: attribution": "scores",
     "6 ablation": "ablation",
 }
@@ -163,7 +162,7 @@ def test_the_quoted_times_are_the_measured_ones():
         [target] = [t for prefix, t in BENCH_ROWS.items() if name.startswith(prefix)]
         found[target] = found.get(target, 0) + step["cpu_seconds"]
     gpt2 = runtime.MEASURED["gpt2-small", "cpu"]
-    expected = {**{s: v for s, v in gpt2.seconds.items() if s != "explanations"}, **gpt2.extra}
+    expected = {s: v for s, v in gpt2.seconds.items() if s != "explanations"}
     assert found.keys() == expected.keys() and all(abs(found[k] - expected[k]) < 1e-6 for k in found), (found, expected)
     shipped = json.loads((KIT_ROOT / "results" / "bench-steps-organism.json").read_text())
     assert runtime.MEASURED["organism", "default"].seconds == shipped["seconds"]
