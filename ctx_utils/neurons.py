@@ -269,7 +269,7 @@ def random_neurons(model: TransformerBridge, layers: list[int], per_layer: int, 
     return chosen
 
 
-def vocab_moments(model: TransformerBridge, layer: int, neurons: list[int] | Tensor | None = None) -> dict:
+def vocab_moments(model: TransformerBridge, layer: int, neurons: list[int] | Int[Tensor, "n"] | None = None) -> dict:
     """Gurnee et al.'s view: skew and kurtosis of ``cos(W_U[:, t], W_out[layer][n])`` over all tokens t.
 
     With z the standardised cosines (population std), skew = mean(z³) and kurtosis = mean(z⁴) (not excess:

@@ -173,8 +173,8 @@ def fit(overrides: Mapping[str, Any]) -> Fit:
         return Fit(runtime, "default", "it fits this GPU's memory (about 3 GiB at GPT-2-small size)", notebook)
     why = f"this GPU has under {MIN_GPU_GIB:.0f} GiB" if runtime.gpu else "this runtime has no GPU"
     course = duration(sum(MEASURED["gpt2-small", "cpu"].seconds.values()))
-    return Fit(runtime, "cpu", f"{why}: the CPU preset is the size measured to run the whole course in {course} on one "
-               "CPU core", notebook)
+    return Fit(runtime, "cpu", f"{why}: the CPU preset is the size measured to compute every step of the course in "
+               f"{course} on one CPU core", notebook)
 
 
 def estimate(key: tuple[str, str], notebook: str, saved: Callable[[str], bool]) -> tuple[float, float, list[str]]:

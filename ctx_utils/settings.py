@@ -106,13 +106,16 @@ class Settings:
         """A copy with ``changes`` (validated like the rest)."""
         return dataclasses.replace(self, **changes)
 
+    def shown(self, name: str) -> Any:
+        """Setting ``name`` as a notebook prints it (:func:`shown`)."""
+        return shown(getattr(self, name))
+
     def describe(self, names: tuple[str, ...] | None = None) -> str:
         """One line of the settings ``names`` and every changed one; with no ``names``, the full table (one line each,
         non-defaults marked)."""
         if names is not None:
             shown = dict.fromkeys(("model", *names, *(f.name for f in fields(self) if getattr(self, f.name) != DEFAULTS_BY_NAME[f.name])))
-            values = {name: getattr(self, name) for name in shown}
-            values = {k: os.path.basename(v) if isinstance(v, str) and os.path.isabs(v) else v for k, v in values.items()}
+            values = {name: self.shown(name) for name in shown}
             return "Settings: " + ", ".join(f"{k} {v!r}" for k, v in values.items()) + " (all: settings.describe())"
         lines = []
         for f in fields(self):
@@ -124,6 +127,11 @@ class Settings:
 
 
 DEFAULTS = Settings()
+def shown(value: Any) -> Any:
+    """A setting's value as a notebook prints it: a file or folder by its name, never this machine's path."""
+    return os.path.basename(value) if isinstance(value, str) and os.path.isabs(value) else value
+
+
 DEFAULTS_BY_NAME: dict[str, Any] = {f.name: getattr(DEFAULTS, f.name) for f in fields(Settings)}
 
 _NEURONS = ("model", "corpus", "per_layer", "activity_docs", "min_share")

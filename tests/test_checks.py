@@ -97,6 +97,15 @@ def test_truncation_right_passes(tiny_model, capsys):
     assert "✓ check_truncation passed" in capsys.readouterr().out
 
 
+def test_truncation_says_so_when_the_real_document_gives_no_prompt(tiny_model, capsys):
+    """A neuron that keeps the share on no suffix short enough to be a prompt: the pass line says no prompt, not
+    "the None-token prompt"."""
+    checks.check_truncation(shortest_right, tiny_model, "the cat sat on the mat for research purposes", ratio=100.0)
+    out = capsys.readouterr().out
+    assert "no prompt from the real document: no suffix under 100 tokens keeps more than 10000%" in out
+    assert "prompts.truncate agrees" in out and "None-token" not in out
+
+
 @pytest.mark.parametrize(
     "wrong, message",
     [

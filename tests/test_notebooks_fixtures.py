@@ -13,10 +13,12 @@ from __future__ import annotations
 
 import json
 
+import nbformat
 import pytest
-from notebook_runs import run
+from notebook_runs import outputs, run
 
 from ctx_utils import fixtures
+from ctx_utils.settings import KIT_ROOT
 
 pytestmark = pytest.mark.slow  # notebook kernels: `make test` only
 
@@ -53,3 +55,8 @@ def test_the_step_notebooks_run_on_the_architecture(tmp_path, arch):
     assert len(effects) == len(pairs)
     moved = [e for e in effects if any(abs(a - b) > 1e-7 for a, b in zip(e["prob_normal"], e["prob_ablated"]))]
     assert moved, "zeroing a head changed no token probability: the ablation hook did nothing"
+
+    for page in sorted((out / "notebooks").glob("*.ipynb")):  # the model and corpus are folders and files here
+        shown = "".join(outputs(cell) for cell in nbformat.read(page, as_version=4).cells if cell.cell_type == "code")
+        for path in (str(folder), str(KIT_ROOT)):
+            assert path not in shown, f"{page.name} prints this machine's path {path}: print a name (settings.shown)"

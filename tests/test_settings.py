@@ -144,3 +144,10 @@ def test_a_notebook_prints_one_line_of_its_own_and_the_changed_settings_without_
     assert "\n" not in line and line.startswith("Settings: model 'my-model', rule '2sigma', keep 7")
     assert "/home" not in line and "batch_size" not in line, "only the notebook's own and the changed settings"
     assert "batch_size" in DEFAULTS.describe(), "the full table stays on request"
+
+
+def test_a_notebook_shows_a_file_setting_by_its_name_not_this_machines_path(tmp_path):
+    corpus = str(tmp_path / "train.jsonl")
+    settings = DEFAULTS.replace(corpus=corpus, model="organism")
+    assert settings.shown("corpus") == "train.jsonl" and settings.shown("model") == "organism"
+    assert corpus not in settings.describe(("corpus",)) and "'train.jsonl'" in settings.describe(("corpus",))

@@ -31,7 +31,7 @@ from ctx_utils.classroom.compare_results import mixed_settings
 from ctx_utils.activations import token_activations
 from ctx_utils.heads import head_attributions, head_label
 from ctx_utils.results import load_json, results_dir
-from ctx_utils.settings import DEFAULTS, Settings
+from ctx_utils.settings import DEFAULTS, Settings, shown
 from ctx_utils.tokens import head_name, neuron_label, parse_neuron_label
 
 #: The result files the explorer reads, and the notebook that writes each.
@@ -331,7 +331,7 @@ def build_explorer(model: Any, results: dict[str, dict]) -> Any:
         raise ValueError("prompts.json holds no neuron with prompts: rerun notebook 02 (no prompt passed its filter).")
     notes = missing_results(results)
     header = widgets.HTML(
-        f"<b>Results of {html.escape(str(results['heads.json'].get('model', 'an unnamed model')))}</b>"
+        f"<b>Results of {html.escape(str(shown(results['heads.json'].get('model', 'an unnamed model'))))}</b>"
         + "".join(f"<br><small>{html.escape(note)}</small>" for note in notes)
     )
     neuron_box = widgets.Dropdown(options=neuron_choices, description="Neuron", layout={"width": "480px"})
