@@ -17,6 +17,8 @@ import os
 import re
 import socket
 import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -385,6 +387,21 @@ def _check_recorded_architecture(folder: Path, config) -> None:
         raise _refuse(folder, f"config.json does not describe the trained model: {'; '.join(wrong)}.")
 
 
+@contextmanager
+def _no_progress_bars() -> Iterator[None]:
+    """Hugging Face's "Loading weights" bar off while a model loads: a second of loading, and a bar in every
+    notebook's output that reads it (the bar is switched back on after, if it was on)."""
+    from transformers.utils import logging as hf_logging
+
+    was_on = hf_logging.is_progress_bar_enabled()
+    hf_logging.disable_progress_bar()
+    try:
+        yield
+    finally:
+        if was_on:
+            hf_logging.enable_progress_bar()
+
+
 class StopForward(Exception):
     """Raised by a hook to end a forward pass as soon as what we need has been read (the scan, an ablation)."""
 
@@ -408,7 +425,8 @@ def load_model(name_or_folder: str = "organism", device: str | None = None):
         check_hub_available(source)  # before the slow import: a bad request fails in seconds
     from transformer_lens.model_bridge import TransformerBridge
 
-    model = TransformerBridge.boot_transformers(source, device=device)
+    with _no_progress_bars():
+        model = TransformerBridge.boot_transformers(source, device=device)
     model.enable_compatibility_mode()
     model.eval()
     model.requires_grad_(False)  # the kit only reads the model: no autograd graph, no requires_grad warnings
@@ -448,7 +466,8 @@ def _build_twin(model: TransformerBridge) -> tuple[torch.nn.Module, list[torch.n
 
     try:
         config = _fused_activation(AutoConfig.from_pretrained(source))
-        twin = AutoModel.from_pretrained(source, config=config, attn_implementation="sdpa", dtype=model.cfg.dtype)
+        with _no_progress_bars():
+            twin = AutoModel.from_pretrained(source, config=config, attn_implementation="sdpa", dtype=model.cfg.dtype)
     except (OSError, ValueError) as error:  # the folder was moved, emptied or deleted since load_model
         warnings.warn(
             f"Could not load the SDPA copy of the model from {source} ({error}): reading MLP activations through "

@@ -83,3 +83,13 @@ def test_a_thread_count_that_is_no_number_names_the_fix(monkeypatch):
     monkeypatch.setenv("CTX_TORCH_THREADS", "two")
     with pytest.raises(SettingsError, match=r"CTX_TORCH_THREADS is 'two'.*number of CPU threads.*or unset it"):
         models.pin_torch_threads()
+
+
+def test_loading_a_model_and_its_twin_prints_no_progress_bar(tiny_model_dir, capfd):
+    """A notebook that reads the model shows no "Loading weights" bar; the bar comes back on for everything else."""
+    from transformers.utils import logging as hf_logging
+
+    model = models.load_model(str(tiny_model_dir), device="cpu")
+    models.sdpa_twin(model)
+    assert "Loading weights" not in "".join(capfd.readouterr())
+    assert hf_logging.is_progress_bar_enabled()
