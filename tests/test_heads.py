@@ -164,3 +164,15 @@ def test_a_head_with_no_attribution_is_never_active(rule):
     assert active[:3].sum(dim=1).tolist() == [1, 1, 1] and active[:3, 0].all()
     if rule == "top3":
         assert active[3].tolist() == [True, True, True, False, False, False, False, False]
+
+
+@pytest.mark.parametrize("layer", [0, 1])
+def test_look_back_is_the_attention_weighted_distance_of_a_full_forward(model, layer):
+    """``look_back`` stops its forward after the head's layer: the distance is the full forward's pattern's."""
+    text = PROMPTS[3]
+    hook = f"blocks.{layer}.attn.hook_pattern"
+    _, cache = model.run_with_cache(model.to_tokens(text, prepend_bos=True), names_filter=hook)
+    for head_index in range(model.cfg.n_heads):
+        weights = cache[hook][0, head_index, -1]  # [pos]: where the last token attends
+        expected = float(weights @ torch.arange(len(weights) - 1, -1, -1, dtype=weights.dtype))
+        assert heads.look_back(model, text, layer, head_index) == pytest.approx(expected, abs=1e-5)

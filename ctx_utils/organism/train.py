@@ -38,7 +38,6 @@ from __future__ import annotations
 import argparse
 import hashlib
 import math
-import os
 import platform
 import time
 from pathlib import Path
@@ -53,6 +52,7 @@ from ctx_utils.organism.corpus import (
 )
 from ctx_utils.organism.roles import apply_roles, build_roles, init_roles
 from ctx_utils.organism.wiring import Wiring, apply_wiring, build_wiring, init_wiring
+from ctx_utils.models import pin_torch_threads
 from ctx_utils.tokens import pad
 from ctx_utils.results import save_json
 from ctx_utils.settings import KIT_ROOT
@@ -265,7 +265,8 @@ def main() -> None:
         parser.error(str(err))
     if args.out.exists() and not args.out.is_dir():
         parser.error(f"--out {args.out} is a file; give a folder (it is created if missing).")
-    torch.set_num_threads(int(os.environ.get("CTX_TORCH_THREADS", "2")))
+    if pin_torch_threads() is None:  # $CTX_TORCH_THREADS, validated; else two threads
+        torch.set_num_threads(2)
     report = train(args.out, args.seed, config)
     print(f"Wrote {args.out} in {report['wall_time_s']} s; planted-token top-1 on the test split:")
     for name, acc in report["planted_top1_test"].items():
