@@ -218,8 +218,7 @@ class TopDocuments(dict):
 
 def random_candidates(settings: Settings, model: TransformerBridge) -> list[dict]:
     """The neurons the random baseline draws from: ``random_per_layer`` random neurons of each default layer."""
-    return random_neurons(model, default_layers(model), settings.random_per_layer,
-                                       seed=settings.random_seed)
+    return random_neurons(model, default_layers(model), settings.random_per_layer, seed=settings.random_seed)
 
 
 def scan(settings: Settings, model: TransformerBridge, neuron_list: list[dict], docs: list[str] | None = None
@@ -228,8 +227,7 @@ def scan(settings: Settings, model: TransformerBridge, neuron_list: list[dict], 
     random candidates' (:attr:`TopDocuments.random`) read in the same forward passes."""
     docs = documents(settings) if docs is None else docs
     riders = random_candidates(settings, model)
-    both = scan_top_documents(model, docs, [*neuron_list, *riders], k=settings.top_k,
-                                           batch_size=settings.batch_size)
+    both = scan_top_documents(model, docs, [*neuron_list, *riders], k=settings.top_k, batch_size=settings.batch_size)
     top = TopDocuments((label, both[label]) for label in _labels(neuron_list))
     top.random = {label: both[label] for label in _labels(riders)}
     return top
@@ -243,8 +241,8 @@ def _find_prompts(settings: Settings, model: TransformerBridge, docs: list[str],
                   top: dict | None = None, progress: bool = False) -> dict[str, list[dict]]:
     """Steps 2b-c on ``docs`` with the settings' sizes (``top``: a finished scan, else scanned here)."""
     return find_activating_prompts(model, docs, neuron_list, k=settings.top_k, max_tokens=settings.max_tokens,
-                                                keep=settings.keep, ratio=settings.ratio, top=top,
-                                                batch_size=settings.batch_size, progress=progress)
+                                   keep=settings.keep, ratio=settings.ratio, top=top, batch_size=settings.batch_size,
+                                   progress=progress)
 
 
 def _with_random(settings: Settings, model: TransformerBridge, docs: list[str], neuron_list: list[dict],
@@ -257,8 +255,8 @@ def _with_random(settings: Settings, model: TransformerBridge, docs: list[str], 
     if top is not None:
         riders_top = getattr(top, "random", None)
         if riders_top is None:  # a scan without the riders: scan them alone
-            riders_top = scan_top_documents(model, docs, riders, k=settings.top_k,
-                                                         batch_size=settings.batch_size, progress=False)
+            riders_top = scan_top_documents(model, docs, riders, k=settings.top_k, batch_size=settings.batch_size,
+                                            progress=False)
         both_top = {**top, **riders_top}
     found = _find_prompts(settings, model, docs, [*neuron_list, *riders], both_top, progress=top is not None)
     random = {"random_per_layer": settings.random_per_layer, "random_seed": settings.random_seed,
@@ -315,8 +313,8 @@ def connect(settings: Settings):
     """The LLM client the settings ask for, or None for the offline explainer."""
     if settings.explainer == "offline":
         return None
-    return LLMClient(model=settings.llm_model, timeout=settings.llm_timeout,
-                                  max_retries=settings.llm_retries, token_budget=settings.llm_token_budget)
+    return LLMClient(model=settings.llm_model, timeout=settings.llm_timeout, max_retries=settings.llm_retries,
+                     token_budget=settings.llm_token_budget)
 
 
 def compute_explanations(settings: Settings, pairs: list[dict], prompt_sets: dict, llm=None) -> dict:
@@ -337,8 +335,7 @@ def _summary(scored: list[dict]) -> dict | None:
 def score_held_out(settings: Settings, explained: list[dict], held: dict, llm=None) -> list[dict]:
     """Each explained pair's E on its neuron's held-out prompts (the ground truth: ``held["active"]``)."""
     prompts_by_neuron = {label: [p["text"] for p in entries] for label, entries in held["prompts"].items()}
-    return score_explanations(explained, prompts_by_neuron, held["active"], llm=llm,
-                                         max_prompts=settings.max_held_out)
+    return score_explanations(explained, prompts_by_neuron, held["active"], llm=llm, max_prompts=settings.max_held_out)
 
 
 def compute_scores(settings: Settings, model: TransformerBridge, explained: list[dict], held: dict, llm=None,
@@ -410,7 +407,7 @@ def compute_ablation(settings: Settings, model: TransformerBridge, pairs: list[d
     The KS tests are None when a group has no value (no pairs, or no held-out prompt on one side).
     """
     effects = ablation_effects(model, pairs, held["prompts"], activity_matrix(model, held, settings.same_layer),
-                                           batch_size=settings.batch_size)
+                               batch_size=settings.batch_size)
     return {"pairs": effects, "ks": _ks(effects, "mean_decrease"), "ks_neuron_activation": _ks(effects, "mean_act_decrease")}
 
 

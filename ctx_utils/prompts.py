@@ -294,13 +294,12 @@ def _search_cuts(model: TransformerBridge, cuts: list[_Cut], ratio: float, windo
     ``bar``: a progress bar advanced by one per finished search."""
     if window < 1:
         raise ValueError(f"window must be at least 1, got {window}.")
-    bos = model.tokenizer.bos_token_id
     live = list(cuts)
     while live:
         plan = [(cut, cut.next_lengths(window)) for cut in live]
         jobs = [(cut, cut.position + 1 - n) for cut, lengths in plan for n in lengths]  # (cut, start)
         texts = [prompt_text(model, cut.doc, start, cut.position) for cut, start in jobs]
-        seqs = [[bos, *ids] for ids in model.tokenizer(texts, add_special_tokens=False)["input_ids"]]
+        seqs = tokenize(model, texts, warn_long=False)  # as step 3 will read each prompt
         acts = _round_activations(model, jobs, seqs, batch_size)
         for (cut, start), text, seq, act in zip(jobs, texts, seqs, acts):
             cut.tried[cut.position + 1 - start] = {

@@ -355,18 +355,15 @@ def _suffix_activations(
     keeps more than ``threshold``. A longer suffix cannot be the shortest that passes, and measuring every one
     would cost a forward per length (O(n²) tokens): the answer is the same, the tensor shorter."""
     longest = min(position, max_tokens - 1)
-    bos = model.tokenizer.bos_token_id
     measured: list[Tensor] = []
-    passed_in = None  # the chunk in which a suffix first passed
+    passed = False  # a suffix passed in an earlier chunk: this chunk is the last
     for first in range(1, longest + 1, chunk):
         lengths = range(first, min(first + chunk, longest + 1))
         texts = [prompts.prompt_text(model, doc, position + 1 - n, position) for n in lengths]
-        seqs = [[bos, *ids] for ids in model.tokenizer(texts, add_special_tokens=False)["input_ids"]]
-        measured.append(activations.last_token_activations(model, seqs, layer, neuron))
-        if passed_in is None and bool((measured[-1] > threshold).any()):
-            passed_in = len(measured)
-        if passed_in is not None and len(measured) > passed_in:
+        measured.append(activations.last_token_activations(model, tokenize(model, texts, warn_long=False), layer, neuron))
+        if passed:
             break
+        passed = bool((measured[-1] > threshold).any())
     return torch.cat(measured)
 
 
